@@ -1,0 +1,21 @@
+# CrossEmotion: cross-dataset emotion recognition on MELD (video) and IFEED
+# (faces). `snakemake --cores 8 all` with config/config.yaml runs the real
+# benchmark; add `--configfile config/demo.yaml` for the embedded demo.
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/synth.smk"
+include: "workflow/rules/acquire.smk"
+include: "workflow/rules/ingest.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/transfer.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        final_targets(),
+    default_target: True

@@ -1,0 +1,86 @@
+"""Canonical emotion classes, label spellings and the cast of *Friends*."""
+
+from __future__ import annotations
+
+EMOTIONS: tuple[str, ...] = (
+    "anger",
+    "disgust",
+    "fear",
+    "joy",
+    "neutral",
+    "sadness",
+    "surprise",
+)
+EMOTION_TO_INDEX: dict[str, int] = {name: i for i, name in enumerate(EMOTIONS)}
+
+CAST: tuple[str, ...] = ("Chandler", "Joey", "Monica", "Phoebe", "Rachel", "Ross")
+OTHER = "Other"
+CHARACTERS: tuple[str, ...] = (*CAST, OTHER)
+
+# IFEED ships Angry/Disgusted/...; public loaders of it meet truncated and
+# lower-case variants, so every spelling seen in the wild maps here.
+_SPELLINGS: dict[str, str] = {
+    "anger": "anger",
+    "angry": "anger",
+    "ang": "anger",
+    "disgust": "disgust",
+    "disgusted": "disgust",
+    "dis": "disgust",
+    "fear": "fear",
+    "fearful": "fear",
+    "fea": "fear",
+    "afraid": "fear",
+    "joy": "joy",
+    "happy": "joy",
+    "happiness": "joy",
+    "hap": "joy",
+    "neutral": "neutral",
+    "neu": "neutral",
+    "sad": "sadness",
+    "sadness": "sadness",
+    "surprise": "surprise",
+    "surprised": "surprise",
+    "sur": "surprise",
+}
+
+IFEED_NAMES: dict[str, str] = {
+    "anger": "Angry",
+    "disgust": "Disgusted",
+    "fear": "Fearful",
+    "joy": "Happy",
+    "neutral": "Neutral",
+    "sadness": "Sad",
+    "surprise": "Surprised",
+}
+
+
+class UnknownLabelError(ValueError):
+    """A label spelling that maps to none of the canonical classes."""
+
+
+def normalize_label(raw: str) -> str:
+    """Map any known spelling (case-insensitive) to a canonical class.
+
+    Raises UnknownLabelError rather than guessing, so the caller can record
+    the item in its manifest.
+    """
+    key = raw.strip().lower()
+    try:
+        return _SPELLINGS[key]
+    except KeyError:
+        raise UnknownLabelError(f"unknown emotion label {raw!r}") from None
+
+
+def try_normalize_label(raw: str) -> str | None:
+    try:
+        return normalize_label(raw)
+    except UnknownLabelError:
+        return None
+
+
+def character_of(speaker: str | None) -> str:
+    """Map a MELD speaker or IFEED name to one of the six cast members or Other."""
+    if not speaker:
+        return OTHER
+    name = speaker.strip().split()[0].capitalize() if speaker.strip() else ""
+    return name if name in CAST else OTHER

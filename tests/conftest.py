@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_MELD = (ROOT / ".." / "shared" / "data" / "meld").resolve()
+VENV_BIN = Path(sys.executable).parent
+
+
+def snakemake_cmd() -> list[str]:
+    exe = VENV_BIN / "snakemake"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "snakemake"]
+
+
+def run_snakemake(args: list[str], cwd: Path = ROOT, check: bool = True, **kw):
+    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}"}
+    proc = subprocess.run(
+        [*snakemake_cmd(), *args], cwd=cwd, env=env, capture_output=True, text=True, **kw
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {args} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def shared_meld() -> Path:
+    if not (SHARED_MELD / "train_sent_emo.csv").exists():
+        pytest.fail(f"real MELD annotations not found at {SHARED_MELD}")
+    return SHARED_MELD
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A copy of the workflow sources in a temp folder, to run Snakemake in."""
+    dest = tmp_path / "wf"
+    dest.mkdir()
+    for name in ("Snakefile", "workflow", "config", "src", "profiles"):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            shutil.copy2(src, dest / name)
+    return dest

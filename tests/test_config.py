@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from crossemotion.config import ConfigError, config_hash, deep_merge, load_config, validate_config
+from tests.conftest import ROOT, run_snakemake
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "demo.yaml"])
+def test_shipped_configs_validate(name: str) -> None:
+    load_config(ROOT / "config" / "config.yaml", ROOT / "config" / name)
+
+
+def test_misspelled_key_names_the_key() -> None:
+    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    cfg["meld"]["shardz"] = 3
+    with pytest.raises(ConfigError, match="shardz"):
+        validate_config(cfg)
+
+
+def test_misspelled_model_key_names_the_key() -> None:
+    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    cfg["models"]["c3d"]["epochz"] = 3
+    with pytest.raises(ConfigError, match="epochz"):
+        validate_config(cfg)
+
+
+def test_wrong_type_names_the_key() -> None:
+    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    cfg["meld"]["decode"]["frames"] = "sixteen"
+    with pytest.raises(ConfigError, match=r"meld\.decode\.frames"):
+        validate_config(cfg)
+
+
+def test_merge_overrides_one_key() -> None:
+    merged = deep_merge({"meld": {"archive": None, "url": "u"}}, {"meld": {"archive": "/x"}})
+    assert merged == {"meld": {"archive": "/x", "url": "u"}}
+
+
+def test_config_hash_is_stable_and_sensitive() -> None:
+    assert config_hash({"a": 1, "b": 2}) == config_hash({"b": 2, "a": 1})
+    assert config_hash({"a": 1}) != config_hash({"a": 2})
+
+
+def test_snakemake_rejects_bad_key_at_startup(workdir: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("meld:\n  shardz: 3\n")
+    proc = run_snakemake(
+        ["-n", "all", "--configfile", "config/demo.yaml", str(bad)], cwd=workdir, check=False
+    )
+    assert proc.returncode != 0
+    assert "shardz" in proc.stdout + proc.stderr
+
+
+def test_snakemake_rejects_wrong_type_at_startup(workdir: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models:\n  c3d:\n    epochs: many\n")
+    proc = run_snakemake(
+        ["-n", "all", "--configfile", "config/demo.yaml", str(bad)], cwd=workdir, check=False
+    )
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "epochs" in out and "many" in out

@@ -1,0 +1,115 @@
+import sys
+from pathlib import Path
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+# Scripts import the library from src/ even when the package is not installed
+# (e.g. inside a cluster job whose environment only has the dependencies).
+SRC = str(Path(workflow.basedir) / "src")
+if SRC not in sys.path:
+    sys.path.insert(0, SRC)
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+
+MELD_SPLITS = ["train", "dev", "test"]
+IFEED_SPLITS = ["train", "test"]
+VIDEO_MODELS = ["cnn_lstm", "c3d"]
+FACE_MODELS = ["resnet50"]
+MULTIMODAL_MODELS = ["text", "fusion"]
+TEXT_ONLY_MODELS = ["text"]
+
+
+def text_only():
+    return bool(config["meld"].get("text_only", False))
+
+
+def demo_data():
+    return bool(config.get("demo", config.get("synth", {}).get("enabled", False)))
+
+
+def shard_ids(split):
+    n = int(config["meld"]["shards"][split])
+    return [f"{i:04d}" for i in range(n)]
+
+
+def ifeed_shard_ids():
+    return [f"{i:04d}" for i in range(int(config["ifeed"]["shards"]))]
+
+
+def meld_shards(kind, split=None):
+    """All shard files of one kind (clips, faces, text) for a split or all."""
+    splits = MELD_SPLITS if split is None else [split]
+    if kind == "text":
+        return [f"results/shards/meld/text/{s}/part-0000.parquet" for s in splits]
+    return [
+        f"results/shards/meld/{kind}/{s}/part-{i}.parquet"
+        for s in splits
+        for i in shard_ids(s)
+    ]
+
+
+def ifeed_shards():
+    return [
+        f"results/shards/ifeed/faces/{s}/part-{i}.parquet"
+        for s in IFEED_SPLITS
+        for i in ifeed_shard_ids()
+    ]
+
+
+def model_runs():
+    """(model, dataset) pairs the config enables."""
+    runs = []
+    for name, cfg in config["models"].items():
+        if not cfg.get("enabled", True):
+            continue
+        if text_only() and name not in TEXT_ONLY_MODELS:
+            continue
+        for dataset in cfg.get("datasets", ["meld"]):
+            if text_only() and dataset != "meld":
+                continue
+            runs.append((name, dataset))
+    return runs
+
+
+def model_dir(model, dataset):
+    return f"results/models/{model}/{dataset}"
+
+
+def transfer_cells():
+    """(source, target, mode) cells of the transfer grid."""
+    tcfg = config.get("transfer", {})
+    if text_only() or not tcfg.get("enabled", False):
+        return []
+    modes = ["zero_shot"] + [f"finetune_{f:g}" for f in tcfg.get("fractions", [])]
+    cells = []
+    for source, target in (("ifeed", "meld"), ("meld", "ifeed")):
+        for mode in modes:
+            cells.append((source, target, mode))
+    return cells
+
+
+def final_targets():
+    targets = ["results/meld/manifest.parquet"] if not text_only() else []
+    targets += meld_shards("text")
+    for model, dataset in model_runs():
+        targets.append(f"{model_dir(model, dataset)}/metrics.json")
+    if not text_only():
+        targets += [
+            "results/ifeed/manifest.parquet",
+            "results/ifeed/overlap.csv",
+        ]
+        targets += [
+            f"results/transfer/{s}_to_{t}/{m}/metrics.json"
+            for s, t, m in transfer_cells()
+        ]
+        targets += [
+            "results/tables/benchmark.csv",
+            "results/tables/character_wise.csv",
+            "results/tables/transfer.csv",
+            "results/report.html",
+        ]
+    return targets
