@@ -24,7 +24,9 @@ def run_snakemake(args: list[str], cwd: Path = ROOT, check: bool = True, **kw):
         [*snakemake_cmd(), *args], cwd=cwd, env=env, capture_output=True, text=True, **kw
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {args} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        raise AssertionError(
+            f"snakemake {args} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
     return proc
 
 

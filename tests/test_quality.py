@@ -19,7 +19,9 @@ def _tool(name: str) -> str:
 def test_ruff_clean() -> None:
     proc = subprocess.run(
         [_tool("ruff"), "check", "src", "tests", "workflow", "bench"],
-        cwd=ROOT, capture_output=True, text=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -27,7 +29,9 @@ def test_ruff_clean() -> None:
 def test_snakefmt_clean() -> None:
     proc = subprocess.run(
         [_tool("snakefmt"), "--check", "Snakefile", "workflow/rules"],
-        cwd=ROOT, capture_output=True, text=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
