@@ -1,0 +1,60 @@
+"""Shared helpers for `make bench`: machine facts, timing, JSON results."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results" / "bench"
+SHARED_MELD = (ROOT / ".." / "shared" / "data" / "meld").resolve()
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions: dict[str, str] = {"python": platform.python_version()}
+    for mod in ("torch", "torchvision", "cv2", "polars", "pyarrow", "snakemake"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:  # a missing optional module is just not reported
+            continue
+    try:
+        ff = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True, check=False)
+        versions["ffmpeg"] = ff.stdout.split("\n", 1)[0]
+    except OSError:
+        pass
+    return {"cores": os.cpu_count(), "cpu": cpu, "platform": platform.platform(), **versions}
+
+
+def timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[float, Any]:
+    """Best-of-`repeat` wall time in seconds and the last result."""
+    best = float("inf")
+    result: Any = None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, result
+
+
+def write_result(name: str, payload: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    payload = {"benchmark": name, "machine": machine(), **payload}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,108 @@
+"""Decode benchmark: pipeline decoder vs naive OpenCV loop vs full-decode bound.
+
+All three run on the same clips in one process, one after the other, so the
+ratios are measured side by side on the same machine state.
+"""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from bench.clips import bench_clips, long_clip
+from bench.common import write_result
+
+FRAMES = 16
+HEIGHT = 360
+
+
+def naive_opencv(path: Path, frames: int = FRAMES, height: int = HEIGHT) -> list[np.ndarray]:
+    """The common approach: read every frame in Python, keep T, resize in Python."""
+    cap = cv2.VideoCapture(str(path))
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    wanted = set(np.linspace(0, max(total - 1, 0), frames).round().astype(int).tolist())
+    kept: list[np.ndarray] = []
+    index = 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        if index in wanted:
+            h, w = frame.shape[:2]
+            kept.append(cv2.resize(frame, (int(w * height / h) // 2 * 2, height)))
+        index += 1
+    cap.release()
+    return kept
+
+
+def full_decode(path: Path) -> None:
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-an", "-f", "null", "-"], check=True
+    )
+
+
+def pipeline(path: Path, exact: bool) -> Any:
+    from crossemotion.data.decode import decode_clip
+
+    return decode_clip(path, frames=FRAMES, height=HEIGHT, exact=exact, max_duration=30.0)
+
+
+def _time_all(fn, clips: list[Path]) -> float:
+    t0 = time.perf_counter()
+    for clip in clips:
+        fn(clip)
+    return time.perf_counter() - t0
+
+
+def run(n_clips: int = 200) -> dict[str, Any]:
+    clips = bench_clips(n_clips)
+    # warm the page cache so the first contender does not pay for disk reads
+    for clip in clips:
+        clip.read_bytes()
+    seconds = {
+        "pipeline_fast": _time_all(lambda c: pipeline(c, exact=False), clips),
+        "pipeline_exact": _time_all(lambda c: pipeline(c, exact=True), clips),
+        "naive_opencv": _time_all(naive_opencv, clips),
+        "ffmpeg_full_decode": _time_all(full_decode, clips),
+    }
+    short = clips[0]
+    longc = long_clip(5.0)
+    t_short = min(_time_all(lambda c: pipeline(c, exact=False), [short]) for _ in range(3))
+    t_long = min(_time_all(lambda c: pipeline(c, exact=False), [longc]) for _ in range(3))
+    result = {
+        "clips": len(clips),
+        "frames_per_clip": FRAMES,
+        "height": HEIGHT,
+        "seconds": seconds,
+        "ms_per_clip": {k: 1000 * v / len(clips) for k, v in seconds.items()},
+        "speedup_vs_naive": seconds["naive_opencv"] / seconds["pipeline_fast"],
+        "ratio_to_full_decode": seconds["pipeline_fast"] / seconds["ffmpeg_full_decode"],
+        "exact_speedup_vs_naive": seconds["naive_opencv"] / seconds["pipeline_exact"],
+        "long_clip": {
+            "short_seconds": t_short,
+            "long_seconds": t_long,
+            "ratio": t_long / t_short,
+            "short_clip": short.name,
+            "long_clip_minutes": 5.0,
+        },
+        "targets": {
+            "speedup_vs_naive_min": 1.5,
+            "ratio_to_full_decode_max": 1.0,
+            "long_ratio_max": 3.0,
+        },
+        "peak_rss_mb_bench_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    write_result("decode", result)
+    return result
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(run(), indent=2))

@@ -1,0 +1,116 @@
+"""``text``: a BERT-family encoder + pooling + dropout + linear head.
+
+Config: ``encoder`` (``minilm`` or a Hugging Face name/path), ``pooling``
+(``cls`` or ``mean`` over the attention mask), ``dropout``, ``freeze`` (train
+the head only), ``max_length`` and ``context`` (previous turns of the dialogue,
+see crossemotion.training.text_data). ``head_lr`` sets the head's learning rate
+(default 20x ``lr``) for frameworks that honour ``param_groups``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from crossemotion.models.encoders import encoder_width, load_text_encoder, load_tokenizer
+from crossemotion.models.registry import ModelSpec, ShardInputs, register
+from crossemotion.training import text_data
+
+
+def pool(hidden: Tensor, mask: Tensor, how: str) -> Tensor:
+    if how == "cls":
+        return hidden[:, 0]
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+class TextEncoder(nn.Module):
+    """Encoder returning (token states [B, L, H], pooled [B, H])."""
+
+    def __init__(self, name: str, pooling: str = "mean", freeze: bool = False) -> None:
+        super().__init__()
+        self.encoder = load_text_encoder(name)
+        self.pooling = pooling
+        self.width = encoder_width(self.encoder)
+        if freeze:
+            self.encoder.requires_grad_(False)
+
+    def forward(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+        kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        if "token_type_ids" in batch:
+            kwargs["token_type_ids"] = batch["token_type_ids"]
+        hidden = self.encoder(**kwargs).last_hidden_state
+        return hidden, pool(hidden, batch["attention_mask"], self.pooling)
+
+
+class TextClassifier(nn.Module):
+    def __init__(self, cfg: Mapping[str, Any], num_classes: int) -> None:
+        super().__init__()
+        self.text = TextEncoder(
+            str(cfg.get("encoder", "minilm")),
+            pooling=str(cfg.get("pooling", "mean")),
+            freeze=bool(cfg.get("freeze", False)),
+        )
+        self.dropout = nn.Dropout(float(cfg.get("dropout", 0.1)))
+        self.head = nn.Linear(self.text.width, num_classes)
+        self.head_lr = float(cfg.get("head_lr", 20 * float(cfg.get("lr", 5e-5))))
+
+    def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
+        _, pooled = self.text(batch)
+        return self.head(self.dropout(pooled))
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Encoder at ``lr``, the fresh head at ``head_lr``."""
+        encoder = [p for p in self.text.parameters() if p.requires_grad]
+        groups = [{"params": list(self.head.parameters()), "lr": self.head_lr}]
+        if encoder:
+            groups.insert(0, {"params": encoder, "lr": lr})
+        return groups
+
+
+@lru_cache(maxsize=4)
+def tokenizer_for(name: str) -> Any:
+    return load_tokenizer(name)
+
+
+def build(cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
+    return TextClassifier(cfg, num_classes)
+
+
+def make_datasets(cfg: Mapping[str, Any], dataset: str, shards: ShardInputs) -> dict[str, Dataset]:
+    if dataset != "meld":
+        raise ValueError(f"the text model needs MELD utterances, not {dataset!r}")
+    tokenizer = tokenizer_for(str(cfg.get("encoder", "minilm")))
+    return dict(text_data.text_datasets(cfg, shards.text, tokenizer))
+
+
+def preprocess_text(
+    texts: list[str], cfg: Mapping[str, Any], contexts: list[str] | None = None
+) -> dict[str, Tensor]:
+    """Inference hook: raw utterances -> batch dict for ``TextClassifier``."""
+    tokenizer = tokenizer_for(str(cfg.get("encoder", "minilm")))
+    return text_data.preprocess_text(texts, cfg, tokenizer, contexts)
+
+
+@torch.no_grad()
+def predict_texts(model: nn.Module, texts: list[str], cfg: Mapping[str, Any]) -> Tensor:
+    """Class probabilities [N, 7] for raw utterances."""
+    model.eval()
+    return model(preprocess_text(texts, cfg)).softmax(-1)
+
+
+SPEC = register(
+    ModelSpec(
+        name="text",
+        build=build,
+        make_datasets=make_datasets,
+        unit="utterance",
+        inputs=("text",),
+        collate=text_data.collate_text,
+    )
+)

@@ -1,0 +1,90 @@
+"""Entry points the workflow scripts call: one table or one figure by name."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from crossemotion.reporting import figures
+from crossemotion.reporting.character import character_table
+from crossemotion.reporting.provenance import provenance
+from crossemotion.reporting.runs import Run, model_run, primary_level, transfer_run
+from crossemotion.reporting.scores import read_predictions
+from crossemotion.reporting.tables import (
+    BENCHMARK_COLUMNS,
+    benchmark_table,
+    transfer_table,
+    write_table,
+)
+
+TITLES = {
+    "benchmark": "Benchmark: models × datasets (test split)",
+    "character_wise": "Character-wise analysis (test split)",
+    "transfer": "Cross-dataset transfer (test split of the target)",
+}
+
+
+def _cells(cells: Sequence[tuple[str, str, str]], model: str, results: str | Path) -> list[Run]:
+    return [transfer_run(model, s, t, m, results) for s, t, m in cells]
+
+
+def build_table(
+    table: str,
+    settings: Mapping[str, Any],
+    runs: Sequence[tuple[str, str]] = (),
+    cells: Sequence[tuple[str, str, str]] = (),
+    transfer_model: str = "resnet50",
+    results: str | Path = "results",
+) -> pd.DataFrame:
+    model_runs = [model_run(m, d, results) for m, d in runs]
+    if table == "benchmark":
+        return benchmark_table(
+            model_runs, bool(settings.get("demo")), bool(settings.get("reference_rows", True))
+        )
+    if table == "character_wise":
+        return character_table(model_runs + _cells(cells, transfer_model, results))
+    if table == "transfer":
+        targets = {t for _s, t, _m in cells}
+        target_only = {t: model_run(transfer_model, t, results) for t in targets}
+        return transfer_table(_cells(cells, transfer_model, results), target_only)
+    raise ValueError(f"unknown table {table!r}")
+
+
+def write_named_table(
+    table: str,
+    csv_path: str | Path,
+    md_path: str | Path,
+    settings: Mapping[str, Any],
+    runs: Sequence[tuple[str, str]] = (),
+    cells: Sequence[tuple[str, str, str]] = (),
+    transfer_model: str = "resnet50",
+    results: str | Path = "results",
+    html_path: str | Path | None = None,
+) -> pd.DataFrame:
+    frame = build_table(table, settings, runs, cells, transfer_model, results)
+    prov = provenance(
+        settings.get("config", {}), settings.get("data_files", []), settings.get("root", ".")
+    )
+    md_columns = [c for c in BENCHMARK_COLUMNS if c != "data"] if table == "benchmark" else None
+    write_table(frame, csv_path, md_path, TITLES[table], prov, md_columns, html_path)
+    return frame
+
+
+def draw_named_figure(
+    figure: str, source: str | Path, target: str | Path, demo: bool, title: str = ""
+) -> None:
+    if figure == "confusion":
+        dataset = Path(target).stem
+        frame = read_predictions(source, "test", level=primary_level(dataset))
+        figures.confusion_figure(frame, target, title, demo)
+    elif figure == "training":
+        figures.training_curves(pd.read_csv(source), target, title, demo)
+    elif figure == "transfer_heatmap":
+        figures.transfer_heatmap(pd.read_csv(source), target, demo)
+    elif figure == "character_bars":
+        figures.character_bars(pd.read_csv(source), target, demo)
+    else:
+        raise ValueError(f"unknown figure {figure!r}")

@@ -1,0 +1,318 @@
+"""Benchmark, character-wise and transfer tables (csv + Markdown, with provenance)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from crossemotion.io import write_text
+from crossemotion.reporting.provenance import markdown_header
+from crossemotion.reporting.runs import Run, primary_level
+from crossemotion.reporting.scores import classification_scores, levels_in, read_predictions
+
+log = logging.getLogger(__name__)
+
+MEASURED = "measured"
+SEED_CLAIM = "seed claim (not measured)"
+SEED_TARGET = "seed target (not measured)"
+EXTERNAL = "external reference (not measured here)"
+DESIGN_REFERENCE = "reference measured by the design author (not measured here)"
+
+BENCHMARK_COLUMNS: tuple[str, ...] = (
+    "source",
+    "model",
+    "dataset",
+    "n",
+    "accuracy",
+    "weighted_f1",
+    "macro_f1",
+    "baseline_weighted_f1",
+    "inference_ms",
+    "inference_unit",
+    "parameters",
+    "train_seconds",
+    "epochs_run",
+    "data",
+    "note",
+)
+
+TRANSFER_COLUMNS: tuple[str, ...] = (
+    "source",
+    "target",
+    "mode",
+    "model",
+    "level",
+    "n",
+    "accuracy",
+    "weighted_f1",
+    "macro_f1",
+    "origin",
+)
+
+# DESIGN.md "Reference figures": the seed's preliminary table and targets, and
+# published MELD text results. Never measurements of this workflow.
+REFERENCE_ROWS: tuple[dict[str, Any], ...] = (
+    {
+        "source": SEED_CLAIM,
+        "model": "cnn_lstm",
+        "dataset": "meld",
+        "accuracy": 0.632,
+        "weighted_f1": 0.61,
+        "inference_ms": 87.0,
+        "inference_unit": "video",
+        "note": "seed's preliminary table",
+    },
+    {
+        "source": SEED_CLAIM,
+        "model": "c3d",
+        "dataset": "meld",
+        "accuracy": 0.678,
+        "weighted_f1": 0.65,
+        "inference_ms": 104.0,
+        "inference_unit": "video",
+        "note": "seed's preliminary table",
+    },
+    {
+        "source": SEED_TARGET,
+        "model": "(target)",
+        "dataset": "meld",
+        "accuracy": 0.72,
+        "weighted_f1": 0.71,
+        "note": "seed's target",
+    },
+    {
+        "source": SEED_TARGET,
+        "model": "(target)",
+        "dataset": "ifeed",
+        "accuracy": 0.85,
+        "weighted_f1": 0.87,
+        "note": "seed's target",
+    },
+    {
+        "source": EXTERNAL,
+        "model": "text-CNN (MELD paper)",
+        "dataset": "meld",
+        "weighted_f1": 0.550,
+        "note": "MELD text, official test split",
+    },
+    {
+        "source": DESIGN_REFERENCE,
+        "model": "MiniLM frozen + logistic regression",
+        "dataset": "meld",
+        "weighted_f1": 0.557,
+        "note": "MELD text, official test split",
+    },
+    {
+        "source": EXTERNAL,
+        "model": "EmoBERTa (dialogue context)",
+        "dataset": "meld",
+        "weighted_f1": 0.65,
+        "note": "MELD text, approximate (~0.65)",
+    },
+    {
+        "source": EXTERNAL,
+        "model": "TelME (multimodal SOTA)",
+        "dataset": "meld",
+        "weighted_f1": 0.67,
+        "note": "MELD multimodal, approximate (~0.67)",
+    },
+)
+
+
+def _get(mapping: Any, *keys: str) -> Any:
+    """Nested .get that tolerates missing levels and non-dict values."""
+    for key in keys:
+        if not isinstance(mapping, Mapping):
+            return None
+        mapping = mapping.get(key)
+    return mapping
+
+
+def _baseline_wf1(
+    metrics: Mapping[str, Any], dev: pd.DataFrame, test: pd.DataFrame
+) -> float | None:
+    """Majority-class weighted F1 on test: from metrics.json, else dev's majority class."""
+    for keys in (("baseline", "test", "weighted_f1"), ("baseline", "weighted_f1")):
+        value = _get(metrics, *keys)
+        if isinstance(value, int | float):
+            return float(value)
+    if dev.empty or test.empty:
+        return None
+    majority = dev["label"].value_counts().idxmax()
+    return classification_scores(test["label"], [majority] * len(test))["weighted_f1"]
+
+
+def _check_against_metrics(run: Run, metrics: Mapping[str, Any], scores: Mapping[str, Any]) -> None:
+    stated = _get(metrics, "test", "weighted_f1")
+    measured = scores["weighted_f1"]
+    if not isinstance(stated, int | float) or measured is None:
+        return
+    if not math.isclose(stated, measured, abs_tol=1e-6):
+        log.warning(
+            "%s: metrics.json test weighted_f1 %.6f differs from predictions %.6f; "
+            "the table uses the predictions",
+            run.directory,
+            stated,
+            measured,
+        )
+
+
+def benchmark_row(run: Run, demo: bool) -> dict[str, Any]:
+    metrics = run.metrics()
+    level = primary_level(run.dataset)
+    test = read_predictions(run.predictions_path, "test", level=level)
+    dev = read_predictions(run.predictions_path, "dev", level=level)
+    scores = classification_scores(test["label"], test["prediction"])
+    _check_against_metrics(run, metrics, scores)
+    return {
+        "source": MEASURED,
+        "model": run.model,
+        "dataset": run.dataset,
+        **scores,
+        "baseline_weighted_f1": _baseline_wf1(metrics, dev, test),
+        "inference_ms": _get(metrics, "inference", "ms_per_unit_batch1"),
+        "inference_unit": _get(metrics, "inference", "unit"),
+        "parameters": _get(metrics, "train", "parameters"),
+        "train_seconds": _get(metrics, "train", "seconds"),
+        "epochs_run": _get(metrics, "train", "epochs_run"),
+        "data": "demo (generated)" if demo else "real",
+        "note": f"test split, {level} level",
+    }
+
+
+def benchmark_table(runs: Iterable[Run], demo: bool, reference_rows: bool = True) -> pd.DataFrame:
+    rows = [benchmark_row(run, demo) for run in runs]
+    if reference_rows:
+        rows += [{**ref, "data": "reference"} for ref in REFERENCE_ROWS]
+    return pd.DataFrame(rows, columns=list(BENCHMARK_COLUMNS))
+
+
+def _level_rows(run: Run, mode: str, source: str) -> list[dict[str, Any]]:
+    """Rows per evaluation level: recomputed where predictions hold that level."""
+    base = {"source": source, "target": run.dataset, "mode": mode, "model": run.model}
+    metrics = run.metrics()
+    present = levels_in(run.predictions_path)
+    wanted = ["utterance", "face"] if run.dataset == "meld" else ["image"]
+    rows = []
+    for level in wanted:
+        if level in present or (not present and level == primary_level(run.dataset)):
+            test = read_predictions(run.predictions_path, "test", level=level)
+            scores = classification_scores(test["label"], test["prediction"])
+            rows.append({**base, "level": level, **scores, "origin": "predictions.parquet"})
+            continue
+        stated = _get(metrics, "levels", level)
+        if isinstance(stated, Mapping) and stated.get("weighted_f1") is not None:
+            rows.append(
+                {
+                    **base,
+                    "level": level,
+                    **{k: stated.get(k) for k in ("n", "accuracy", "weighted_f1", "macro_f1")},
+                    "origin": "metrics.json",
+                }
+            )
+    return rows
+
+
+def transfer_table(cells: Sequence[Run], target_only: Mapping[str, Run]) -> pd.DataFrame:
+    """Transfer cells plus, per direction, the target-only model as reference."""
+    rows: list[dict[str, Any]] = []
+    directions: list[tuple[str, str, str]] = []
+    for cell in cells:
+        rows += _level_rows(cell, cell.mode, cell.source)
+        direction = (cell.source, cell.dataset, cell.model)
+        if direction not in directions:
+            directions.append(direction)
+    for source, target, _model in directions:
+        if target in target_only:
+            rows += _level_rows(target_only[target], "target_only", source)
+        else:
+            log.warning("no target-only model for %s; its reference row is left out", target)
+    return pd.DataFrame(rows, columns=list(TRANSFER_COLUMNS))
+
+
+INT_COLUMNS: tuple[str, ...] = ("n", "parameters", "epochs_run")
+
+
+def _with_int_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Counts as nullable integers so the csv says 120, not 120.0."""
+    out = frame.copy()
+    for col in INT_COLUMNS:
+        if col in out.columns:
+            out[col] = pd.to_numeric(out[col], errors="coerce").round().astype("Int64")
+    return out
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3f}"
+    if isinstance(value, int) or hasattr(value, "__index__"):
+        return f"{value:,}"
+    return str(value).replace("|", "\\|")
+
+
+def to_markdown(frame: pd.DataFrame) -> str:
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for record in frame.astype(object).where(frame.notna(), None).to_dict("records"):
+        lines.append("| " + " | ".join(_fmt(record[c]) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+_HTML_STYLE = """
+body { font-family: sans-serif; font-size: 13px; margin: 1em; }
+.demo { background: #fde8e8; border: 1px solid #c00; padding: .5em; font-weight: bold; }
+.prov { color: #555; margin: .5em 0 1em; }
+table { border-collapse: collapse; }
+th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
+th { background: #eef; }
+td:nth-child(-n+4) { text-align: left; }
+"""
+
+
+def to_html(frame: pd.DataFrame, title: str, prov: Mapping[str, Any]) -> str:
+    """Stand-alone HTML page of a table; the Snakemake report shows it inline."""
+    import html
+
+    body = frame.astype(object).where(frame.notna(), None).map(_fmt)
+    demo = (
+        '<p class="demo">DEMO DATA (generated) — not a benchmark of MELD/IFEED</p>'
+        if prov.get("demo")
+        else ""
+    )
+    prov_line = " · ".join(f"{k}: {html.escape(str(v))}" for k, v in prov.items())
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_HTML_STYLE}</style></head><body><h2>{html.escape(title)}</h2>{demo}"
+        f"<p class='prov'>{prov_line}</p>{body.to_html(index=False, classes='table')}"
+        "</body></html>\n"
+    )
+
+
+def write_table(
+    frame: pd.DataFrame,
+    csv_path: str | Path,
+    md_path: str | Path,
+    title: str,
+    prov: Mapping[str, Any],
+    md_columns: Sequence[str] | None = None,
+    html_path: str | Path | None = None,
+) -> None:
+    """csv with provenance columns; Markdown (and HTML) with a provenance header."""
+    frame = _with_int_columns(frame)
+    with_prov = frame.copy()
+    for key, value in prov.items():
+        with_prov[key] = value
+    write_text(csv_path, with_prov.to_csv(index=False))
+    shown = frame[list(md_columns)] if md_columns else frame
+    write_text(md_path, markdown_header(title, prov) + "\n" + to_markdown(shown))
+    if html_path is not None:
+        write_text(html_path, to_html(shown, title, prov))

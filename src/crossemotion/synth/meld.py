@@ -1,0 +1,548 @@
+"""A small MELD.Raw.tar.gz in the real layout, with the real archive's quirks.
+
+Layout written (as in the official archive)::
+
+    MELD.Raw/train.tar.gz   -> train_splits/dia{D}_utt{U}.mp4, train_sent_emo.csv
+    MELD.Raw/dev.tar.gz     -> dev_splits_complete/dia{D}_utt{U}.mp4
+    MELD.Raw/test.tar.gz    -> output_repeated_splits_test/[final_videos_test]dia{D}_utt{U}.mp4
+    MELD.Raw/dev_sent_emo.csv, MELD.Raw/test_sent_emo.csv
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+import subprocess
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from crossemotion.labels import CAST, EMOTIONS
+from crossemotion.synth import faces
+from crossemotion.synth.archive import write_tar_gz
+from crossemotion.synth.text import utterance as template_utterance
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "dev", "test")
+SPLIT_DIRS = {
+    "train": "train_splits",
+    "dev": "dev_splits_complete",
+    "test": "output_repeated_splits_test",
+}
+CSV_COLUMNS = [
+    "Sr No.",
+    "Utterance",
+    "Speaker",
+    "Emotion",
+    "Sentiment",
+    "Dialogue_ID",
+    "Utterance_ID",
+    "Season",
+    "Episode",
+    "StartTime",
+    "EndTime",
+]
+TEST_PREFIX = "final_videos_test"
+MIN_CLIP_S, MAX_CLIP_S = 1.0, 6.0
+OVERLONG_S, OVERLONG_FPS = 75.0, 2
+
+# MELD-like class balance, flattened at the rare end so every class has
+# enough training samples in a few hundred utterances.
+CLASS_SHARES = {
+    "neutral": 0.36,
+    "joy": 0.17,
+    "surprise": 0.12,
+    "anger": 0.11,
+    "sadness": 0.09,
+    "fear": 0.075,
+    "disgust": 0.075,
+}
+# Drawn expression differs from the label this often: a neutral-looking or
+# confusable face, as real annotators disagree with what the frame shows.
+FACE_LABEL_NOISE = 0.12
+CONFUSABLE = {
+    "anger": "disgust",
+    "disgust": "anger",
+    "fear": "surprise",
+    "surprise": "fear",
+    "sadness": "neutral",
+    "joy": "neutral",
+    "neutral": "sadness",
+}
+OTHER_SPEAKERS = [
+    "Gunther",
+    "Janice",
+    "Mr. Geller",
+    "Mrs. Geller",
+    "The Interviewer",
+    "Mike",
+    "Emily",
+    "Carol",
+    "Tag",
+    "Frank",
+]
+SENTIMENT = {"joy": "positive", "neutral": "neutral"}
+
+
+@dataclass
+class Utterance:
+    split: str
+    sr_no: int
+    text: str
+    speaker: str
+    emotion: str
+    sentiment: str
+    dialogue_id: int
+    utterance_id: int
+    season: int
+    episode: int
+    start: float  # seconds into the episode
+    end: float
+    face_emotion: str = ""  # what the drawn face shows (== emotion unless noised)
+    intensity: float = 1.0
+    # the csv's own time strings, kept verbatim (real rows mix "0:36:59,425" and "00:..")
+    times_text: tuple[str, str] | None = None
+
+    @property
+    def key(self) -> str:
+        return f"dia{self.dialogue_id}_utt{self.utterance_id}"
+
+    @property
+    def clip_duration(self) -> float:
+        return clip_duration(self.start, self.end)
+
+
+def clip_duration(start: float, end: float) -> float:
+    return round(min(MAX_CLIP_S, max(MIN_CLIP_S, end - start)), 3)
+
+
+def format_time(seconds: float) -> str:
+    ms = round(seconds * 1000)
+    h, rem = divmod(ms, 3_600_000)
+    m, rem = divmod(rem, 60_000)
+    s, ms = divmod(rem, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d},{ms:03d}"
+
+
+_TIME = re.compile(r"^\s*(\d+):(\d+):(\d+)[,.](\d+)\s*$")
+
+
+def parse_time(text: str) -> float:
+    match = _TIME.match(text)
+    if not match:
+        raise ValueError(f"bad MELD time {text!r} (want hh:mm:ss,mmm)")
+    h, m, s, ms = match.groups()
+    return int(h) * 3600 + int(m) * 60 + int(s) + int(ms.ljust(3, "0")[:3]) / 1000
+
+
+def stratified_labels(n: int, rng: np.random.Generator) -> list[str]:
+    """Exactly the class shares (largest remainder), shuffled."""
+    names = list(CLASS_SHARES)
+    raw = np.array([CLASS_SHARES[k] for k in names]) * n
+    counts = np.floor(raw).astype(int)
+    for i in np.argsort(-(raw - counts))[: n - counts.sum()]:
+        counts[i] += 1
+    labels = [name for name, c in zip(names, counts, strict=True) for _ in range(c)]
+    rng.shuffle(labels)
+    return labels
+
+
+def _sentiment(emotion: str, rng: np.random.Generator) -> str:
+    if emotion == "surprise":
+        return str(rng.choice(["positive", "negative"]))
+    return SENTIMENT.get(emotion, "negative")
+
+
+def _face_emotion(emotion: str, rng: np.random.Generator) -> str:
+    if rng.random() >= FACE_LABEL_NOISE:
+        return emotion
+    return "neutral" if emotion != "neutral" and rng.random() < 0.5 else CONFUSABLE[emotion]
+
+
+def plan_templates(counts: dict[str, int], seed: int) -> dict[str, list[Utterance]]:
+    """Template dialogues: 3-9 utterances, 2-3 cast members and sometimes a guest."""
+    plan: dict[str, list[Utterance]] = {}
+    for si, split in enumerate(SPLITS):
+        rng = np.random.default_rng([seed, 101, si])
+        labels = stratified_labels(int(counts.get(split, 0)), rng)
+        utts: list[Utterance] = []
+        dia = 0
+        while len(utts) < len(labels):
+            size = min(int(rng.integers(3, 10)), len(labels) - len(utts))
+            cast = [
+                str(c) for c in rng.choice(list(CAST), size=int(rng.integers(2, 4)), replace=False)
+            ]
+            guest = str(rng.choice(OTHER_SPEAKERS)) if rng.random() < 0.5 else None
+            season, episode = int(rng.integers(1, 11)), int(rng.integers(1, 25))
+            t = float(rng.uniform(60, 1200))
+            for u in range(size):
+                emotion = labels[len(utts)]
+                speaker = (
+                    guest if guest and rng.random() < 0.35 else cast[int(rng.integers(len(cast)))]
+                )
+                text, _ = template_utterance(emotion, rng)
+                dur = round(float(rng.uniform(1.2, 5.5)), 3)
+                start = round(t, 3)
+                utts.append(
+                    Utterance(
+                        split,
+                        len(utts) + 1,
+                        text,
+                        speaker,
+                        emotion,
+                        _sentiment(emotion, rng),
+                        dia,
+                        u,
+                        season,
+                        episode,
+                        start,
+                        round(start + dur, 3),
+                    )
+                )
+                t = start + dur + float(rng.uniform(0.1, 0.8))
+            dia += 1
+        plan[split] = utts
+    _assign_faces(plan, seed)
+    return plan
+
+
+def plan_from_csv(
+    path: str | Path, counts: dict[str, int], limit: int | None, seed: int
+) -> dict[str, list[Utterance]]:
+    """Real rows (text, speaker, labels, ids, times): whole dialogues, split by ``counts``."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        rows = list(csv.DictReader(fh))
+    missing = [c for c in CSV_COLUMNS if rows and c not in rows[0]]
+    if not rows or missing:
+        raise ValueError(f"{path}: not a MELD csv (missing columns {missing or CSV_COLUMNS})")
+    total = int(limit) if limit else sum(int(v) for v in counts.values())
+    dialogues: dict[int, list[dict[str, str]]] = {}
+    taken = 0
+    for row in rows:
+        d = int(row["Dialogue_ID"])
+        if d not in dialogues and taken >= total:
+            break
+        dialogues.setdefault(d, []).append(row)
+        taken += 1
+    order = list(dialogues)
+    weights = np.array([max(0, int(counts.get(s, 0))) for s in SPLITS], float)
+    bounds = np.round(np.cumsum(weights / max(weights.sum(), 1.0)) * taken).astype(int)
+    plan: dict[str, list[Utterance]] = {s: [] for s in SPLITS}
+    seen = 0
+    for d in order:
+        si = min(int(np.searchsorted(bounds, seen, side="right")), 2)
+        split = SPLITS[si]
+        for row in dialogues[d]:
+            emotion = row["Emotion"].strip().lower()
+            if emotion not in EMOTIONS:
+                raise ValueError(
+                    f"{path}: unknown Emotion {row['Emotion']!r} in Sr No. {row['Sr No.']}"
+                )
+            plan[split].append(
+                Utterance(
+                    split,
+                    len(plan[split]) + 1,
+                    row["Utterance"],
+                    row["Speaker"],
+                    emotion,
+                    row["Sentiment"],
+                    d,
+                    int(row["Utterance_ID"]),
+                    int(row["Season"]),
+                    int(row["Episode"]),
+                    parse_time(row["StartTime"]),
+                    parse_time(row["EndTime"]),
+                    times_text=(row["StartTime"], row["EndTime"]),
+                )
+            )
+        seen += len(dialogues[d])
+    _assign_faces(plan, seed)
+    return plan
+
+
+def _assign_faces(plan: dict[str, list[Utterance]], seed: int) -> None:
+    for si, split in enumerate(SPLITS):
+        rng = np.random.default_rng([seed, 202, si])
+        for u in plan.get(split, []):
+            u.face_emotion = _face_emotion(u.emotion, rng)
+            u.intensity = float(rng.uniform(0.45, 1.0))
+
+
+def write_csv(utts: Sequence[Utterance]) -> bytes:
+    buf = io.StringIO()
+    # the official csvs use CRLF line ends
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for u in utts:
+        writer.writerow(
+            [
+                u.sr_no,
+                u.text,
+                u.speaker,
+                u.emotion,
+                u.sentiment,
+                u.dialogue_id,
+                u.utterance_id,
+                u.season,
+                u.episode,
+                *(u.times_text or (format_time(u.start), format_time(u.end))),
+            ]
+        )
+    return buf.getvalue().encode("utf-8")
+
+
+@dataclass
+class Quirks:
+    missing: list[dict] = field(default_factory=list)
+    corrupt: list[dict] = field(default_factory=list)
+    extra: list[dict] = field(default_factory=list)
+    prefixed: list[dict] = field(default_factory=list)
+    no_audio: list[dict] = field(default_factory=list)
+    overlong: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, list[dict]]:
+        return {
+            "missing": self.missing,
+            "corrupt": self.corrupt,
+            "extra": self.extra,
+            "final_videos_test": self.prefixed,
+            "no_audio": self.no_audio,
+            "overlong": self.overlong,
+        }
+
+
+@dataclass
+class ClipJob:
+    split: str
+    key: str
+    file: str  # member name inside the split tar
+    speaker: str
+    face_emotion: str
+    intensity: float
+    duration: float
+    fps: int
+    audio: bool = True
+    corrupt: bool = False
+    seed: tuple[int, ...] = ()
+
+
+def plan_clips(
+    plan: dict[str, list[Utterance]], fps: int, seed: int
+) -> tuple[list[ClipJob], Quirks]:
+    """One job per clip to write, with the real archive's quirks mixed in."""
+    q = Quirks()
+    jobs: list[ClipJob] = []
+    for si, split in enumerate(SPLITS):
+        utts = plan.get(split, [])
+        n = len(utts)
+        missing = {n // 2} if split == "dev" and n >= 2 else set()
+        corrupt = {n // 3} if split == "train" and n >= 3 else set()
+        no_audio = {1, 4} & set(range(n)) if split == "test" and n >= 6 else set()
+        overlong = {2} if split == "test" and n >= 6 else set()
+        for i, u in enumerate(utts):
+            entry = {
+                "split": split,
+                "key": u.key,
+                "dialogue_id": u.dialogue_id,
+                "utterance_id": u.utterance_id,
+            }
+            name = f"dia{u.dialogue_id}_utt{u.utterance_id}.mp4"
+            if split == "test" and u.dialogue_id % 3 == 1:
+                name = TEST_PREFIX + name
+                q.prefixed.append({**entry, "file": name})
+            member = f"{SPLIT_DIRS[split]}/{name}"
+            if i in missing:
+                q.missing.append({**entry, "file": member})
+                continue
+            job = ClipJob(
+                split,
+                u.key,
+                member,
+                u.speaker,
+                u.face_emotion,
+                u.intensity,
+                u.clip_duration,
+                fps,
+                seed=(seed, si, u.dialogue_id, u.utterance_id),
+            )
+            if i in corrupt:
+                job.corrupt = True
+                q.corrupt.append({**entry, "file": member})
+            if i in no_audio:
+                job.audio = False
+                q.no_audio.append({**entry, "file": member})
+            if i in overlong:
+                job.duration, job.fps = OVERLONG_S, OVERLONG_FPS
+                q.overlong.append({**entry, "file": member, "duration": OVERLONG_S})
+            jobs.append(job)
+        if split == "dev" and n:
+            # clips with no csv row, like dev dia66_utt9 in the real archive
+            last = utts[-1]
+            for extra_utt in (last.utterance_id + 1, last.utterance_id + 2):
+                key = f"dia{last.dialogue_id}_utt{extra_utt}"
+                member = f"{SPLIT_DIRS[split]}/{key}.mp4"
+                q.extra.append(
+                    {
+                        "split": split,
+                        "key": key,
+                        "dialogue_id": last.dialogue_id,
+                        "utterance_id": extra_utt,
+                        "file": member,
+                    }
+                )
+                jobs.append(
+                    ClipJob(
+                        split,
+                        key,
+                        member,
+                        last.speaker,
+                        "neutral",
+                        0.5,
+                        2.0,
+                        fps,
+                        seed=(seed, si, last.dialogue_id, extra_utt),
+                    )
+                )
+    return jobs, q
+
+
+def render_frames(job: ClipJob, width: int, height: int) -> bytes:
+    rng = np.random.default_rng(list(job.seed))
+    bystander = str(rng.choice(list(CAST))) if rng.random() < 0.5 else None
+    spec = faces.random_scene(
+        job.speaker, job.face_emotion, job.intensity, rng, bystander=bystander
+    )
+    renderer = faces.SceneRenderer(spec, width, height)
+    n = max(1, round(job.duration * job.fps))
+    frames = np.empty((n, height, width, 3), np.uint8)
+    for i in range(n):
+        frames[i], _ = renderer.frame(i, rng)
+    return frames.tobytes()
+
+
+def _voice_hz(speaker: str) -> int:
+    return 140 + (sum(map(ord, speaker)) % 12) * 15
+
+
+def encode(job: ClipJob, width: int, height: int, target: Path) -> None:
+    """Raw RGB frames on stdin -> H.264/yuv420p (+ AAC tone) mp4, bit-exact flags."""
+    raw = render_frames(job, width, height)
+    cmd = [
+        "ffmpeg",
+        "-nostdin",
+        "-y",
+        "-loglevel",
+        "error",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{width}x{height}",
+        "-r",
+        str(job.fps),
+        "-i",
+        "-",
+    ]
+    if job.audio:
+        cmd += [
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency={_voice_hz(job.speaker)}:sample_rate=16000:duration={job.duration}",
+            "-map",
+            "0:v",
+            "-map",
+            "1:a",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "32k",
+            "-ac",
+            "1",
+        ]
+    else:
+        cmd += ["-an"]
+    cmd += [
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-crf",
+        "28",
+        "-pix_fmt",
+        "yuv420p",
+        "-threads",
+        "1",
+        "-t",
+        f"{job.duration}",
+        "-fflags",
+        "+bitexact",
+        "-flags:v",
+        "+bitexact",
+        "-flags:a",
+        "+bitexact",
+        "-map_metadata",
+        "-1",
+        "-movflags",
+        "+faststart",
+        str(target),
+    ]
+    proc = subprocess.run(cmd, input=raw, capture_output=True)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"ffmpeg failed for {job.key}: {proc.stderr.decode(errors='replace')[-800:]}"
+        )
+    if job.corrupt:
+        # a damaged download: the header survives, the rest is noise
+        data = target.read_bytes()
+        noise = (
+            np.random.default_rng(list(job.seed)).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+        )
+        target.write_bytes(data[:1024] + noise)
+
+
+def build_meld_archive(
+    plan: dict[str, list[Utterance]],
+    target: Path,
+    workdir: Path,
+    width: int,
+    height: int,
+    fps: int,
+    seed: int,
+    workers: int = 2,
+) -> dict:
+    """Render every clip, then pack the nested tars; returns the quirks/summary dict."""
+    jobs, quirks = plan_clips(plan, fps, seed)
+    clip_dir = workdir / "clips"
+    for split in SPLITS:
+        (clip_dir / SPLIT_DIRS[split]).mkdir(parents=True, exist_ok=True)
+    # ffmpeg runs in subprocesses and OpenCV drops the GIL, so threads scale
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        list(pool.map(lambda j: encode(j, width, height, clip_dir / j.file), jobs))
+    for split in SPLITS:
+        members: list[tuple[str, bytes | Path | None]] = [(SPLIT_DIRS[split], None)]
+        members += sorted(
+            ((j.file, clip_dir / j.file) for j in jobs if j.split == split), key=lambda m: m[0]
+        )
+        if split == "train":
+            members.append(("train_sent_emo.csv", write_csv(plan[split])))
+        write_tar_gz(workdir / f"{split}.tar.gz", members, compresslevel=1)
+    outer: list[tuple[str, bytes | Path | None]] = [("MELD.Raw", None)]
+    outer += [(f"MELD.Raw/{s}.tar.gz", workdir / f"{s}.tar.gz") for s in SPLITS]
+    outer += [(f"MELD.Raw/{s}_sent_emo.csv", write_csv(plan[s])) for s in ("dev", "test")]
+    write_tar_gz(target, outer, compresslevel=1)
+    noisy = sum(u.face_emotion != u.emotion for s in SPLITS for u in plan.get(s, []))
+    total = sum(len(plan.get(s, [])) for s in SPLITS)
+    return {
+        "utterances": {s: len(plan.get(s, [])) for s in SPLITS},
+        "clips": {s: sum(j.split == s for j in jobs) for s in SPLITS},
+        "face_label_mismatch": round(noisy / max(total, 1), 4),
+        "quirks": quirks.as_dict(),
+    }

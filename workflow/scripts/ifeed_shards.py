@@ -1,0 +1,22 @@
+"""Snakemake entry: IFEED manifest, faces shards and summary."""
+
+from pathlib import Path
+
+from crossemotion.data.ifeed import ingest
+from crossemotion.logs import setup_logging
+
+sm = snakemake  # type: ignore[name-defined]
+setup_logging(sm.log[0])
+ingest(
+    sm.input.unpacked,
+    sm.input.report,
+    # outputs are {dir}/{split}/part-NNNN.parquet; the library names them the same way
+    Path(sm.output.shards[0]).parent.parent,
+    sm.output.manifest,
+    sm.output.summary,
+    face_size=int(sm.params.face_size),
+    n_shards=int(sm.params.n_shards),
+    max_bad_fraction=float(sm.params.max_bad_fraction),
+    jpeg_quality=int(sm.params.jpeg_quality),
+    threads=sm.threads,
+)
