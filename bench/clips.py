@@ -46,7 +46,7 @@ def make_clip(path: Path, duration: float, seed: int, width: int = 1280, height:
     # x264 defaults give B-frames (bframes=3) and a TV-like bitrate cap.
     cmd = [
         "ffmpeg", "-y", "-loglevel", "error",
-        "-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate=24000/1001:duration={duration:.3f}",
+        "-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate=24000/1001:d={duration:.3f}",
         "-f", "lavfi", "-i", f"sine=frequency={200 + seed % 400}:duration={duration:.3f}",
         "-c:v", "libx264", "-preset", "veryfast", "-b:v", "1500k", "-maxrate", "1800k",
         "-bufsize", "3000k", "-g", "48", "-bf", "3", "-pix_fmt", "yuv420p",

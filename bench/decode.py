@@ -42,15 +42,17 @@ def naive_opencv(path: Path, frames: int = FRAMES, height: int = HEIGHT) -> list
 
 
 def full_decode(path: Path) -> None:
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", str(path), "-an", "-f", "null", "-"], check=True
-    )
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-an", "-f", "null", "-"], check=True)
 
 
 def pipeline(path: Path, exact: bool) -> Any:
-    from crossemotion.data.decode import decode_clip
+    from crossemotion.data.decode import DecodeSettings, decode_clip
 
-    return decode_clip(path, frames=FRAMES, height=HEIGHT, exact=exact, max_duration=30.0)
+    settings = DecodeSettings(frames=FRAMES, height=HEIGHT, exact=exact, max_duration=30.0)
+    result = decode_clip(path, settings)
+    if result.status not in ("ok", "overlong"):
+        raise RuntimeError(f"{path.name}: {result.status} {result.reason}")
+    return result
 
 
 def _time_all(fn, clips: list[Path]) -> float:
@@ -98,6 +100,23 @@ def run(n_clips: int = 200) -> dict[str, Any]:
         },
         "peak_rss_mb_bench_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+    result["checks"] = [
+        {
+            "target": "pipeline >= 1.5x faster than naive OpenCV loop",
+            "measured": result["speedup_vs_naive"],
+            "met": result["speedup_vs_naive"] >= 1.5,
+        },
+        {
+            "target": "pipeline no slower than ffmpeg full decode (ratio <= 1)",
+            "measured": result["ratio_to_full_decode"],
+            "met": result["ratio_to_full_decode"] <= 1.0,
+        },
+        {
+            "target": "5-minute clip <= 3x a short clip",
+            "measured": result["long_clip"]["ratio"],
+            "met": result["long_clip"]["ratio"] <= 3.0,
+        },
+    ]
     write_result("decode", result)
     return result
 

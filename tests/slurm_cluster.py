@@ -184,9 +184,7 @@ def start(root: Path, timeout: float = 60.0) -> Cluster:
     env = {
         **os.environ,
         "SLURM_CONF": str(conf),
-        "PATH": os.pathsep.join(
-            [str(Path(bins["sbatch"]).parent), os.environ.get("PATH", "")]
-        ),
+        "PATH": os.pathsep.join([str(Path(bins["sbatch"]).parent), os.environ.get("PATH", "")]),
     }
     cluster = Cluster(root, conf, env, hostname, cpus, mem_mb)
     try:
@@ -249,13 +247,16 @@ def _start_slurm(cluster: Cluster, bins: dict[str, str], timeout: float) -> None
     ctld = _spawn([bins["slurmctld"], "-D", "-i", "-f", conf], root / "slurmctld.out", cluster.env)
     cluster.pids["slurmctld"] = ctld.pid
     logs = [root / "slurmctld.out", root / "slurmctld.log"]
-    _wait(lambda: cluster.run("scontrol", "ping", check=False).returncode == 0
-          and "UP" in cluster.run("scontrol", "ping", check=False).stdout,
-          "slurmctld", timeout, logs)
+    _wait(lambda: _controller_up(cluster), "slurmctld", timeout, logs)
     slurmd = _spawn([bins["slurmd"], "-D", "-f", conf], root / "slurmd.out", cluster.env)
     cluster.pids["slurmd"] = slurmd.pid
     logs += [root / "slurmd.out", root / "slurmd.log"]
     _wait(lambda: _node_state(cluster) == "idle", "the node to become idle", timeout, logs)
+
+
+def _controller_up(cluster: Cluster) -> bool:
+    ping = cluster.run("scontrol", "ping", check=False)
+    return ping.returncode == 0 and "UP" in ping.stdout
 
 
 def _node_state(cluster: Cluster) -> str:

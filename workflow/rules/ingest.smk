@@ -1,1 +1,130 @@
-# rules for the ingest stage
+# MELD ingestion: index the unpacked archive (or the annotations alone in a
+# text-only run), write text shards, decode clips shard by shard (shard =
+# dialogue_id % meld.shards[split]), crop faces, assemble the manifest.
+
+
+def meld_index_inputs(wildcards):
+    """The unpacked tree (unless text-only) and annotation csvs given as local paths."""
+    inputs = {} if text_only() else {"unpacked": "resources/meld/unpacked"}
+    for split, value in (config["meld"].get("annotations") or {}).items():
+        if value and not str(value).startswith(("http://", "https://")):
+            inputs[f"csv_{split}"] = value
+    return inputs
+
+
+def meld_status_shards():
+    return [
+        f"results/meld/status/{s}/part-{i}.parquet"
+        for s in MELD_SPLITS
+        for i in shard_ids(s)
+    ]
+
+
+rule meld_index:
+    input:
+        unpack(meld_index_inputs),
+    output:
+        "results/meld/index.parquet",
+    log:
+        "logs/meld/index.log",
+    conda:
+        "../../envs/crossemotion.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        annotations=config["meld"].get("annotations") or {},
+        text_only=text_only(),
+        download_dir="resources/meld/annotations",
+    script:
+        "../scripts/meld_index.py"
+
+
+rule meld_text:
+    input:
+        "results/meld/index.parquet",
+    output:
+        "results/shards/meld/text/{split}/part-0000.parquet",
+    log:
+        "logs/meld/text_{split}.log",
+    wildcard_constraints:
+        split="train|dev|test",
+    conda:
+        "../../envs/crossemotion.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/meld_text.py"
+
+
+rule decode_meld:
+    input:
+        index="results/meld/index.parquet",
+        unpacked="resources/meld/unpacked",
+    output:
+        clips="results/shards/meld/clips/{split}/part-{shard}.parquet",
+        status="results/meld/status/{split}/part-{shard}.parquet",
+    log:
+        "logs/meld/decode_{split}_{shard}.log",
+    wildcard_constraints:
+        split="train|dev|test",
+        shard=r"\d{4}",
+    conda:
+        "../../envs/crossemotion.yaml"
+    threads: 2
+    resources:
+        mem_mb=3000,
+        runtime=240,
+    params:
+        decode=config["meld"]["decode"],
+        n_shards=lambda wc: int(config["meld"]["shards"][wc.split]),
+    script:
+        "../scripts/decode_meld.py"
+
+
+rule meld_faces:
+    input:
+        "results/shards/meld/clips/{split}/part-{shard}.parquet",
+    output:
+        "results/shards/meld/faces/{split}/part-{shard}.parquet",
+    log:
+        "logs/meld/faces_{split}_{shard}.log",
+    wildcard_constraints:
+        split="train|dev|test",
+        shard=r"\d{4}",
+    conda:
+        "../../envs/crossemotion.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=240,
+    params:
+        faces=config["meld"]["faces"],
+        jpeg_quality=config["meld"]["decode"].get("jpeg_quality", 90),
+    script:
+        "../scripts/meld_faces.py"
+
+
+rule meld_manifest:
+    input:
+        index="results/meld/index.parquet",
+        status=meld_status_shards(),
+        faces=meld_shards("faces"),
+    output:
+        manifest="results/meld/manifest.parquet",
+        summary="results/meld/summary.md",
+    log:
+        "logs/meld/manifest.log",
+    conda:
+        "../../envs/crossemotion.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        max_bad_fraction=config["meld"].get("max_bad_fraction", 0.02),
+    script:
+        "../scripts/meld_manifest.py"

@@ -10,84 +10,7 @@ localrules:
     report_html,
 
 
-def report_model_runs():
-    return [[m, d] for m, d in model_runs()]
-
-
-def report_transfer_cells():
-    return [[s, t, m] for s, t, m in transfer_cells()]
-
-
-def transfer_model():
-    return config.get("transfer", {}).get("model", "resnet50")
-
-
-def transfer_targets():
-    return sorted({t for _s, t, _m in transfer_cells()})
-
-
-def run_files(names):
-    files = []
-    for model, dataset in model_runs():
-        files += [f"{model_dir(model, dataset)}/{name}" for name in names]
-    return files
-
-
-def transfer_files(names, with_target_only=True):
-    files = [
-        f"results/transfer/{s}_to_{t}/{m}/{name}"
-        for s, t, m in transfer_cells()
-        for name in names
-    ]
-    if with_target_only:
-        files += [
-            f"{model_dir(transfer_model(), t)}/{name}"
-            for t in transfer_targets()
-            for name in names
-        ]
-    return list(dict.fromkeys(files))
-
-
-def data_files():
-    """Files whose names/sizes (manifests: bytes) make the data fingerprint."""
-    files = meld_shards("text")
-    if not text_only():
-        files += ["results/meld/manifest.parquet", "results/ifeed/manifest.parquet"]
-        files += meld_shards("faces") + ifeed_shards()
-    return files
-
-
-def report_params():
-    return {
-        "config": config,
-        "demo": demo_data(),
-        "root": workflow.basedir,
-        "data_files": data_files(),
-        "reference_rows": config.get("report", {}).get("reference_rows", True),
-    }
-
-
-def confusion_figures():
-    return [f"results/figures/confusion/{m}/{d}.png" for m, d in model_runs()]
-
-
-def training_figures():
-    return [f"results/figures/training/{m}/{d}.png" for m, d in model_runs()]
-
-
-def report_inputs():
-    inputs = [
-        "results/tables/benchmark.html",
-        "results/tables/character_wise.html",
-        "results/figures/character_wf1.png",
-    ]
-    inputs += confusion_figures() + training_figures()
-    if transfer_cells():
-        inputs += [
-            "results/tables/transfer.csv",
-            "results/figures/transfer_heatmap.png",
-        ]
-    return inputs
+include: "report_common.smk"
 
 
 wildcard_constraints:
@@ -99,21 +22,18 @@ rule benchmark_table:
     input:
         run_files(["metrics.json", "predictions.parquet"]),
     output:
-        csv=report(
-            "results/tables/benchmark.csv",
-            caption="../report/benchmark.rst",
-            category="Tables",
-            labels={"table": "benchmark", "format": "csv"},
-        ),
+        csv="results/tables/benchmark.csv",
         md="results/tables/benchmark.md",
         html=report(
             "results/tables/benchmark.html",
             caption="../report/benchmark.rst",
             category="Tables",
-            labels={"table": "benchmark", "format": "html"},
+            labels={"table": "benchmark"},
         ),
     log:
         "logs/report/benchmark_table.log",
+    conda:
+        "../../envs/crossemotion.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -131,21 +51,18 @@ rule character_table:
         run_files(["predictions.parquet"]),
         transfer_files(["predictions.parquet"], with_target_only=False),
     output:
-        csv=report(
-            "results/tables/character_wise.csv",
-            caption="../report/character_wise.rst",
-            category="Tables",
-            labels={"table": "character-wise", "format": "csv"},
-        ),
+        csv="results/tables/character_wise.csv",
         md="results/tables/character_wise.md",
         html=report(
             "results/tables/character_wise.html",
             caption="../report/character_wise.rst",
             category="Tables",
-            labels={"table": "character-wise", "format": "html"},
+            labels={"table": "character-wise"},
         ),
     log:
         "logs/report/character_table.log",
+    conda:
+        "../../envs/crossemotion.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -164,21 +81,18 @@ rule transfer_table:
     input:
         transfer_files(["metrics.json", "predictions.parquet"]),
     output:
-        csv=report(
-            "results/tables/transfer.csv",
-            caption="../report/transfer.rst",
-            category="Tables",
-            labels={"table": "transfer", "format": "csv"},
-        ),
+        csv="results/tables/transfer.csv",
         md="results/tables/transfer.md",
         html=report(
             "results/tables/transfer.html",
             caption="../report/transfer.rst",
             category="Tables",
-            labels={"table": "transfer", "format": "html"},
+            labels={"table": "transfer"},
         ),
     log:
         "logs/report/transfer_table.log",
+    conda:
+        "../../envs/crossemotion.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -204,6 +118,8 @@ rule confusion_figure:
         ),
     log:
         "logs/report/confusion/{model}_{dataset}.log",
+    conda:
+        "../../envs/crossemotion.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -227,6 +143,8 @@ rule training_figure:
         ),
     log:
         "logs/report/training/{model}_{dataset}.log",
+    conda:
+        "../../envs/crossemotion.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -250,6 +168,8 @@ rule transfer_heatmap:
         ),
     log:
         "logs/report/transfer_heatmap.log",
+    conda:
+        "../../envs/crossemotion.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -273,6 +193,8 @@ rule character_figure:
         ),
     log:
         "logs/report/character_figure.log",
+    conda:
+        "../../envs/crossemotion.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -285,6 +207,8 @@ rule character_figure:
 
 
 rule report_html:
+    # A run block, not a script: the nested `snakemake --report` must use this
+    # very Snakemake (sys.executable), which a job's conda env may not contain.
     input:
         report_inputs(),
     output:
@@ -298,5 +222,9 @@ rule report_html:
     params:
         config=config,
         snakefile=workflow.main_snakefile,
-    script:
-        "../scripts/report_html.py"
+    run:
+        from crossemotion.reporting.report import build_report
+
+        build_report(
+            output[0], params.snakefile, params.config, list(input), log_path=log[0]
+        )

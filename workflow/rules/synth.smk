@@ -3,13 +3,16 @@
 
 
 if config.get("synth", {}).get("enabled", False):
+    SYNTH_OUT = config["synth"]["out"]
 
     rule synth_demo:
         output:
-            meld=config["synth"]["out"] + "/MELD.Raw.tar.gz",
-            ifeed=config["synth"]["out"] + "/IFEED_Base.zip",
+            meld=f"{SYNTH_OUT}/MELD.Raw.tar.gz",
+            ifeed=f"{SYNTH_OUT}/IFEED_Base.zip",
         log:
             "logs/synth/synth_demo.log",
+        conda:
+            "../../envs/crossemotion.yaml"
         threads: 2
         resources:
             mem_mb=2000,

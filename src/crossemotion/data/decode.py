@@ -2,11 +2,13 @@
 
 Sampling. A clip of duration ``D`` is read over ``d = min(D, max_duration)``
 seconds; frame ``k`` (0..T-1) is taken at ``(k + 0.5) * d / T``, the centre
-of the k-th of T equal slices. One ffmpeg process does it: an input-side
-``-ss d/(2T)`` and ``-t`` bound the read, an ``fps=T/d`` filter keeps the
-frame nearest to each sample time, ``scale`` brings the kept frames (only
-those) to ``height`` (width keeps the aspect, rounded to even), and raw RGB
-comes back through a pipe; cv2 encodes the JPEGs.
+of the k-th of T equal slices. One ffmpeg process does it: an input-side ``-t d``
+bounds the read, an ``fps=T/d`` filter keeps, for output slot k, the last
+frame before ``(k + 0.5) * d / T`` (the filter's own rounding puts its slots
+at the slice centres, so no ``-ss`` offset is needed; a sample lies at most
+one frame interval before its centre), ``scale`` brings the kept frames
+(only those) to ``height`` (width keeps the aspect, rounded to even), and raw
+RGB comes back through a pipe; cv2 encodes the JPEGs.
 
 ``exact``. With ``exact: false`` (default) the decoder is told
 ``-skip_frame noref``: frames no other frame references (most B-frames in
@@ -205,15 +207,14 @@ def sample_times(span: float, n: int) -> list[float]:
 
 def output_size(width: int, height: int, target_height: int) -> tuple[int, int]:
     """Width keeping the aspect at ``target_height``, rounded to an even number."""
-    w = max(2, int(round(width * target_height / max(height, 1) / 2)) * 2)
+    w = max(2, round(width * target_height / max(height, 1) / 2) * 2)
     return w, target_height
 
 
 def ffmpeg_args(path: str | Path, span: float, size: tuple[int, int], s: DecodeSettings
                 ) -> list[str]:
     """The single ffmpeg command that samples ``s.frames`` frames over ``span`` seconds."""
-    offset = span / (2 * s.frames)
-    in_kw: dict[str, Any] = {"ss": f"{offset:.6f}", "t": f"{span - offset:.6f}"}
+    in_kw: dict[str, Any] = {"t": f"{span:.6f}"}
     if not s.exact:
         in_kw["skip_frame"] = "noref"
     stream = (
@@ -290,7 +291,7 @@ def _failed(base: ClipResult, reason: str) -> ClipResult:
                       has_audio=base.has_audio)
 
 
-class _LogStream:
+class LogStream:
     """File-like sink that turns tqdm's updates into log lines."""
 
     def __init__(self, logger: logging.Logger) -> None:
@@ -351,7 +352,7 @@ def decode_shard(
     """
     statuses: list[dict[str, Any]] = []
     pbar = tqdm(total=rows.height, desc=f"decode {Path(clips_out).name}", unit="clip",
-                file=_LogStream(log), mininterval=10, ascii=True)
+                file=LogStream(log), mininterval=10, ascii=True)
     with atomic_path(clips_out, suffix=".parquet") as tmp, \
             pq.ParquetWriter(tmp, CLIP_SCHEMA, compression="zstd") as writer, \
             ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

@@ -51,13 +51,14 @@ def rank_speaker_first(detections: Sequence[Detection], width: int, height: int)
     cx, cy = width / 2.0, height / 2.0
     diag = float(np.hypot(width, height)) or 1.0
 
+    largest = max(d.area for d in detections) or 1
+
     def key(d: Detection) -> tuple[int, float]:
-        # Bucket sizes (10% steps of the largest) so a slightly smaller but
-        # central face can win over an off-centre one of nearly equal size.
-        largest = max(x.area for x in detections) or 1
-        bucket = int(10 * d.area / largest)
-        dist = float(np.hypot(d.x + d.w / 2 - cx, d.y + d.h / 2 - cy)) / diag
-        return (-bucket, dist)
+        # Faces within 80% of the largest area count as equally "large"; among
+        # them the most central wins, the smaller rest follow by size.
+        if d.area >= 0.8 * largest:
+            return (0, float(np.hypot(d.x + d.w / 2 - cx, d.y + d.h / 2 - cy)) / diag)
+        return (1, -float(d.area))
 
     return sorted(detections, key=key)
 

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from crossemotion.data.decode import _LogStream
+from crossemotion.data.decode import LogStream
 from crossemotion.data.face_detect import Detection, FaceDetector, get_detector
 from crossemotion.data.ifeed import FACE_SHARD_SCHEMA
 from crossemotion.io import atomic_path
@@ -61,9 +61,9 @@ class FaceSettings:
 def square_crop(image: np.ndarray, det: Detection, margin: float, size: int) -> np.ndarray:
     """A ``size`` x ``size`` crop centred on the box, grown by ``margin``, black-padded."""
     h, w = image.shape[:2]
-    side = max(1, int(round(max(det.w, det.h) * (1 + 2 * margin))))
+    side = max(1, round(max(det.w, det.h) * (1 + 2 * margin)))
     cx, cy = det.x + det.w / 2, det.y + det.h / 2
-    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
+    x0, y0 = round(cx - side / 2), round(cy - side / 2)
     x1, y1 = x0 + side, y0 + side
     pad = max(0, -x0, -y0, x1 - w, y1 - h)
     if pad:
@@ -138,7 +138,7 @@ def faces_shard(clips_path: str | Path, out: str | Path, s: FaceSettings,
     counts: list[dict[str, Any]] = []
     pending: list[dict[str, Any]] = []
     pbar = tqdm(total=n_clips, desc=f"faces {Path(out).name}", unit="clip",
-                file=_LogStream(log), mininterval=10, ascii=True)
+                file=LogStream(log), mininterval=10, ascii=True)
     with atomic_path(out, suffix=".parquet") as tmp, \
             pq.ParquetWriter(tmp, FACE_SHARD_SCHEMA, compression="zstd") as writer:
         for row in _clip_rows(clips_path, batch_size):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import polars as pl
+
 # status speaks of the item itself; detection outcomes are their own columns
 OK = "ok"
 MISSING = "missing"
@@ -44,3 +46,69 @@ def check_bad_fraction(statuses: Iterable[str], max_fraction: float, dataset: st
             f"max_bad_fraction={max_fraction:.1%}; see the manifest's status/reason columns"
         )
     return share
+
+
+def build_meld_manifest(
+    index: pl.DataFrame, statuses: pl.DataFrame, faces: pl.DataFrame
+) -> pl.DataFrame:
+    """The MELD manifest: index rows, with decoded clips' statuses and face counts.
+
+    ``index`` is the MELD index (polars), ``statuses`` the concatenated decode
+    status shards, ``faces`` the concatenated faces shards (at least
+    ``split, key``). ``faces_found`` counts the sampled frames of a clip in
+    which a (speaker) face was found; null where the clip was not decoded.
+    """
+
+    dec = statuses.select(
+        "split", "key",
+        pl.col("status").alias("_dstatus"),
+        pl.col("reason").alias("_dreason"),
+        "duration", "has_audio", "n_frames", "decode_seconds",
+    )
+    found = faces.group_by("split", "key").agg(pl.len().cast(pl.Int32).alias("_faces"))
+    out = index.join(dec, on=["split", "key"], how="left", nulls_equal=False)
+    out = out.join(found, on=["split", "key"], how="left", nulls_equal=False)
+    decoded = pl.col("_dstatus").is_not_null()
+    usable = pl.col("_dstatus").is_in(list(USABLE))
+    out = out.with_columns(
+        pl.when(decoded).then(pl.col("_dstatus")).otherwise(pl.col("status")).alias("status"),
+        pl.when(decoded).then(pl.col("_dreason")).otherwise(pl.col("reason")).alias("reason"),
+        pl.when(usable).then(pl.col("_faces").fill_null(0)).otherwise(None)
+        .cast(pl.Int32).alias("faces_found"),
+    )
+    return out.drop("_dstatus", "_dreason", "_faces")
+
+
+def meld_summary(manifest: pl.DataFrame, share: float | None = None) -> str:
+    """Markdown: counts by split x status, face-found figures, the bad share."""
+
+    table = (
+        manifest.group_by("split", "status").len()
+        .pivot(on="status", index="split", values="len")
+        .fill_null(0)
+    )
+    order = {"train": 0, "dev": 1, "test": 2}
+    table = table.sort(pl.col("split").replace_strict(order, default=9))
+    statuses = [c for c in table.columns if c != "split"]
+    lines = ["# MELD manifest summary", "",
+             "| split | " + " | ".join(statuses) + " | total |",
+             "|---|" + "---:|" * (len(statuses) + 1)]
+    for row in table.iter_rows(named=True):
+        total = sum(row[s] for s in statuses)
+        lines.append(f"| {row['split']} | " + " | ".join(str(row[s]) for s in statuses)
+                     + f" | {total} |")
+    decoded = manifest.filter(pl.col("faces_found").is_not_null())
+    if decoded.height:
+        frames = decoded["n_frames"].sum()
+        lines += ["", f"Decoded clips: {decoded.height}; clips with at least one face: "
+                  f"{(decoded['faces_found'] > 0).sum()} "
+                  f"({(decoded['faces_found'] > 0).mean():.1%}); frames with a face: "
+                  f"{decoded['faces_found'].sum()} of {frames} "
+                  f"({decoded['faces_found'].sum() / max(frames, 1):.1%})."]
+        if "decode_seconds" in decoded.columns:
+            lines.append(f"Decode time per clip: mean {decoded['decode_seconds'].mean() * 1000:.0f}"
+                         f" ms, max {decoded['decode_seconds'].max() * 1000:.0f} ms.")
+    if share is not None:
+        lines += ["", f"Bad share (statuses other than ok/overlong among annotated items): "
+                  f"{share:.2%}."]
+    return "\n".join(lines) + "\n"

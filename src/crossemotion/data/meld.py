@@ -368,3 +368,48 @@ def decodable_rows(index: pl.DataFrame, split: str, shard: int, n_shards: int) -
         )
         .sort("dialogue_id", "utterance_id")
     )
+
+
+def _is_url(value: str) -> bool:
+    return value.startswith(("http://", "https://"))
+
+
+def resolve_annotations(
+    annotations: Mapping[str, str | None], download_dir: str | Path
+) -> dict[str, Path]:
+    """Local csv per configured split; URLs are downloaded into ``download_dir`` first."""
+    out: dict[str, Path] = {}
+    for split, value in annotations.items():
+        if not value:
+            continue
+        if not _is_url(str(value)):
+            out[split] = Path(value)
+            continue
+        target = Path(download_dir) / f"{split}_sent_emo.csv"
+        if not target.exists():
+            _fetch(str(value), target)
+        out[split] = target
+    return out
+
+
+def _fetch(url: str, target: Path) -> None:
+    try:
+        from crossemotion.data.download import download  # the project's resuming downloader
+    except ImportError:
+        download = None
+    if download is not None:
+        download(url, target)
+        return
+    import urllib.request
+
+    from crossemotion.io import atomic_path
+
+    log.info("downloading %s -> %s", url, target)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp, atomic_path(target) as tmp:
+            tmp.write_bytes(resp.read())
+    except OSError as err:
+        raise MeldLayoutError(
+            f"cannot download MELD annotations from {url}: {err}; set "
+            f"meld.annotations to a local csv path instead"
+        ) from err

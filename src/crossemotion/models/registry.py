@@ -11,10 +11,11 @@ import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
-from torch.utils.data import Dataset
+if TYPE_CHECKING:  # the workflow reads INPUTS at parse time without importing torch
+    from torch import nn
+    from torch.utils.data import Dataset
 
 # config name -> module that registers it (one model per file)
 MODULES: dict[str, str] = {
@@ -23,6 +24,17 @@ MODULES: dict[str, str] = {
     "resnet50": "crossemotion.models.resnet50",
     "text": "crossemotion.models.text",
     "fusion": "crossemotion.models.fusion",
+}
+
+# config name -> shard kinds its MELD job reads (equals each ModelSpec.inputs;
+# kept here so models.smk can build rule inputs without importing torch).
+# resnet50 reads MELD text only to count utterances without a detected face.
+INPUTS: dict[str, tuple[str, ...]] = {
+    "cnn_lstm": ("clips",),
+    "c3d": ("clips",),
+    "resnet50": ("faces", "text"),
+    "text": ("text",),
+    "fusion": ("faces", "text"),
 }
 
 
@@ -51,6 +63,12 @@ class ModelSpec:
     collate: Callable[[list[Any]], Any] | None = None
     # aggregate face-level outputs to utterances by ``key`` on MELD
     aggregate_by_key: bool = False
+    # inference hook: (list of raw units, model config) -> batch dict for
+    # forward(). A unit is an image (path, JPEG bytes or HxWx3 RGB uint8 array)
+    # for "image" models, a clip (video path or list of frames) for "video"
+    # models, a str for "text", {"text": str, "images": [JPEG bytes...]} for
+    # fusion. See crossemotion.inference.
+    preprocess: Callable[[list[Any], Mapping[str, Any]], dict[str, Any]] | None = None
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

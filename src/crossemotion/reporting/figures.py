@@ -122,7 +122,7 @@ def character_bars(characters: pd.DataFrame, target: str | Path, demo: bool = Fa
     ax.set_ylabel("weighted F1 (test)")
     ax.set_title("weighted F1 per character (absent characters shown as 0)")
     if groups:
-        ax.legend(fontsize=7, ncols=2, loc="upper right")
+        ax.legend(fontsize=7, ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.08))
     _stamp(fig, demo)
     _save(fig, target)
 

@@ -48,7 +48,9 @@ def build_table(
         return character_table(model_runs + _cells(cells, transfer_model, results))
     if table == "transfer":
         targets = {t for _s, t, _m in cells}
-        target_only = {t: model_run(transfer_model, t, results) for t in targets}
+        # A target whose own model run is disabled has no reference row (logged).
+        candidates = {t: model_run(transfer_model, t, results) for t in targets}
+        target_only = {t: r for t, r in candidates.items() if r.predictions_path.exists()}
         return transfer_table(_cells(cells, transfer_model, results), target_only)
     raise ValueError(f"unknown table {table!r}")
 

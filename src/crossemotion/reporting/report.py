@@ -10,7 +10,6 @@ so the job that is writing report.html is not part of the nested DAG.
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
@@ -20,8 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-log = logging.getLogger(__name__)
 
 
 def report_command(
@@ -55,8 +52,13 @@ def build_report(
     targets: Sequence[str],
     workdir: str | Path = ".",
     timeout: float = 1800,
+    log_path: str | Path | None = None,
 ) -> None:
-    """Run the nested report call and move its html onto ``output`` atomically."""
+    """Run the nested report call and move its html onto ``output`` atomically.
+
+    Runs inside Snakemake's own process (a ``run:`` block), so it writes the
+    nested call's output to ``log_path`` instead of reconfiguring logging.
+    """
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".report.") as tmp:
@@ -66,12 +68,14 @@ def build_report(
         # is a report.html in a temp folder beside the output, renamed at the end.
         html = Path(tmp) / "report.html"
         cmd = report_command(snakefile, workdir, configfile.resolve(), html.resolve(), targets)
-        log.info("running %s", " ".join(cmd))
         proc = subprocess.run(
             cmd, capture_output=True, text=True, timeout=timeout, env=dict(os.environ)
         )
-        log.info("nested snakemake stdout:\n%s", proc.stdout[-20000:])
-        log.info("nested snakemake stderr:\n%s", proc.stderr[-20000:])
+        if log_path is not None:
+            Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+            Path(log_path).write_text(
+                f"$ {' '.join(cmd)}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}\n"
+            )
         if proc.returncode != 0 or not html.exists() or html.stat().st_size == 0:
             raise RuntimeError(
                 f"snakemake --report failed (exit {proc.returncode}); see the log. "

@@ -21,23 +21,19 @@ def _as_names(values: pd.Series) -> pd.Series:
 
 
 def classification_scores(y_true: Sequence[str], y_pred: Sequence[str]) -> dict[str, Any]:
-    """Accuracy, weighted and macro F1 over the classes present in truth or prediction.
+    """n, accuracy, weighted and macro F1 of class-name sequences.
 
-    Empty input gives n=0 and null scores rather than sklearn's warnings/NaNs,
-    so a character absent from a split still gets its row.
+    Delegates to the models' own metric code (crossemotion.evaluation.metrics)
+    so tables and metrics.json agree by construction; empty input gives n=0
+    and null scores, so a character absent from a split still gets its row.
     """
-    from sklearn.metrics import accuracy_score, f1_score
+    from crossemotion.evaluation.metrics import classification_metrics
+    from crossemotion.labels import EMOTION_TO_INDEX
 
-    y_true = list(y_true)
-    y_pred = list(y_pred)
-    if not y_true:
-        return {"n": 0, "accuracy": None, "weighted_f1": None, "macro_f1": None}
-    return {
-        "n": len(y_true),
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "weighted_f1": float(f1_score(y_true, y_pred, average="weighted", zero_division=0)),
-        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
-    }
+    scores = classification_metrics(
+        [EMOTION_TO_INDEX[name] for name in y_true], [EMOTION_TO_INDEX[name] for name in y_pred]
+    )
+    return {key: scores[key] for key in ("n", "accuracy", "weighted_f1", "macro_f1")}
 
 
 def label_distribution(labels: Sequence[str]) -> str:
@@ -65,6 +61,9 @@ def read_predictions(
     frame = frame.copy()
     frame["label"] = _as_names(frame["label"])
     frame["prediction"] = _as_names(frame["prediction"])
+    unknown = (set(frame["label"]) | set(frame["prediction"])) - set(EMOTIONS)
+    if unknown:
+        raise ValueError(f"{path}: labels outside the 7 classes: {sorted(unknown)}")
     if "character" not in frame.columns:
         frame["character"] = "Other"
     return frame.reset_index(drop=True)

@@ -90,4 +90,5 @@ def generate(out_dir: str | Path, settings: SynthSettings) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - t0, 2),
     }
     write_json(out / SIDECAR_NAME, summary)
+    (out / SIDECAR_NAME).chmod(0o644)
     return summary

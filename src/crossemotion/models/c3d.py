@@ -1,0 +1,76 @@
+"""``c3d``: a compact 3D-CNN over the clip tensor (after Tran et al., 2015).
+
+Blocks of Conv3d(3x3x3) - BatchNorm - ReLU - MaxPool; the first block pools
+only in space so short clips (the demo's 8 frames) keep their time axis for
+the deeper blocks; then global average pooling, dropout and a linear layer.
+Config: ``channels`` (one block per entry), ``frames``, ``size``, ``dropout``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from crossemotion.models.registry import INPUTS, ModelSpec, ShardInputs, register
+from crossemotion.models.vision import preprocess_clips
+from crossemotion.training.datasets import clip_datasets, stack_collate
+
+
+def block(c_in: int, c_out: int, pool: tuple[int, int, int]) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv3d(c_in, c_out, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm3d(c_out),
+        nn.ReLU(inplace=True),
+        nn.MaxPool3d(kernel_size=pool, stride=pool),
+    )
+
+
+class C3D(nn.Module):
+    def __init__(self, cfg: Mapping[str, Any], num_classes: int) -> None:
+        super().__init__()
+        channels = [int(c) for c in cfg.get("channels", [64, 128, 256, 256])]
+        if not channels:
+            raise ValueError("c3d needs at least one entry in `channels`")
+        layers, c_in = [], 3
+        t, s = int(cfg.get("frames", 16)), int(cfg.get("size", 112))
+        for i, c_out in enumerate(channels):
+            # pool an axis only while it is at least 2 long, so any depth fits
+            pool_t = 2 if i > 0 and t >= 2 else 1
+            pool_s = 2 if s >= 2 else 1
+            layers.append(block(c_in, c_out, (pool_t, pool_s, pool_s)))
+            t, s, c_in = t // pool_t, s // pool_s, c_out
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool3d(1)
+        self.dropout = nn.Dropout(float(cfg.get("dropout", 0.5)))
+        self.fc = nn.Linear(c_in, num_classes)
+
+    def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
+        x = batch["frames"].transpose(1, 2)  # [B, T, C, H, W] -> [B, C, T, H, W]
+        x = self.features(x)
+        return self.fc(self.dropout(self.pool(x).flatten(1)))
+
+
+def build(cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
+    return C3D(cfg, num_classes)
+
+
+def make_datasets(cfg: Mapping[str, Any], dataset: str, shards: ShardInputs) -> dict[str, Dataset]:
+    if dataset != "meld":
+        raise ValueError(f"c3d trains on MELD clips, not {dataset!r}")
+    return dict(clip_datasets(cfg, shards.clips))
+
+
+SPEC = register(
+    ModelSpec(
+        name="c3d",
+        build=build,
+        make_datasets=make_datasets,
+        unit="video",
+        inputs=INPUTS["c3d"],
+        collate=stack_collate,
+        preprocess=preprocess_clips,
+    )
+)

@@ -1,0 +1,65 @@
+"""``cnn_lstm``: a per-frame 2D CNN (torchvision backbone) + LSTM over the clip.
+
+Every frame goes through the same backbone (classifier removed); the
+sequence of frame features feeds a single-layer LSTM whose last hidden state
+(concatenated with the mean frame feature, so a clip whose emotion shows in
+one frame is not lost to the recurrence) goes through dropout and a linear
+layer. Config: ``backbone`` (torchvision name), ``weights`` (torchvision
+weights name or null), ``hidden``, ``frames``, ``size``, ``dropout``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from crossemotion.models.backbones import feature_extractor
+from crossemotion.models.registry import INPUTS, ModelSpec, ShardInputs, register
+from crossemotion.models.vision import preprocess_clips
+from crossemotion.training.datasets import clip_datasets, stack_collate
+
+
+class CNNLSTM(nn.Module):
+    def __init__(self, cfg: Mapping[str, Any], num_classes: int) -> None:
+        super().__init__()
+        self.cnn, width = feature_extractor(
+            str(cfg.get("backbone", "resnet18")), cfg.get("weights")
+        )
+        hidden = int(cfg.get("hidden", 256))
+        self.lstm = nn.LSTM(width, hidden, batch_first=True)
+        self.dropout = nn.Dropout(float(cfg.get("dropout", 0.3)))
+        self.fc = nn.Linear(hidden + width, num_classes)
+
+    def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
+        frames = batch["frames"]  # [B, T, 3, S, S]
+        b, t = frames.shape[:2]
+        feats = self.cnn(frames.flatten(0, 1)).reshape(b, t, -1)
+        _, (h, _) = self.lstm(feats)
+        return self.fc(self.dropout(torch.cat([h[-1], feats.mean(1)], dim=1)))
+
+
+def build(cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
+    return CNNLSTM(cfg, num_classes)
+
+
+def make_datasets(cfg: Mapping[str, Any], dataset: str, shards: ShardInputs) -> dict[str, Dataset]:
+    if dataset != "meld":
+        raise ValueError(f"cnn_lstm trains on MELD clips, not {dataset!r}")
+    return dict(clip_datasets(cfg, shards.clips))
+
+
+SPEC = register(
+    ModelSpec(
+        name="cnn_lstm",
+        build=build,
+        make_datasets=make_datasets,
+        unit="video",
+        inputs=INPUTS["cnn_lstm"],
+        collate=stack_collate,
+        preprocess=preprocess_clips,
+    )
+)

@@ -1,0 +1,59 @@
+"""``resnet50``: a torchvision ResNet (``arch``, default resnet50) on face crops.
+
+The classifier is replaced by dropout + a 7-way linear layer. On IFEED an
+item is an image; on MELD the model still trains on face crops (labelled with
+their utterance's emotion) and the runner averages the face probabilities of
+each utterance (``aggregate_by_key``). Config: ``arch``, ``weights``, ``size``,
+``augment`` (flip + shift), ``dropout``, ``dev_fraction`` (IFEED's dev split
+carved from Training, see crossemotion.training.shards.stratified_group_split).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from crossemotion.models.backbones import feature_extractor
+from crossemotion.models.registry import INPUTS, ModelSpec, ShardInputs, register
+from crossemotion.models.vision import preprocess_images
+from crossemotion.training.datasets import face_datasets, stack_collate
+
+
+class FaceClassifier(nn.Module):
+    def __init__(self, cfg: Mapping[str, Any], num_classes: int) -> None:
+        super().__init__()
+        self.backbone, width = feature_extractor(
+            str(cfg.get("arch", "resnet50")), cfg.get("weights")
+        )
+        self.dropout = nn.Dropout(float(cfg.get("dropout", 0.2)))
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
+        return self.fc(self.dropout(self.backbone(batch["image"])))
+
+
+def build(cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
+    return FaceClassifier(cfg, num_classes)
+
+
+def make_datasets(cfg: Mapping[str, Any], dataset: str, shards: ShardInputs) -> dict[str, Dataset]:
+    if not shards.faces.get("train") or not shards.faces.get("test"):
+        raise ValueError(f"resnet50 on {dataset!r} needs train and test faces shards")
+    return dict(face_datasets(cfg, shards.faces, seed=int(cfg.get("seed", 13))))
+
+
+SPEC = register(
+    ModelSpec(
+        name="resnet50",
+        build=build,
+        make_datasets=make_datasets,
+        unit="image",
+        inputs=INPUTS["resnet50"],
+        collate=stack_collate,
+        aggregate_by_key=True,
+        preprocess=preprocess_images,
+    )
+)

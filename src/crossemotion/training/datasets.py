@@ -1,0 +1,176 @@
+"""Datasets over MELD clips shards and MELD/IFEED faces shards.
+
+Items are dicts of tensors: ``frames`` float [T, 3, S, S] for clips, ``image``
+float [3, S, S] for faces, plus ``label`` (int64). Every dataset carries
+``meta`` (polars, aligned with indices: id, key, split, speaker, character,
+label) and ``labels`` (int64 numpy) for class weights and metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from crossemotion.training.shards import (
+    DEV_FRACTION,
+    augment_image,
+    cache_for,
+    decode_jpeg,
+    frame_indices,
+    label_indices,
+    meta_frame,
+    normalize,
+    read_shards,
+    stratified_group_split,
+    to_uint8_chw,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ClipDataset(Dataset):
+    """One item per MELD clip: ``frames`` [T, 3, S, S] sampled evenly over the clip."""
+
+    def __init__(self, frame: pl.DataFrame, cfg: Mapping[str, Any], augment: bool = False) -> None:
+        frame = frame.filter(pl.col("frames").list.len() > 0)
+        self.frames: list[list[bytes]] = frame["frames"].to_list()
+        self.t = int(cfg.get("frames", 8))
+        self.size = int(cfg.get("size", 112))
+        self.augment = augment
+        self.labels = label_indices(frame["label"].to_list())
+        self.meta = meta_frame(frame)
+        self.cache = cache_for(cfg)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def clip_uint8(self, index: int) -> Tensor:
+        cached = self.cache.get(index) if self.cache else None
+        if cached is not None:
+            return cached
+        jpegs = self.frames[index]
+        clip = torch.stack(
+            [
+                to_uint8_chw(decode_jpeg(jpegs[i]), self.size)
+                for i in frame_indices(len(jpegs), self.t)
+            ]
+        )
+        if self.cache:
+            self.cache.put(index, clip)
+        return clip
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        clip = self.clip_uint8(index)
+        if self.augment:
+            # one flip/shift for the whole clip keeps motion consistent
+            clip = augment_image(clip)
+        return {"frames": normalize(clip), "label": torch.tensor(self.labels[index])}
+
+
+class FaceDataset(Dataset):
+    """One item per face crop: ``image`` [3, S, S]."""
+
+    def __init__(self, frame: pl.DataFrame, cfg: Mapping[str, Any], augment: bool = False) -> None:
+        self.images: list[bytes] = frame["image"].to_list()
+        self.size = int(cfg.get("size", 224))
+        self.augment = augment
+        self.labels = label_indices(frame["label"].to_list())
+        self.meta = meta_frame(frame)
+        self.cache = cache_for(cfg)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def image_uint8(self, index: int) -> Tensor:
+        cached = self.cache.get(index) if self.cache else None
+        if cached is not None:
+            return cached
+        img = to_uint8_chw(decode_jpeg(self.images[index]), self.size)
+        if self.cache:
+            self.cache.put(index, img)
+        return img
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        img = self.image_uint8(index)
+        if self.augment:
+            img = augment_image(img)
+        return {"image": normalize(img), "label": torch.tensor(self.labels[index])}
+
+
+def _drop_bad_jpegs(frame: pl.DataFrame, column: str) -> pl.DataFrame:
+    """Rows whose JPEG does not decode are logged and left out, not fatal."""
+    ok = []
+    for value in frame[column].to_list():
+        try:
+            if isinstance(value, list):
+                for item in value:
+                    decode_jpeg(item)
+            else:
+                decode_jpeg(value)
+            ok.append(True)
+        except (ValueError, TypeError):
+            ok.append(False)
+    bad = len(ok) - sum(ok)
+    if bad:
+        log.warning("dropping %d of %d rows with undecodable %s", bad, len(ok), column)
+    return frame.filter(pl.Series(ok))
+
+
+def clip_datasets(
+    cfg: Mapping[str, Any], paths: Mapping[str, Sequence[str | Path]]
+) -> dict[str, ClipDataset]:
+    out = {}
+    for split in ("train", "dev", "test"):
+        frame = _drop_bad_jpegs(read_shards(paths[split]), "frames")
+        out[split] = ClipDataset(
+            frame, cfg, augment=split == "train" and bool(cfg.get("augment", False))
+        )
+    return out
+
+
+def face_splits(
+    paths: Mapping[str, Sequence[str | Path]], seed: int, dev_fraction: float = DEV_FRACTION
+) -> dict[str, pl.DataFrame]:
+    """train/dev/test face frames; a missing dev split is carved out of train."""
+    frames = {split: _drop_bad_jpegs(read_shards(p), "image") for split, p in paths.items() if p}
+    if "dev" not in frames:
+        frames["train"], frames["dev"] = stratified_group_split(
+            frames["train"], dev_fraction, seed=seed
+        )
+        frames["dev"] = frames["dev"].with_columns(pl.lit("dev").alias("split"))
+        log.info(
+            "no dev split: held out %d of %d training faces (by source key) as dev",
+            frames["dev"].height,
+            frames["dev"].height + frames["train"].height,
+        )
+    return frames
+
+
+def face_datasets(
+    cfg: Mapping[str, Any], paths: Mapping[str, Sequence[str | Path]], seed: int
+) -> dict[str, FaceDataset]:
+    frames = face_splits(paths, seed, float(cfg.get("dev_fraction", DEV_FRACTION)))
+    augment = bool(cfg.get("augment", False))
+    return {
+        split: FaceDataset(frames[split], cfg, augment=split == "train" and augment)
+        for split in ("train", "dev", "test")
+    }
+
+
+def stack_collate(items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    return {key: torch.stack([it[key] for it in items]) for key in items[0]}
+
+
+def labels_of(ds: Dataset) -> np.ndarray:
+    labels = getattr(ds, "labels", None)
+    if labels is not None:
+        return np.asarray(labels, dtype=np.int64)
+    return label_indices(ds.meta["label"].to_list())  # type: ignore[attr-defined]

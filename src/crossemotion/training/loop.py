@@ -1,0 +1,353 @@
+"""The generic fit loop: any ``nn.Module`` with ``forward(batch) -> logits``.
+
+- class-weighted cross-entropy from the training label counts (MELD is ~47%
+  neutral; unweighted, a model learns to say "neutral");
+- AdamW; per-step schedule ``constant``, ``cosine`` or ``linear_warmup``; a
+  model may expose ``param_groups(lr)`` to give parts their own learning rate;
+- model selection on dev weighted F1 (or a caller's ``dev_score``), early
+  stopping after ``patience`` epochs without improvement;
+- deterministic on CPU for one seed: every RNG is seeded, each epoch's
+  shuffle comes from its own generator (seed + epoch), and the resume state
+  carries the RNG states, so a resumed run equals an uninterrupted one;
+- CUDA with AMP (fp16 autocast + GradScaler) when the device is CUDA;
+- resumable: after every epoch ``state_dir/last.pt`` is written atomically and
+  read back on the next start when its ``config_key`` matches.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import accuracy_score, f1_score
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from crossemotion.labels import EMOTIONS
+from crossemotion.training import checkpoint
+from crossemotion.training.datasets import labels_of
+
+log = logging.getLogger(__name__)
+
+Batch = dict[str, Tensor]
+Collate = Callable[[list[Any]], Any] | None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    schedule: str = "constant"
+    warmup_fraction: float = 0.1
+    patience: int = 5
+    class_weights: bool = True
+    grad_clip: float = 1.0
+    seed: int = 13
+    num_workers: int = 0
+
+    @classmethod
+    def from_cfg(cls, cfg: Mapping[str, Any], seed: int) -> TrainConfig:
+        known = {f for f in cls.__dataclass_fields__ if f != "seed"}
+        values = {k: cfg[k] for k in known if cfg.get(k) is not None}
+        return cls(seed=seed, **values)
+
+
+@dataclass
+class FitResult:
+    best_state: dict[str, Tensor]
+    best_epoch: int
+    best_score: float
+    epochs_run: int
+    log: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    resumed_from: int = 0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+
+
+def resolve_device(name: str | None) -> torch.device:
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("config asks for device: cuda but no CUDA device is available")
+    return torch.device(name)
+
+
+def class_weights(labels: np.ndarray, n_classes: int = len(EMOTIONS)) -> Tensor:
+    """Balanced weights n / (K * count_c); absent classes get 0."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    present = counts > 0
+    weights = np.zeros(n_classes)
+    weights[present] = len(labels) / (present.sum() * counts[present])
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def lr_lambda(schedule: str, total: int, warmup_fraction: float) -> Callable[[int], float]:
+    total = max(1, total)
+    if schedule == "constant":
+        return lambda step: 1.0
+    if schedule == "cosine":
+        return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+    if schedule == "linear_warmup":
+        warm = max(1, round(warmup_fraction * total))
+
+        def linear(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            return max(0.0, (total - step) / max(1, total - warm))
+
+        return linear
+    raise ValueError(f"unknown schedule {schedule!r} (constant, cosine, linear_warmup)")
+
+
+def to_device(batch: Mapping[str, Any], device: torch.device) -> Batch:
+    return {
+        k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()
+    }
+
+
+def make_loader(
+    ds: Dataset,
+    batch_size: int,
+    collate: Collate,
+    shuffle: bool,
+    seed: int = 0,
+    num_workers: int = 0,
+) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        collate_fn=collate,
+        generator=generator,
+        num_workers=num_workers,
+    )
+
+
+@torch.no_grad()
+def predict_probs(
+    model: nn.Module,
+    ds: Dataset,
+    collate: Collate,
+    batch_size: int,
+    device: torch.device,
+    progress: bool | None = None,
+) -> np.ndarray:
+    """Softmax probabilities [N, 7] in dataset order."""
+    model.eval()
+    out = []
+    loader = make_loader(ds, batch_size, collate, shuffle=False)
+    for batch in tqdm(
+        loader, desc="predict", leave=False, disable=not progress if progress is not None else None
+    ):
+        batch = to_device(batch, device)
+        with autocast(device):
+            logits = model(batch)
+        out.append(logits.float().softmax(-1).cpu())
+    if not out:
+        return np.zeros((0, len(EMOTIONS)), dtype=np.float32)
+    return torch.cat(out).numpy()
+
+
+def autocast(device: torch.device) -> Any:
+    return torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda")
+
+
+def dev_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    pred = probs.argmax(1)
+    return {
+        "accuracy": float(accuracy_score(labels, pred)),
+        "weighted_f1": float(f1_score(labels, pred, average="weighted", zero_division=0)),
+    }
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    groups = model.param_groups(cfg.lr) if hasattr(model, "param_groups") else None
+    params = groups if groups else [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def fit(
+    model: nn.Module,
+    train_ds: Dataset,
+    dev_ds: Dataset,
+    cfg: TrainConfig,
+    *,
+    collate: Collate = None,
+    device: torch.device | None = None,
+    state_dir: Path | None = None,
+    config_key: str = "",
+    dev_score: Callable[[np.ndarray], dict[str, float]] | None = None,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+    progress: bool | None = None,
+) -> FitResult:
+    """Train ``model`` in place; return the best epoch's weights and the log.
+
+    ``dev_score(probs)`` returns at least ``weighted_f1`` and ``accuracy`` on
+    dev (default: item-level); ``on_epoch_end(epoch, row)`` runs after the
+    resume state of that epoch is saved (tests raise from it to kill a run).
+    """
+    device = device or resolve_device("auto")
+    seed_everything(cfg.seed)
+    model.to(device)
+    train_labels = labels_of(train_ds)
+    dev_labels = labels_of(dev_ds)
+    weight = class_weights(train_labels).to(device) if cfg.class_weights else None
+    criterion = nn.CrossEntropyLoss(weight=weight)
+    steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
+    optimizer = _optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(cfg.schedule, cfg.epochs * steps_per_epoch, cfg.warmup_fraction)
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
+    score_fn = dev_score or (lambda probs: dev_metrics(dev_labels, probs))
+
+    rows: list[dict[str, Any]] = []
+    best_state = checkpoint.cpu_state_dict(model)
+    best_score, best_epoch, bad_epochs, start = -1.0, 0, 0, 0
+    resume = checkpoint.load_resume(state_dir, config_key)
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        scaler.load_state_dict(resume["scaler"])
+        best_state, best_score = resume["best_state"], resume["best_score"]
+        best_epoch, bad_epochs, start = resume["best_epoch"], resume["bad_epochs"], resume["epoch"]
+        rows = list(resume["log"])
+        checkpoint.set_rng_state(resume["rng"])
+        log.info(
+            "resuming after epoch %d (best dev wF1 %.4f at epoch %d)", start, best_score, best_epoch
+        )
+
+    for epoch in range(start + 1, cfg.epochs + 1):
+        if bad_epochs >= cfg.patience:
+            break
+        t0 = time.perf_counter()
+        loss = _train_epoch(
+            model,
+            train_ds,
+            cfg,
+            collate,
+            device,
+            criterion,
+            optimizer,
+            scheduler,
+            scaler,
+            epoch,
+            progress,
+        )
+        scores = score_fn(predict_probs(model, dev_ds, collate, cfg.batch_size, device, progress))
+        improved = scores["weighted_f1"] > best_score
+        if improved:
+            best_score, best_epoch, bad_epochs = scores["weighted_f1"], epoch, 0
+            best_state = checkpoint.cpu_state_dict(model)
+        else:
+            bad_epochs += 1
+        row = {
+            "epoch": epoch,
+            "train_loss": round(loss, 6),
+            "dev_accuracy": round(scores["accuracy"], 6),
+            "dev_weighted_f1": round(scores["weighted_f1"], 6),
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": round(time.perf_counter() - t0, 3),
+            "best": improved,
+        }
+        rows.append(row)
+        log.info(
+            "epoch %d/%d loss %.4f dev acc %.4f wF1 %.4f lr %.2e (%.1fs)%s",
+            epoch, cfg.epochs, loss, scores["accuracy"], scores["weighted_f1"],
+            row["lr"], row["seconds"], " *" if improved else "",
+        )  # fmt: skip
+        if state_dir is not None:
+            checkpoint.save(
+                Path(state_dir) / checkpoint.RESUME_FILE,
+                {
+                    "config_key": config_key,
+                    "epoch": epoch,
+                    "model": checkpoint.cpu_state_dict(model),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "best_state": best_state,
+                    "best_score": best_score,
+                    "best_epoch": best_epoch,
+                    "bad_epochs": bad_epochs,
+                    "log": rows,
+                    "rng": checkpoint.rng_state(),
+                },
+            )
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, row)
+    return FitResult(
+        best_state=best_state,
+        best_epoch=best_epoch,
+        best_score=best_score,
+        epochs_run=len(rows),
+        log=rows,
+        seconds=float(sum(r["seconds"] for r in rows)),
+        resumed_from=start,
+    )
+
+
+def _train_epoch(
+    model: nn.Module,
+    ds: Dataset,
+    cfg: TrainConfig,
+    collate: Collate,
+    device: torch.device,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    epoch: int,
+    progress: bool | None,
+) -> float:
+    model.train()
+    loader = make_loader(
+        ds, cfg.batch_size, collate, True, cfg.seed * 1000 + epoch, cfg.num_workers
+    )
+    total, count = 0.0, 0
+    bar = tqdm(
+        loader,
+        desc=f"epoch {epoch}",
+        leave=False,
+        disable=not progress if progress is not None else None,
+    )
+    for batch in bar:
+        batch = to_device(batch, device)
+        with autocast(device):
+            logits = model(batch)
+            loss = criterion(logits.float(), batch["label"])
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        n = int(batch["label"].shape[0])
+        total += float(loss.detach()) * n
+        count += n
+        bar.set_postfix(loss=f"{total / max(1, count):.4f}")
+    return total / max(1, count)

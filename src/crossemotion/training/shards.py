@@ -1,0 +1,187 @@
+"""Reading shards, decoding JPEGs, and the deterministic dev split for IFEED.
+
+Images are kept as uint8 tensors once decoded so that every epoch after the
+first skips JPEG decoding; the cache is bounded (``cache_mb`` in a model
+config, default 2048 MB, 0 disables it) so real MELD/IFEED sizes fall back to
+decoding on the fly instead of exhausting memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import polars as pl
+import torch
+from torch import Tensor
+
+from crossemotion.labels import EMOTION_TO_INDEX, EMOTIONS, normalize_label
+
+log = logging.getLogger(__name__)
+
+META_COLUMNS = ("id", "key", "split", "speaker", "character", "label")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_CACHE_MB = 2048
+# fraction of IFEED's training images held out as dev (IFEED has no dev split)
+DEV_FRACTION = 0.15
+
+
+def read_shards(paths: Sequence[str | Path], columns: Sequence[str] | None = None) -> pl.DataFrame:
+    """Concatenate Parquet shards; an empty shard (no rows) is fine."""
+    if not paths:
+        raise ValueError("no shard files given")
+    frames = [pl.read_parquet(p, columns=list(columns) if columns else None) for p in paths]
+    return pl.concat(frames, how="diagonal_relaxed")
+
+
+def label_indices(labels: Sequence[Any]) -> np.ndarray:
+    return np.array([EMOTION_TO_INDEX[normalize_label(str(v))] for v in labels], dtype=np.int64)
+
+
+def meta_frame(frame: pl.DataFrame) -> pl.DataFrame:
+    """The per-item identity columns predictions.parquet carries."""
+    if "id" not in frame.columns:
+        frame = frame.with_columns(pl.col("key").alias("id"))
+    for col in META_COLUMNS:
+        if col not in frame.columns:
+            frame = frame.with_columns(pl.lit(None, dtype=pl.Utf8).alias(col))
+    return frame.select([pl.col(c).cast(pl.Utf8) for c in META_COLUMNS]).with_columns(
+        pl.col("label").map_elements(normalize_label, return_dtype=pl.Utf8)
+    )
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+    """JPEG bytes -> HxWx3 RGB uint8; raises ValueError on undecodable data."""
+    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError("undecodable JPEG")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def load_image(source: str | Path | bytes | np.ndarray) -> np.ndarray:
+    """An image given as a path, encoded bytes or an RGB array -> RGB uint8."""
+    if isinstance(source, np.ndarray):
+        return source
+    if isinstance(source, bytes | bytearray):
+        return decode_jpeg(bytes(source))
+    img = cv2.imread(str(source), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError(f"cannot read image {source}")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def to_uint8_chw(img: np.ndarray, size: int) -> Tensor:
+    """RGB HxWx3 -> uint8 [3, size, size] (area interpolation when shrinking)."""
+    if img.shape[0] != size or img.shape[1] != size:
+        shrink = img.shape[0] > size or img.shape[1] > size
+        img = cv2.resize(
+            img, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+        )
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).contiguous()
+
+
+def normalize(images: Tensor) -> Tensor:
+    """uint8 [..., 3, H, W] -> float, ImageNet statistics (what torchvision weights expect)."""
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return (images.float() / 255.0 - mean) / std
+
+
+def frame_indices(n: int, t: int) -> list[int]:
+    """``t`` evenly spaced indices into ``n`` frames (repeats when n < t)."""
+    if n <= 0:
+        raise ValueError("clip has no frames")
+    if t == 1:
+        return [n // 2]
+    return [min(n - 1, round(i * (n - 1) / (t - 1))) for i in range(t)]
+
+
+def augment_image(img: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Random horizontal flip + small random resized crop on uint8 [..., 3, S, S].
+
+    Uses torch's RNG (seeded by the loop, saved in resume checkpoints) so an
+    augmented run stays reproducible.
+    """
+    size = img.shape[-1]
+    if torch.rand(1, generator=generator).item() < 0.5:
+        img = img.flip(-1)
+    pad = max(1, size // 10)
+    padded = torch.nn.functional.pad(img.float(), (pad, pad, pad, pad), mode="replicate")
+    dx, dy = torch.randint(0, 2 * pad + 1, (2,), generator=generator).tolist()
+    return padded[..., dy : dy + size, dx : dx + size].round().to(torch.uint8)
+
+
+class DecodeCache:
+    """Bounded memo of decoded uint8 tensors by item index."""
+
+    def __init__(self, budget_mb: float) -> None:
+        self.budget = int(budget_mb * 2**20)
+        self.used = 0
+        self.items: dict[int, Tensor] = {}
+        self.full_logged = False
+
+    def get(self, index: int) -> Tensor | None:
+        return self.items.get(index)
+
+    def put(self, index: int, value: Tensor) -> None:
+        nbytes = value.numel() * value.element_size()
+        if self.used + nbytes > self.budget:
+            if not self.full_logged:
+                log.info(
+                    "decode cache full (%d MB); decoding the rest on the fly", self.budget >> 20
+                )
+                self.full_logged = True
+            return
+        self.items[index] = value
+        self.used += nbytes
+
+
+def cache_for(cfg: Mapping[str, Any]) -> DecodeCache | None:
+    budget = float(cfg.get("cache_mb", DEFAULT_CACHE_MB))
+    return DecodeCache(budget) if budget > 0 else None
+
+
+def stratified_group_split(
+    frame: pl.DataFrame, fraction: float = DEV_FRACTION, seed: int = 13, group: str = "key"
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Deterministic stratified split of ``frame`` into (train, dev) by groups.
+
+    IFEED ships only Training/Testing, so model selection needs a dev set cut
+    from Training. Whole groups (source utterance ``key``; the row ``id`` when
+    the key is null) move together, so frames of one utterance never straddle
+    train and dev. Groups are stratified by their majority label: per label,
+    a seeded shuffle of its groups sends round(fraction * n_groups) of them
+    (at least one when a label has two or more groups) to dev.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"dev fraction must be in (0, 1), got {fraction}")
+    ids = (
+        frame["id"].cast(pl.Utf8)
+        if "id" in frame.columns
+        else pl.Series([str(i) for i in range(frame.height)])
+    )
+    keys = frame[group].cast(pl.Utf8) if group in frame.columns else ids
+    groups = pl.DataFrame({"g": keys.fill_null(ids), "label": frame["label"].cast(pl.Utf8)})
+    per_group = (
+        groups.group_by("g").agg(pl.col("label").mode().sort().first().alias("label")).sort("g")
+    )
+    rng = np.random.default_rng(seed)
+    dev_groups: set[str] = set()
+    for label in sorted(per_group["label"].unique().to_list()):
+        members = per_group.filter(pl.col("label") == label)["g"].to_list()
+        n_dev = round(fraction * len(members))
+        if n_dev == 0 and len(members) >= 2:
+            n_dev = 1
+        order = rng.permutation(len(members))
+        dev_groups.update(members[i] for i in order[:n_dev])
+    is_dev = groups["g"].is_in(sorted(dev_groups))
+    return frame.filter(~is_dev), frame.filter(is_dev)
+
+
+def class_counts(labels: np.ndarray) -> np.ndarray:
+    return np.bincount(labels, minlength=len(EMOTIONS))

@@ -1,0 +1,103 @@
+"""Small synthetic MELD/IFEED shards (right schema, class-dependent pixels) for model tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import polars as pl
+
+from crossemotion.labels import EMOTIONS, IFEED_NAMES
+from crossemotion.models.registry import ShardInputs
+
+CAST = ["Ross", "Rachel", "Monica", "Joey"]
+
+
+def class_image(label: int, size: int, rng: np.random.Generator, phase: int = 0) -> np.ndarray:
+    """Noise plus a bright square whose position encodes the class."""
+    img = rng.integers(0, 80, (size, size, 3), dtype=np.uint8)
+    cell = size // 4
+    r, c = divmod(label, 4)
+    y, x = r * cell + phase % 2, c * cell
+    img[y : y + cell, x : x + cell] = (220, 200 - 20 * label, 40 * label % 255)
+    return img
+
+
+def jpeg(img: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    assert ok
+    return buf.tobytes()
+
+
+def _utterances(split: str, n: int, seed: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        label = int(i % len(EMOTIONS)) if i % 3 else 4  # neutral-heavy, like MELD
+        dia, utt = i // 3 + 100 * ("train", "dev", "test").index(split), i % 3
+        speaker = CAST[int(rng.integers(len(CAST)))]
+        rows.append(
+            {"split": split, "dialogue_id": dia, "utterance_id": utt, "key": f"dia{dia}_utt{utt}",
+             "speaker": speaker, "character": speaker, "label": EMOTIONS[label],
+             "text": f"utterance {i}", "_label": label}
+        )  # fmt: skip
+    return rows
+
+
+def write_meld_shards(
+    root: Path, sizes: dict[str, int] | None = None, frames: int = 4, size: int = 32, seed: int = 0
+) -> ShardInputs:
+    sizes = sizes or {"train": 42, "dev": 14, "test": 14}
+    clips, faces, text = {}, {}, {}
+    rng = np.random.default_rng(seed)
+    for split, n in sizes.items():
+        utts = _utterances(split, n, seed + len(split))
+        clip_rows, face_rows = [], []
+        for u in utts:
+            imgs = [class_image(u["_label"], size, rng, t) for t in range(frames)]
+            base = {k: v for k, v in u.items() if k != "_label"}
+            clip_rows.append({**base, "timestamps": [0.1 * t for t in range(frames)],
+                              "frames": [jpeg(im) for im in imgs]})  # fmt: skip
+            # every 7th utterance has no detected face
+            if u["dialogue_id"] % 7 == 3 and u["utterance_id"] == 0:
+                continue
+            for t in range(2):
+                face_rows.append(
+                    {"dataset": "meld", "split": split, "id": f"{u['key']}_f{t}", "key": u["key"],
+                     "character": u["character"], "speaker": u["speaker"], "label": u["label"],
+                     "image": jpeg(imgs[t])}
+                )  # fmt: skip
+        paths = {}
+        for kind, rows in (("clips", clip_rows), ("faces", face_rows), ("text", [
+            {k: v for k, v in u.items() if k != "_label"} for u in utts
+        ])):  # fmt: skip
+            path = root / "shards" / "meld" / kind / split / "part-0000.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pl.DataFrame(rows).write_parquet(path)
+            paths[kind] = [path]
+        clips[split], faces[split], text[split] = paths["clips"], paths["faces"], paths["text"]
+    return ShardInputs(clips=clips, faces=faces, text=text)
+
+
+def write_ifeed_shards(
+    root: Path, sizes: dict[str, int] | None = None, size: int = 32, seed: int = 0
+) -> ShardInputs:
+    sizes = sizes or {"train": 84, "test": 28}
+    rng = np.random.default_rng(seed)
+    faces = {}
+    for split, n in sizes.items():
+        rows = []
+        for i in range(n):
+            label = i % len(EMOTIONS)
+            key = f"dia{i // 2}_utt{i % 5}"  # two frames per source utterance
+            rows.append(
+                {"dataset": "ifeed", "split": split, "id": f"{split}/{i}/{IFEED_NAMES[EMOTIONS[label]]}",
+                 "key": key, "character": CAST[i % 4], "speaker": None, "label": EMOTIONS[label],
+                 "image": jpeg(class_image(label, size, rng))}
+            )  # fmt: skip
+        path = root / "shards" / "ifeed" / "faces" / split / "part-0000.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pl.DataFrame(rows).write_parquet(path)
+        faces[split] = [path]
+    return ShardInputs(clips={}, faces=faces, text={})

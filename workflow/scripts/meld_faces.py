@@ -1,0 +1,13 @@
+"""Snakemake entry: speaker face crops for one MELD clips shard."""
+
+from crossemotion.data.faces import FaceSettings, faces_shard
+from crossemotion.logs import setup_logging
+
+sm = snakemake  # type: ignore[name-defined]
+log = setup_logging(sm.log[0])
+settings = FaceSettings.from_config(dict(sm.params.faces), jpeg_quality=sm.params.jpeg_quality)
+counts = faces_shard(sm.input[0], sm.output[0], settings)
+frames = int(counts["frames"].sum()) if counts.height else 0
+found = int(counts["faces_found"].sum()) if counts.height else 0
+log.info("faces: %d clips, %d of %d frames with a face (%.1f%%)",
+         counts.height, found, frames, 100 * found / max(frames, 1))
