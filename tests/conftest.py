@@ -42,7 +42,7 @@ def workdir(tmp_path: Path) -> Path:
     """A copy of the workflow sources in a temp folder, to run Snakemake in."""
     dest = tmp_path / "wf"
     dest.mkdir()
-    for name in ("Snakefile", "workflow", "config", "src", "profiles"):
+    for name in ("Snakefile", "workflow", "config", "src", "profiles", "envs"):
         src = ROOT / name
         if src.is_dir():
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))

@@ -128,7 +128,7 @@ def aggregate_faces(
         .filter(pl.col("key").is_not_null())
     )
     groups = {
-        k: rows.to_numpy()
+        k: np.asarray(rows, dtype=np.int64)
         for k, rows in faces.group_by("key", maintain_order=True).agg("_row").iter_rows()
     }
     if utterances is None:
