@@ -1,0 +1,99 @@
+"""Checkpoint discovery and the one place that calls the prediction library.
+
+Every loaded model is wrapped as a ``ServedModel`` whose ``predict(units)``
+returns ``[N, 7]`` probabilities over ``EMOTIONS``. The units per kind are
+what ``crossemotion.inference`` takes for that model (the same library call as
+``crossemotion predict``):
+
+- ``face``:   RGB uint8 face crops (``resnet50``)
+- ``clip``:   a clip as a list of JPEG frames (``cnn_lstm``, ``c3d``)
+- ``text``:   an utterance string (``text``)
+- ``fusion``: ``{"text": str, "images": [face JPEG bytes]}`` (``fusion``)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crossemotion.labels import EMOTIONS
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "model.pt"
+KINDS: dict[str, str] = {
+    "resnet50": "face",
+    "cnn_lstm": "clip",
+    "c3d": "clip",
+    "text": "text",
+    "fusion": "fusion",
+}
+
+
+@dataclass
+class ServedModel:
+    model: str
+    dataset: str
+    kind: str
+    path: Path
+    predictor: Any
+    metrics: dict[str, Any] | None = None
+    # one forward at a time per model: torch modules are not documented as
+    # thread-safe and the service already bounds concurrency across models
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}/{self.dataset}"
+
+    def predict(self, units: list[Any]) -> np.ndarray:
+        if not units:
+            return np.zeros((0, len(EMOTIONS)), dtype=np.float64)
+        with self.lock:
+            probs = self.predictor.predict(units)
+        probs = np.asarray(probs, dtype=np.float64)
+        if probs.shape != (len(units), len(EMOTIONS)):
+            raise RuntimeError(f"{self.name} returned probabilities of shape {probs.shape}")
+        return probs
+
+
+def discover(models_dir: Path) -> list[Path]:
+    """``{models_dir}/{model}/{dataset}/model.pt`` files of known models, sorted."""
+    if not models_dir.is_dir():
+        return []
+    found = []
+    for path in sorted(models_dir.glob(f"*/*/{CHECKPOINT}")):
+        if path.parent.parent.name in KINDS:
+            found.append(path)
+    return found
+
+
+def test_metrics(run_dir: Path) -> dict[str, Any] | None:
+    """The test figures of ``metrics.json`` beside a checkpoint (None when absent)."""
+    path = run_dir / "metrics.json"
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    test = payload.get("test") or {}
+    keep = ("accuracy", "weighted_f1", "macro_f1", "n")
+    out = {k: test[k] for k in keep if k in test}
+    return out or None
+
+
+def load_model(path: Path) -> ServedModel:
+    """Load one checkpoint through the prediction library."""
+    from crossemotion.inference import load_predictor
+
+    predictor = load_predictor(path)
+    model = str(getattr(predictor, "model", path.parent.parent.name))
+    dataset = str(getattr(predictor, "dataset", path.parent.name))
+    if model not in KINDS:
+        raise ValueError(f"{path}: unknown model {model!r}")
+    return ServedModel(model, dataset, KINDS[model], path, predictor, test_metrics(path.parent))

@@ -1,0 +1,83 @@
+"""Typed request and response bodies of the HTTP API (they make the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from crossemotion.labels import EMOTIONS
+
+Box = tuple[int, int, int, int]
+
+
+class TextRequest(BaseModel):
+    text: str = Field(..., description="one utterance", examples=["Oh my God, this is amazing!"])
+
+
+class ModelPrediction(BaseModel):
+    model: str = Field(..., examples=["resnet50"])
+    dataset: str = Field(..., description="dataset the model was trained on", examples=["ifeed"])
+    label: str = Field(..., description=f"most probable class, one of {', '.join(EMOTIONS)}")
+    probabilities: dict[str, float] = Field(..., description="probability per class (sums to 1)")
+
+
+class FacePrediction(BaseModel):
+    box: Box = Field(..., description="x, y, w, h in pixels of the uploaded image")
+    detected: bool = Field(..., description="false: no face found, the whole image was classified")
+    score: float | None = None
+    predictions: list[ModelPrediction]
+
+
+class ImageResponse(BaseModel):
+    width: int
+    height: int
+    faces: list[FacePrediction] = Field(..., description="speaker (largest, central) face first")
+
+
+class TextResponse(BaseModel):
+    predictions: list[ModelPrediction]
+
+
+class VideoResponse(BaseModel):
+    duration: float | None = Field(None, description="seconds, from ffprobe")
+    frames: int = Field(..., description="frames sampled by the pipeline's decoder")
+    frames_with_face: int
+    has_audio: bool | None = None
+    boxes: list[Box | None] = Field(..., description="speaker face box per sampled frame")
+    clip_predictions: list[ModelPrediction] = Field(..., description="clip models")
+    face_predictions: list[ModelPrediction] = Field(
+        ..., description="face models, mean over the sampled frames' speaker faces"
+    )
+
+
+class UtteranceResponse(VideoResponse):
+    text_predictions: list[ModelPrediction]
+    fusion: list[ModelPrediction] = Field(..., description="fusion models (faces + text)")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    model: str
+    dataset: str
+    kind: Literal["face", "clip", "text", "fusion"]
+    checkpoint: str = Field(..., description="path relative to the models dir")
+    test: dict[str, float | int | None] | None = Field(
+        None, description="test-split figures from metrics.json"
+    )
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelInfo]
+    labels: list[str] = list(EMOTIONS)
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "degraded", "starting"]
+    models_loaded: int
+    detail: str
+    load_errors: dict[str, str] = {}
+
+
+class ErrorResponse(BaseModel):
+    detail: str

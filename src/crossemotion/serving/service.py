@@ -1,0 +1,263 @@
+"""The prediction service shared by the HTTP API and the Gradio UI.
+
+Models load once (``Service.load``, at application start-up); every predict
+method is synchronous and CPU-bound, so the API runs it in a worker thread.
+Results are plain dataclasses; the API turns them into its pydantic schemas.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crossemotion.labels import EMOTIONS
+from crossemotion.serving import media
+from crossemotion.serving.models import ServedModel, discover, load_model
+from crossemotion.serving.settings import Settings
+
+log = logging.getLogger(__name__)
+
+FACE_CROP = 160  # crop side handed to face models; each resizes to its own input size
+
+
+class NoModelError(RuntimeError):
+    """No loaded model can serve this request (HTTP 503)."""
+
+
+class InputError(ValueError):
+    """A request that is well-formed but unusable, e.g. empty text (HTTP 422)."""
+
+
+@dataclass
+class Prediction:
+    model: str
+    dataset: str
+    label: str
+    probabilities: dict[str, float]
+
+    @classmethod
+    def of(cls, served: ServedModel, probs: np.ndarray) -> Prediction:
+        probs = np.asarray(probs, dtype=np.float64)
+        return cls(
+            served.model,
+            served.dataset,
+            EMOTIONS[int(probs.argmax())],
+            {name: round(float(p), 6) for name, p in zip(EMOTIONS, probs, strict=True)},
+        )
+
+
+@dataclass
+class Face:
+    box: tuple[int, int, int, int]
+    detected: bool
+    score: float | None
+    crop: np.ndarray = field(repr=False)
+
+
+@dataclass
+class FaceResult:
+    box: tuple[int, int, int, int]
+    detected: bool
+    score: float | None
+    predictions: list[Prediction]
+
+
+@dataclass
+class ImageResult:
+    width: int
+    height: int
+    faces: list[FaceResult]
+
+
+@dataclass
+class ClipResult:
+    duration: float | None
+    frames: int
+    frames_with_face: int
+    has_audio: bool | None
+    clip_predictions: list[Prediction]
+    face_predictions: list[Prediction]
+    boxes: list[tuple[int, int, int, int] | None]
+    text_predictions: list[Prediction] = field(default_factory=list)
+    fusion: list[Prediction] = field(default_factory=list)
+
+
+class Service:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.models: list[ServedModel] = []
+        self.load_errors: dict[str, str] = {}
+        self.tmp_dir: Path | None = None
+        self._detector: Any = None
+
+    # -- life cycle -------------------------------------------------------------
+    def load(self) -> None:
+        """Load every checkpoint under the models dir; a bad one is recorded, not fatal."""
+        import torch
+
+        from crossemotion.data.face_detect import get_detector
+
+        torch.set_num_threads(self.settings.torch_threads)
+        self.tmp_dir = media.private_tmp_dir(self.settings.tmp_root)
+        self._detector = get_detector(
+            self.settings.detector, min_size=self.settings.face_min_size,
+            max_faces=self.settings.max_faces,
+        )  # fmt: skip
+        for path in discover(self.settings.models_dir):
+            key = f"{path.parent.parent.name}/{path.parent.name}"
+            try:
+                self.models.append(load_model(path))
+                log.info("loaded %s from %s", key, path)
+            except Exception as exc:  # one unreadable checkpoint must not take the others down
+                log.exception("cannot load %s", path)
+                self.load_errors[key] = f"{type(exc).__name__}: {exc}"
+        if not self.models:
+            log.warning("no models loaded from %s: serving in degraded mode",
+                        self.settings.models_dir)  # fmt: skip
+
+    def close(self) -> None:
+        if self.tmp_dir is not None:
+            shutil.rmtree(self.tmp_dir, ignore_errors=True)
+            self.tmp_dir = None
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.models and not self.load_errors else "degraded"
+
+    def of_kind(self, *kinds: str) -> list[ServedModel]:
+        return [m for m in self.models if m.kind in kinds]
+
+    def _require(self, what: str, *kinds: str) -> list[ServedModel]:
+        found = self.of_kind(*kinds)
+        if not found:
+            loaded = ", ".join(m.name for m in self.models) or "none"
+            raise NoModelError(
+                f"no {what} model is loaded (loaded: {loaded}; models dir "
+                f"{self.settings.models_dir})"
+            )
+        return found
+
+    # -- faces ------------------------------------------------------------------
+    def faces_of(self, rgb: np.ndarray) -> list[Face]:
+        """Detected faces (speaker first); the whole image when none is found.
+
+        A tight face crop (an IFEED image, say) often has no detectable face
+        in it, so it is classified as a whole and reported with detected=False.
+        """
+        from crossemotion.data.face_detect import Detection
+        from crossemotion.data.faces import square_crop
+
+        margin = self.settings.face_margin
+        found = self._detector.detect(rgb)
+        if found:
+            return [
+                Face(d.box, True, round(d.score, 4), square_crop(rgb, d, margin, FACE_CROP))
+                for d in found
+            ]
+        h, w = rgb.shape[:2]
+        whole = Detection(0, 0, w, h, 0.0)
+        return [Face(whole.box, False, None, square_crop(rgb, whole, 0.0, FACE_CROP))]
+
+    # -- predictions ------------------------------------------------------------
+    def predict_image(self, data: bytes) -> ImageResult:
+        face_models = self._require("face", "face")
+        rgb = media.decode_image(data, self.settings.max_image_pixels)
+        faces = self.faces_of(rgb)
+        crops = [f.crop for f in faces]
+        outputs = {m.name: m.predict(crops) for m in face_models}
+        results = [
+            FaceResult(f.box, f.detected, f.score,
+                       [Prediction.of(m, outputs[m.name][i]) for m in face_models])
+            for i, f in enumerate(faces)
+        ]  # fmt: skip
+        return ImageResult(int(rgb.shape[1]), int(rgb.shape[0]), results)
+
+    def predict_text(self, text: str) -> list[Prediction]:
+        models = self._require("text", "text")
+        text = self._clean_text(text)
+        return [Prediction.of(m, m.predict([text])[0]) for m in models]
+
+    def predict_video(self, data: bytes) -> ClipResult:
+        self._require("clip or face", "clip", "face")
+        return self._clip(data, text=None)
+
+    def predict_utterance(self, data: bytes, text: str) -> ClipResult:
+        self._require("fusion", "fusion")
+        return self._clip(data, text=self._clean_text(text))
+
+    def _clean_text(self, text: str) -> str:
+        text = " ".join(str(text).split())
+        if not text:
+            raise InputError("the text is empty")
+        if len(text) > self.settings.max_text_chars:
+            raise InputError(
+                f"the text has {len(text)} characters; the limit is {self.settings.max_text_chars}"
+            )
+        return text
+
+    def _clip(self, data: bytes, text: str | None) -> ClipResult:
+        s = self.settings
+        assert self.tmp_dir is not None, "Service.load() was not called"
+        clip = media.read_clip(data, self.tmp_dir, frames=s.clip_frames, height=s.clip_height,
+                               max_seconds=s.max_clip_seconds, timeout=s.decode_timeout)  # fmt: skip
+        speaker_crops, boxes = self._speaker_faces(clip.frames)
+        clip_preds = [Prediction.of(m, m.predict([clip.frames])[0]) for m in self.of_kind("clip")]
+        face_preds = []
+        if speaker_crops:
+            for m in self.of_kind("face"):
+                face_preds.append(Prediction.of(m, m.predict(speaker_crops).mean(0)))
+        result = ClipResult(clip.duration, len(clip.frames), len(speaker_crops), clip.has_audio,
+                            clip_preds, face_preds, boxes)  # fmt: skip
+        if text is not None:
+            result.text_predictions = [
+                Prediction.of(m, m.predict([text])[0]) for m in self.of_kind("text")
+            ]
+            jpegs = [_jpeg(c) for c in speaker_crops]
+            unit = {"text": text, "images": jpegs}
+            result.fusion = [Prediction.of(m, m.predict([unit])[0]) for m in self.of_kind("fusion")]
+        return result
+
+    def _speaker_faces(
+        self, frames: list[bytes]
+    ) -> tuple[list[np.ndarray], list[tuple[int, int, int, int] | None]]:
+        """The speaker's face (first detection) in each sampled frame that has one."""
+        from crossemotion.data.faces import square_crop
+        from crossemotion.training.shards import decode_jpeg
+
+        crops, boxes = [], []
+        for jpeg in frames:
+            rgb = decode_jpeg(jpeg)
+            found = self._detector.detect(rgb)
+            if not found:
+                boxes.append(None)
+                continue
+            boxes.append(found[0].box)
+            crops.append(square_crop(rgb, found[0], self.settings.face_margin, FACE_CROP))
+        return crops, boxes
+
+    def describe(self) -> list[dict[str, Any]]:
+        root = self.settings.models_dir
+        out = []
+        for m in self.models:
+            try:
+                rel = str(m.path.relative_to(root))
+            except ValueError:
+                rel = m.path.name
+            out.append({"name": m.name, "model": m.model, "dataset": m.dataset, "kind": m.kind,
+                        "checkpoint": rel, "test": m.metrics})  # fmt: skip
+        return out
+
+
+def _jpeg(rgb: np.ndarray, quality: int = 92) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]),
+                           [cv2.IMWRITE_JPEG_QUALITY, quality])  # fmt: skip
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return buf.tobytes()
