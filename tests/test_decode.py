@@ -149,3 +149,46 @@ def test_empty_shard_is_written(tmp_path: Path) -> None:
     rows = pl.DataFrame(schema={"file": pl.String, "key": pl.String})
     decode_shard(rows, FAST, tmp_path / "c.parquet", tmp_path / "s.parquet")
     assert pl.scan_parquet(tmp_path / "c.parquet").collect().height == 0
+
+
+@pytest.fixture(scope="module")
+def gop_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Counter clip (frame n has luma 16 + 4n), 25 fps, 2 s, key frame every 10 frames."""
+    path = tmp_path_factory.mktemp("gop") / "gop.mp4"
+    subprocess.run(
+        ["ffmpeg", "-y", "-nostdin", "-v", "error", "-f", "lavfi", "-i",
+         "nullsrc=s=64x48:r=25:d=2,geq=lum='16+4*N':cb=128:cr=128", "-c:v", "libx264",
+         "-qp", "0", "-pix_fmt", "yuv420p", "-bf", "3", "-g", "10", "-keyint_min", "10",
+         "-sc_threshold", "0", str(path)],
+        check=True,
+    )  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_seeking_stays_within_one_gop(gop_clip: Path, exact: bool) -> None:
+    # seek_gap below the 0.25 s sample spacing forces sparse (per-sample seek) mode
+    s = DecodeSettings(frames=8, height=48, exact=exact, jpeg_quality=100, seek_gap=0.1)
+    r = decode_clip(gop_clip, s)
+    assert r.status == "ok" and len(r.frames) == 8
+    want = np.array([t * 25 for t in sample_times(2.0, 8)])
+    got = np.array(_frame_indices(r.frames))
+    if exact:
+        # accurate seek: the first frame at or after the sample time
+        assert np.abs(got - np.ceil(want - 1e-6)).max() <= 0.3, (got, want)
+    else:
+        # key frame at or before the sample: behind it by less than one GOP (10 frames)
+        assert (got <= want + 0.3).all() and (want - got < 10.3).all(), (got, want)
+        assert (np.round(got) % 10 == 0).all(), got
+
+
+def test_header_probe_matches_ffprobe(clips: dict[str, Path], counter_clip: Path) -> None:
+    from crossemotion.data.decode import ffprobe, probe_mp4
+
+    for path in (clips["av"], clips["noaudio"], clips["long"], counter_clip):
+        a, b = probe_mp4(path), ffprobe(path)
+        assert (a.width, a.height, a.has_video, a.has_audio) == (
+            b.width, b.height, b.has_video, b.has_audio
+        ), path
+        assert a.duration == pytest.approx(b.duration, abs=0.05)
+        assert a.fps == pytest.approx(b.fps, rel=0.01)

@@ -91,8 +91,9 @@ def write_ifeed_shards(
         for i in range(n):
             label = i % len(EMOTIONS)
             key = f"dia{i // 2}_utt{i % 5}"  # two frames per source utterance
+            name = IFEED_NAMES[EMOTIONS[label]]
             rows.append(
-                {"dataset": "ifeed", "split": split, "id": f"{split}/{i}/{IFEED_NAMES[EMOTIONS[label]]}",
+                {"dataset": "ifeed", "split": split, "id": f"{split}/{i}/{name}",
                  "key": key, "character": CAST[i % 4], "speaker": None, "label": EMOTIONS[label],
                  "image": jpeg(class_image(label, size, rng))}
             )  # fmt: skip
@@ -101,3 +102,22 @@ def write_ifeed_shards(
         pl.DataFrame(rows).write_parquet(path)
         faces[split] = [path]
     return ShardInputs(clips={}, faces=faces, text={})
+
+
+TINY = {
+    "c3d": {"channels": [4, 8], "frames": 4, "size": 32, "dropout": 0.1, "epochs": 3,
+            "batch_size": 8, "lr": 0.003, "patience": 3, "threads": 1},
+    "cnn_lstm": {"backbone": "resnet18", "weights": None, "hidden": 8, "frames": 2, "size": 32,
+                 "epochs": 1, "batch_size": 8, "lr": 0.001, "threads": 1},
+    "resnet50": {"arch": "resnet18", "weights": None, "size": 32, "augment": True, "epochs": 2,
+                 "batch_size": 16, "lr": 0.001, "threads": 1},
+}  # fmt: skip
+GLOBAL = {"seed": 5, "device": "cpu"}
+
+
+def strip_volatile(metrics: dict) -> dict:
+    """Metrics without wall-clock figures (timing differs run to run)."""
+    out = {k: v for k, v in metrics.items() if k != "inference"}
+    volatile = ("seconds", "resumed_from_epoch")
+    out["train"] = {k: v for k, v in metrics["train"].items() if k not in volatile}
+    return out

@@ -13,6 +13,9 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("crossemotion.synth.cli", "generate the demo MELD/IFEED archives"),
+    "serve": ("crossemotion.serving.cli", "serve the models over HTTP (API + demo at /ui)"),
+    "demo-ui": ("crossemotion.serving.ui_cli", "serve the Gradio demo alone"),
+    "predict": ("crossemotion.predict_cli", "predict emotions with a trained model"),
 }
 
 

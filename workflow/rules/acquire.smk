@@ -1,67 +1,85 @@
-# Acquire and unpack: a configured local archive is used as is; otherwise the
-# official sources are downloaded (resumable, checksummed) into resources/.
+# Acquire and unpack. A configured local archive is used as is; otherwise the
+# official sources are downloaded (resumable, retried, checksummed) into
+# resources/. File names never come from the network while the DAG is built:
+# IFEED's are pinned in ifeed.files, or (record mode) listed by a job.
+
+if not config["meld"].get("archive") and not text_only():
+
+    rule download_meld:
+        output:
+            MELD_DOWNLOAD,
+        log:
+            "logs/acquire/download_meld.log",
+        retries: 2
+        conda:
+            "../../envs/crossemotion.yaml"
+        threads: 1
+        resources:
+            mem_mb=500,
+            runtime=720,
+        params:
+            url=config["meld"].get("url"),
+            md5=config["meld"].get("md5"),
+            sha256=config["meld"].get("sha256"),
+            hint="Set meld.archive to a local copy of MELD.Raw.tar.gz to skip the download.",
+        script:
+            "../scripts/download.py"
 
 
-def meld_archive():
-    return config["meld"].get("archive") or "resources/meld/MELD.Raw.tar.gz"
+if not config["ifeed"].get("archives") and ifeed_pinned_files():
+
+    rule download_ifeed:
+        output:
+            "resources/ifeed/{name}",
+        log:
+            "logs/acquire/download_ifeed_{name}.log",
+        wildcard_constraints:
+            name="|".join(re.escape(f["name"]) for f in ifeed_pinned_files()),
+        retries: 2
+        conda:
+            "../../envs/crossemotion.yaml"
+        threads: 1
+        resources:
+            mem_mb=500,
+            runtime=120,
+        params:
+            remote=ifeed_remote,
+            record=config["ifeed"].get("record"),
+            api=ZENODO_API,
+            hint="Set ifeed.archives to local copies of the IFEED zips to skip the download.",
+        script:
+            "../scripts/download.py"
 
 
-def ifeed_archive_paths():
-    archives = config["ifeed"].get("archives") or []
-    if archives:
-        return archives
-    return [f"resources/ifeed/{f['name']}" for f in config["ifeed"].get("files", [])]
+if (
+    not config["ifeed"].get("archives")
+    and not ifeed_pinned_files()
+    and config["ifeed"].get("record")
+):
 
-
-def ifeed_remote(wildcards):
-    for entry in config["ifeed"].get("files", []):
-        if entry["name"] == wildcards.name:
-            return entry
-    raise ValueError(f"{wildcards.name} is not listed under ifeed.files")
-
-
-rule download_meld:
-    output:
-        "resources/meld/MELD.Raw.tar.gz",
-    log:
-        "logs/acquire/download_meld.log",
-    retries: 2
-    conda:
-        "../../envs/crossemotion.yaml"
-    threads: 1
-    resources:
-        mem_mb=500,
-        runtime=600,
-    params:
-        url=config["meld"].get("url"),
-        md5=config["meld"].get("md5"),
-        sha256=config["meld"].get("sha256"),
-    script:
-        "../scripts/download.py"
-
-
-rule download_ifeed:
-    output:
-        "resources/ifeed/{name}",
-    log:
-        "logs/acquire/download_ifeed_{name}.log",
-    retries: 2
-    conda:
-        "../../envs/crossemotion.yaml"
-    threads: 1
-    resources:
-        mem_mb=500,
-        runtime=120,
-    params:
-        remote=ifeed_remote,
-        record=config["ifeed"].get("record"),
-    script:
-        "../scripts/download.py"
+    rule download_ifeed_record:
+        output:
+            ifeed_record_listing(),
+        log:
+            "logs/acquire/download_ifeed_record.log",
+        retries: 2
+        conda:
+            "../../envs/crossemotion.yaml"
+        threads: 1
+        resources:
+            mem_mb=500,
+            runtime=240,
+        params:
+            record=config["ifeed"].get("record"),
+            api=ZENODO_API,
+            folder="resources/ifeed",
+        script:
+            "../scripts/download_record.py"
 
 
 rule unpack_meld:
     input:
-        meld_archive(),
+        lambda wildcards: meld_archive(),
     output:
         unpacked=directory("resources/meld/unpacked"),
         report="results/meld/unpack_report.json",
@@ -72,14 +90,14 @@ rule unpack_meld:
     threads: 1
     resources:
         mem_mb=1000,
-        runtime=120,
+        runtime=240,
     script:
         "../scripts/unpack.py"
 
 
 rule unpack_ifeed:
     input:
-        ifeed_archive_paths(),
+        lambda wildcards: ifeed_archive_paths(),
     output:
         unpacked=directory("resources/ifeed/unpacked"),
         report="results/ifeed/unpack_report.json",

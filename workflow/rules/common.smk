@@ -1,3 +1,4 @@
+import re
 import sys
 from pathlib import Path
 
@@ -114,3 +115,45 @@ def final_targets():
         "results/report.html",
     ]
     return targets
+
+
+# ----------------------------------------------------------- acquire (acquire.smk)
+# Archive paths: a configured local copy, else the download's path. Never a
+# network call here: the DAG must build offline.
+MELD_DOWNLOAD = "resources/meld/MELD.Raw.tar.gz"
+ZENODO_API = config["ifeed"].get("zenodo_api") or "https://zenodo.org/api/records/"
+
+
+def meld_archive():
+    """The MELD archive to unpack: meld.archive when set, else the download."""
+    return config["meld"].get("archive") or MELD_DOWNLOAD
+
+
+def ifeed_pinned_files():
+    return config["ifeed"].get("files") or []
+
+
+def ifeed_record_listing():
+    return f"resources/ifeed/zenodo_{config['ifeed']['record']}.json"
+
+
+def ifeed_archive_paths():
+    """Local archives, else the pinned downloads, else the record-mode listing."""
+    archives = config["ifeed"].get("archives") or []
+    if archives:
+        return archives
+    if ifeed_pinned_files():
+        return [f"resources/ifeed/{f['name']}" for f in ifeed_pinned_files()]
+    if config["ifeed"].get("record"):
+        return [ifeed_record_listing()]
+    raise ValueError(
+        "IFEED has no source: set ifeed.archives to local zips, pin ifeed.files, "
+        "or set ifeed.record to the Zenodo record id"
+    )
+
+
+def ifeed_remote(wildcards):
+    for entry in ifeed_pinned_files():
+        if entry["name"] == wildcards.name:
+            return entry
+    raise ValueError(f"{wildcards.name} is not listed under ifeed.files")

@@ -1,5 +1,9 @@
-"""Unpack the dataset archives safely (nested archives included)."""
+"""Unpack dataset archives safely (nested archives included) and write the report.
 
+An input ending in .json is a record-mode listing; its files are the archives.
+"""
+
+import json
 from pathlib import Path
 
 from crossemotion.data.unpack import safe_extract
@@ -7,5 +11,11 @@ from crossemotion.io import write_json
 from crossemotion.logs import setup_logging
 
 setup_logging(snakemake.log[0])
-report = safe_extract([Path(p) for p in snakemake.input], Path(snakemake.output.unpacked))
+archives = []
+for item in map(Path, snakemake.input):
+    if item.suffix == ".json":
+        archives += [Path(f["path"]) for f in json.loads(item.read_text())["files"]]
+    else:
+        archives.append(item)
+report = safe_extract(archives, snakemake.output.unpacked)
 write_json(snakemake.output.report, report.to_dict())

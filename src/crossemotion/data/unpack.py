@@ -1,10 +1,18 @@
-"""Safe extraction of tar(.gz) and zip archives, nested ones included.
+"""Safe extraction of tar(.gz) and zip archives, nested archives included.
 
-Every member is checked before anything is written: absolute paths, ``..``
-traversal, links, device files and FIFOs are refused and reported, macOS
-metadata (``__MACOSX/``, ``._*``) and dotfiles are skipped. Extraction goes to a
-temp folder beside the destination that is renamed at the end, so a killed job
-never leaves a folder that Snakemake would take as complete.
+Each member is checked by hand before anything is written (tarfile's
+``filter='data'`` raises on the first bad member; here a bad member is skipped,
+reported, and extraction goes on):
+
+- refused: absolute paths, ``..`` traversal, symlinks and hardlinks (none is
+  ever created, so no later member can write through one), device files,
+  FIFOs, encrypted or corrupt members, names that cannot be written;
+- skipped: macOS metadata (``__MACOSX/``, ``._*``) and dotfiles (``.DS_Store``).
+
+Nested archives (MELD.Raw.tar.gz holds train.tar.gz, ...) are extracted in
+place, into the folder that holds them, and the nested copy is removed.
+Everything goes to a temp folder beside ``dest`` that is renamed onto ``dest``
+at the end, so a killed job never leaves a folder taken as complete.
 """
 
 from __future__ import annotations
@@ -15,170 +23,316 @@ import shutil
 import stat
 import tarfile
 import zipfile
+import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import IO
+
+from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
 NESTED_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+MAX_NESTING = 4
 _CHUNK = 1 << 20
+
+REFUSED = "refused"
+SKIPPED = "skipped"
+
+
+class UnpackError(ValueError):
+    """A top-level archive cannot be read at all."""
 
 
 @dataclass
 class UnpackReport:
+    """What happened to every member; JSON-ready via ``to_dict``."""
+
+    archives: list[str] = field(default_factory=list)
     extracted: list[str] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     refused: list[dict[str, str]] = field(default_factory=list)
     nested: list[str] = field(default_factory=list)
 
+    def add(self, kind: str, source: tuple[str, str], member: str, reason: str) -> None:
+        """``source`` is (top-level archive name, member prefix of a nested archive)."""
+        archive, prefix = source
+        getattr(self, kind).append(
+            {"archive": archive, "member": prefix + member, "reason": reason}
+        )
+
     def to_dict(self) -> dict[str, object]:
         return {
+            "archives": self.archives,
             "n_extracted": len(self.extracted),
-            "extracted": self.extracted,
+            "n_skipped": len(self.skipped),
+            "n_refused": len(self.refused),
+            "nested": self.nested,
             "skipped": self.skipped,
             "refused": self.refused,
-            "nested": self.nested,
+            "extracted": self.extracted,
         }
 
 
 def member_problem(name: str) -> tuple[str, str] | None:
-    """("refused"|"skipped", reason) for a member name, or None when it is fine."""
-    if not name or name.startswith("/") or (len(name) > 1 and name[1] == ":"):
-        return "refused", "absolute path"
-    parts = PurePosixPath(name.replace("\\", "/")).parts
+    """(REFUSED | SKIPPED, reason) for a member name, or None when it may be written."""
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return REFUSED, "absolute path"
+    parts = PurePosixPath(name).parts
     if ".." in parts:
-        return "refused", "path traversal (..)"
-    if any(p == "__MACOSX" for p in parts):
-        return "skipped", "macOS metadata (__MACOSX)"
-    if any(p.startswith(".") for p in parts if p not in (".",)):
-        return "skipped", "dotfile"
+        return REFUSED, "path traversal (..)"
+    if "__MACOSX" in parts:
+        return SKIPPED, "macOS metadata (__MACOSX)"
+    if any(p.startswith(".") for p in parts):
+        return SKIPPED, "dotfile or hidden folder"
     return None
 
 
 def _inside(root: Path, target: Path) -> bool:
     try:
         target.resolve().relative_to(root.resolve())
-        return True
     except ValueError:
         return False
+    return True
 
 
-def _copy_stream(src, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with open(dest, "wb") as out:
-        shutil.copyfileobj(src, out, _CHUNK)
+def _is_archive(name: str) -> bool:
+    return name.lower().endswith(NESTED_SUFFIXES)
 
 
-def _extract_tar(archive: Path, dest: Path, report: UnpackReport, prefix: str) -> None:
-    with tarfile.open(archive, "r:*") as tar:
-        for member in tar:
-            name = member.name
-            label = f"{prefix}{name}"
-            problem = member_problem(name)
-            if problem is None and (member.issym() or member.islnk()):
-                problem = ("refused", f"link to {member.linkname!r}")
-            if problem is None and not (member.isfile() or member.isdir()):
-                problem = ("refused", "device file, FIFO or other special member")
-            if problem:
-                getattr(report, problem[0]).append({"member": label, "reason": problem[1]})
-                continue
-            target = dest / name
-            if not _inside(dest, target):
-                report.refused.append({"member": label, "reason": "resolves outside folder"})
-                continue
+class _Extraction:
+    """Extracts archives into ``root`` (the temp folder), filling ``report``."""
+
+    def __init__(self, root: Path, nested: bool, progress: bool) -> None:
+        self.root = root
+        self.nested = nested
+        self.progress = progress
+        self.report = UnpackReport()
+        self.top = ""  # name of the top-level archive being extracted
+        self._extracted: dict[str, None] = {}  # ordered set: tars may repeat a name
+
+    # --------------------------------------------------------------- helpers
+
+    def _target(self, folder: Path, name: str, source: tuple[str, str]) -> Path | None:
+        target = folder / PurePosixPath(name)
+        if not _inside(self.root, target):
+            self.report.add(REFUSED, source, name, "resolves outside the extraction folder")
+            return None
+        return target
+
+    def _write(self, src: IO[bytes], target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(target, "wb") as out:
+                shutil.copyfileobj(src, out, _CHUNK)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+
+    def _done(self, target: Path) -> None:
+        self._extracted[target.relative_to(self.root).as_posix()] = None
+
+    # --------------------------------------------------------------- formats
+
+    def _tar(self, archive: Path, folder: Path, source: tuple[str, str]) -> list[Path]:
+        written: list[Path] = []
+        with tarfile.open(archive, "r:*") as tar:
+            members = tqdm(tar, desc=archive.name, unit=" members", disable=not self.progress)
+            for member in members:
+                target = self._tar_member(tar, member, folder, source)
+                if target is not None:
+                    written.append(target)
+        return written
+
+    def _tar_member(
+        self, tar: tarfile.TarFile, member: tarfile.TarInfo, folder: Path, source: tuple[str, str]
+    ) -> Path | None:
+        name = member.name
+        problem = member_problem(name)
+        if problem is None:
+            problem = _tar_type_problem(member)
+        if problem is not None:
+            self.report.add(problem[0], source, name, problem[1])
+            return None
+        if not PurePosixPath(name).parts:  # the archive's own "./" entry
+            return None
+        target = self._target(folder, name, source)
+        if target is None:
+            return None
+        try:
             if member.isdir():
                 target.mkdir(parents=True, exist_ok=True)
-                continue
+                return None
             src = tar.extractfile(member)
             if src is None:
-                report.refused.append({"member": label, "reason": "unreadable member"})
-                continue
+                self.report.add(REFUSED, source, name, "member has no data")
+                return None
             with src:
-                _copy_stream(src, target)
-            report.extracted.append(label)
+                self._write(src, target)
+        except OSError as err:
+            self.report.add(REFUSED, source, name, f"cannot write: {err.strerror or err}")
+            return None
+        self._done(target)
+        return target
 
+    def _zip(self, archive: Path, folder: Path, source: tuple[str, str]) -> list[Path]:
+        written: list[Path] = []
+        with zipfile.ZipFile(archive) as zf:
+            infos = tqdm(
+                zf.infolist(), desc=archive.name, unit=" members", disable=not self.progress
+            )
+            for info in infos:
+                target = self._zip_member(zf, info, folder, source)
+                if target is not None:
+                    written.append(target)
+        return written
 
-def _extract_zip(archive: Path, dest: Path, report: UnpackReport, prefix: str) -> None:
-    with zipfile.ZipFile(archive) as zf:
-        for info in zf.infolist():
-            name = info.filename
-            label = f"{prefix}{name}"
-            problem = member_problem(name)
-            mode = (info.external_attr >> 16) & 0o170000
-            if problem is None and mode and stat.S_ISLNK(mode):
-                problem = ("refused", "symbolic link")
-            if problem:
-                getattr(report, problem[0]).append({"member": label, "reason": problem[1]})
-                continue
-            target = dest / name
-            if not _inside(dest, target):
-                report.refused.append({"member": label, "reason": "resolves outside folder"})
-                continue
+    def _zip_member(
+        self, zf: zipfile.ZipFile, info: zipfile.ZipInfo, folder: Path, source: tuple[str, str]
+    ) -> Path | None:
+        # zips written on Windows may separate with backslashes
+        name = info.filename.replace("\\", "/")
+        problem = member_problem(name) or _zip_type_problem(info)
+        if problem is not None:
+            self.report.add(problem[0], source, info.filename, problem[1])
+            return None
+        if not PurePosixPath(name).parts:
+            return None
+        target = self._target(folder, name, source)
+        if target is None:
+            return None
+        try:
             if info.is_dir():
                 target.mkdir(parents=True, exist_ok=True)
-                continue
+                return None
             with zf.open(info) as src:
-                _copy_stream(src, target)
-            report.extracted.append(label)
+                self._write(src, target)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as err:
+            self.report.add(REFUSED, source, info.filename, f"corrupt member: {err}")
+            return None
+        except OSError as err:
+            self.report.add(REFUSED, source, info.filename, f"cannot write: {err.strerror or err}")
+            return None
+        self._done(target)
+        return target
 
+    # --------------------------------------------------------------- driving
 
-def _is_nested(path: Path) -> bool:
-    return path.name.lower().endswith(NESTED_SUFFIXES)
+    def extract(self, archive: Path, folder: Path, source: tuple[str, str], depth: int = 0) -> None:
+        """Extract ``archive`` into ``folder``, then the archives found in it."""
+        if zipfile.is_zipfile(archive):
+            written = self._zip(archive, folder, source)
+        elif tarfile.is_tarfile(archive):
+            written = self._tar(archive, folder, source)
+        else:
+            raise UnpackError(
+                f"{source[1] or source[0]}: neither a tar nor a zip archive; delete it "
+                "to download it again, or point the config at a good copy"
+            )
+        if not self.nested:
+            return
+        for inner in written:
+            if _is_archive(inner.name) and inner.exists():
+                self._expand(inner, depth + 1)
 
-
-def _extract_into(archive: Path, dest: Path, report: UnpackReport, prefix: str = "") -> None:
-    if zipfile.is_zipfile(archive):
-        _extract_zip(archive, dest, report, prefix)
-    elif tarfile.is_tarfile(archive):
-        _extract_tar(archive, dest, report, prefix)
-    else:
-        raise ValueError(f"{archive}: neither a tar nor a zip archive")
-
-
-def _expand_nested(root: Path, report: UnpackReport, depth: int) -> None:
-    """Extract archives found inside the tree in place, then drop the copies."""
-    if depth > 3:
-        return
-    nested = sorted(p for p in root.rglob("*") if p.is_file() and _is_nested(p))
-    for path in nested:
-        rel = path.relative_to(root).as_posix()
+    def _expand(self, inner: Path, depth: int) -> None:
+        rel = inner.relative_to(self.root).as_posix()
+        if depth > MAX_NESTING:
+            self.report.add(SKIPPED, (self.top, ""), rel, f"nested deeper than {MAX_NESTING}")
+            return
+        log.info("extracting nested archive %s", rel)
         try:
-            _extract_into(path, path.parent, report, prefix=f"{rel}!")
-        except (tarfile.TarError, zipfile.BadZipFile, ValueError, OSError) as exc:
-            report.refused.append({"member": rel, "reason": f"bad nested archive: {exc}"})
-            continue
-        report.nested.append(rel)
-        path.unlink()
-    if nested:
-        _expand_nested(root, report, depth + 1)
+            self.extract(inner, inner.parent, (self.top, f"{rel}!"), depth)
+        except (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, OSError,
+                UnpackError) as err:  # fmt: skip
+            # what came out before the damage stays; the rest is reported
+            self.report.add(REFUSED, (self.top, ""), rel, f"corrupt nested archive: {err}")
+        self.report.nested.append(rel)
+        inner.unlink()
+        self._extracted.pop(rel, None)
+
+    def finish(self) -> UnpackReport:
+        self.report.extracted = list(self._extracted)
+        return self.report
 
 
-def safe_extract(archives: list[Path] | Path, dest: Path, nested: bool = True) -> UnpackReport:
-    """Extract one or more archives into ``dest`` (replaced atomically)."""
-    if isinstance(archives, (str, os.PathLike)):
-        archives = [Path(archives)]
+def _tar_type_problem(member: tarfile.TarInfo) -> tuple[str, str] | None:
+    if member.issym():
+        return REFUSED, f"symlink to {member.linkname!r} (links are never extracted)"
+    if member.islnk():
+        return REFUSED, f"hardlink to {member.linkname!r} (links are never extracted)"
+    if member.ischr() or member.isblk():
+        return REFUSED, "device file"
+    if member.isfifo():
+        return REFUSED, "FIFO"
+    if not (member.isreg() or member.isdir()):
+        return REFUSED, f"unsupported member type {member.type!r}"
+    return None
+
+
+def _zip_type_problem(info: zipfile.ZipInfo) -> tuple[str, str] | None:
+    mode = info.external_attr >> 16
+    if stat.S_ISLNK(mode):
+        return REFUSED, "symlink (links are never extracted)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return REFUSED, "device file"
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        return REFUSED, "FIFO or socket"
+    if info.flag_bits & 0x1:
+        return REFUSED, "encrypted member"
+    return None
+
+
+def safe_extract(
+    archives: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
+    dest: str | os.PathLike[str],
+    nested: bool = True,
+    progress: bool = True,
+) -> UnpackReport:
+    """Extract one or more archives into ``dest`` (replaced as a whole at the end).
+
+    Returns the report of extracted files (relative to ``dest``) and of skipped
+    and refused members with their archive and reason. A top-level archive
+    that cannot be read raises UnpackError and leaves ``dest`` untouched.
+    """
+    paths = (
+        [Path(archives)] if isinstance(archives, str | os.PathLike) else list(map(Path, archives))
+    )
     dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.partial")
-    if tmp.exists():
+    if tmp.exists():  # left by a killed run
         shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    report = UnpackReport()
+    tmp.mkdir()
+    job = _Extraction(tmp, nested=nested, progress=progress)
     try:
-        for archive in archives:
-            log.info("extracting %s", archive)
-            _extract_into(Path(archive), tmp, report, prefix="")
-        if nested:
-            _expand_nested(tmp, report, depth=0)
+        for archive in paths:
+            log.info("extracting %s into %s", archive, dest)
+            job.report.archives.append(str(archive))
+            job.top = archive.name
+            try:
+                job.extract(archive, tmp, (archive.name, ""))
+            except (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
+                raise UnpackError(
+                    f"cannot read archive {archive}: {err}. It is truncated or corrupt: "
+                    "delete it to download it again, or point the config at a good copy."
+                ) from err
         if dest.exists():
             shutil.rmtree(dest)
         tmp.rename(dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    report = job.finish()
+    _log_summary(report)
+    return report
+
+
+def _log_summary(report: UnpackReport) -> None:
     for item in report.refused:
-        log.warning("refused %s: %s", item["member"], item["reason"])
+        log.warning("refused %s in %s: %s", item["member"], item["archive"], item["reason"])
     log.info(
-        "extracted %d files (%d skipped, %d refused, %d nested archives)",
+        "extracted %d files (%d skipped, %d refused, %d nested archives expanded)",
         len(report.extracted), len(report.skipped), len(report.refused), len(report.nested),
     )  # fmt: skip
-    return report

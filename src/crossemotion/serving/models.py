@@ -87,13 +87,12 @@ def test_metrics(run_dir: Path) -> dict[str, Any] | None:
     return out or None
 
 
-def load_model(path: Path) -> ServedModel:
-    """Load one checkpoint through the prediction library."""
+def load_model(path: Path, device: str = "auto") -> ServedModel:
+    """Load one checkpoint through the prediction library (as `crossemotion predict` does)."""
     from crossemotion.inference import load_predictor
 
-    predictor = load_predictor(path)
-    model = str(getattr(predictor, "model", path.parent.parent.name))
-    dataset = str(getattr(predictor, "dataset", path.parent.name))
+    predictor = load_predictor(path, device=device)
+    model, dataset = str(predictor.name), str(predictor.dataset)
     if model not in KINDS:
         raise ValueError(f"{path}: unknown model {model!r}")
     return ServedModel(model, dataset, KINDS[model], path, predictor, test_metrics(path.parent))

@@ -25,6 +25,15 @@ log = logging.getLogger(__name__)
 FACE_CROP = 160  # crop side handed to face models; each resizes to its own input size
 
 
+# which models each request needs: the API checks before reading the upload
+NEEDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "image": ("face", ("face",)),
+    "text": ("text", ("text",)),
+    "video": ("clip or face", ("clip", "face")),
+    "utterance": ("fusion", ("fusion",)),
+}
+
+
 class NoModelError(RuntimeError):
     """No loaded model can serve this request (HTTP 503)."""
 
@@ -85,6 +94,8 @@ class ClipResult:
     boxes: list[tuple[int, int, int, int] | None]
     text_predictions: list[Prediction] = field(default_factory=list)
     fusion: list[Prediction] = field(default_factory=list)
+    # the sampled frames themselves (JPEG), for display; not part of the API response
+    sampled: list[bytes] = field(default_factory=list, repr=False)
 
 
 class Service:
@@ -111,7 +122,7 @@ class Service:
         for path in discover(self.settings.models_dir):
             key = f"{path.parent.parent.name}/{path.parent.name}"
             try:
-                self.models.append(load_model(path))
+                self.models.append(load_model(path, self.settings.device))
                 log.info("loaded %s from %s", key, path)
             except Exception as exc:  # one unreadable checkpoint must not take the others down
                 log.exception("cannot load %s", path)
@@ -132,7 +143,8 @@ class Service:
     def of_kind(self, *kinds: str) -> list[ServedModel]:
         return [m for m in self.models if m.kind in kinds]
 
-    def _require(self, what: str, *kinds: str) -> list[ServedModel]:
+    def require(self, what: str, *kinds: str) -> list[ServedModel]:
+        """The loaded models of ``kinds``; NoModelError naming what is loaded when none."""
         found = self.of_kind(*kinds)
         if not found:
             loaded = ", ".join(m.name for m in self.models) or "none"
@@ -165,8 +177,11 @@ class Service:
 
     # -- predictions ------------------------------------------------------------
     def predict_image(self, data: bytes) -> ImageResult:
-        face_models = self._require("face", "face")
-        rgb = media.decode_image(data, self.settings.max_image_pixels)
+        self.require("face", "face")
+        return self.predict_image_array(media.decode_image(data, self.settings.max_image_pixels))
+
+    def predict_image_array(self, rgb: np.ndarray) -> ImageResult:
+        face_models = self.require("face", "face")
         faces = self.faces_of(rgb)
         crops = [f.crop for f in faces]
         outputs = {m.name: m.predict(crops) for m in face_models}
@@ -178,16 +193,20 @@ class Service:
         return ImageResult(int(rgb.shape[1]), int(rgb.shape[0]), results)
 
     def predict_text(self, text: str) -> list[Prediction]:
-        models = self._require("text", "text")
+        models = self.require("text", "text")
         text = self._clean_text(text)
         return [Prediction.of(m, m.predict([text])[0]) for m in models]
 
+    def require_for(self, request: str) -> None:
+        what, kinds = NEEDS[request]
+        self.require(what, *kinds)
+
     def predict_video(self, data: bytes) -> ClipResult:
-        self._require("clip or face", "clip", "face")
+        self.require("clip or face", "clip", "face")
         return self._clip(data, text=None)
 
     def predict_utterance(self, data: bytes, text: str) -> ClipResult:
-        self._require("fusion", "fusion")
+        self.require("fusion", "fusion")
         return self._clip(data, text=self._clean_text(text))
 
     def _clean_text(self, text: str) -> str:
@@ -203,8 +222,10 @@ class Service:
     def _clip(self, data: bytes, text: str | None) -> ClipResult:
         s = self.settings
         assert self.tmp_dir is not None, "Service.load() was not called"
-        clip = media.read_clip(data, self.tmp_dir, frames=s.clip_frames, height=s.clip_height,
-                               max_seconds=s.max_clip_seconds, timeout=s.decode_timeout)  # fmt: skip
+        clip = media.read_clip(
+            data, self.tmp_dir, frames=s.clip_frames, height=s.clip_height,
+            max_seconds=s.max_clip_seconds, timeout=s.decode_timeout,
+        )  # fmt: skip
         speaker_crops, boxes = self._speaker_faces(clip.frames)
         clip_preds = [Prediction.of(m, m.predict([clip.frames])[0]) for m in self.of_kind("clip")]
         face_preds = []
@@ -212,7 +233,7 @@ class Service:
             for m in self.of_kind("face"):
                 face_preds.append(Prediction.of(m, m.predict(speaker_crops).mean(0)))
         result = ClipResult(clip.duration, len(clip.frames), len(speaker_crops), clip.has_audio,
-                            clip_preds, face_preds, boxes)  # fmt: skip
+                            clip_preds, face_preds, boxes, sampled=clip.frames)  # fmt: skip
         if text is not None:
             result.text_predictions = [
                 Prediction.of(m, m.predict([text])[0]) for m in self.of_kind("text")

@@ -35,6 +35,8 @@ class Settings:
     # predictions running at once; more wait (CPU inference gains nothing from more)
     max_concurrency: int = 2
     torch_threads: int = 1
+    # torch device for every model: auto (CUDA when present), cpu, cuda, cuda:1 ...
+    device: str = "auto"
     # faces per image/frame that are classified (largest first)
     max_faces: int = 4
     detector: str = "haar"
@@ -105,6 +107,7 @@ _CONVERTERS: dict[str, Any] = {
     "request_timeout": float,
     "max_concurrency": int,
     "torch_threads": int,
+    "device": str,
     "max_faces": int,
     "detector": str,
     "face_margin": float,

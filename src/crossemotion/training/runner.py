@@ -199,13 +199,18 @@ def train_and_evaluate(
     *,
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
     progress: bool | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
-    """Train ``model_name`` on ``dataset``; write the four outputs; return metrics."""
+    """Train ``model_name`` on ``dataset``; write the four outputs; return metrics.
+
+    ``threads`` (default: the model config's ``threads``) is what the job was
+    given, e.g. Snakemake's scaled-down ``threads``.
+    """
     out_dir = Path(out_dir)
     t_start = time.perf_counter()
     model_cfg = dict(model_cfg)
     seed = int(global_cfg.get("seed", 13))
-    threads = int(model_cfg.get("threads", 1))
+    threads = int(threads or model_cfg.get("threads", 1))
     torch.set_num_threads(threads)
     device = resolve_device(global_cfg.get("device", "auto"))
     seed_everything(seed)

@@ -1,0 +1,124 @@
+"""Load a trained checkpoint and predict on new images, clips or texts.
+
+``load_predictor(path)`` accepts a model directory (``results/models/{m}/{d}``)
+or its ``model.pt`` and returns a ``Predictor`` whose ``predict(units)`` gives
+class probabilities [N, 7] (order: ``crossemotion.labels.EMOTIONS``). A unit is
+what the model's unit is: an image (path, JPEG bytes, RGB array) for
+``resnet50``, a clip (video path or list of frames) for ``cnn_lstm``/``c3d``, a
+str for ``text``, ``{"text": str, "images": [JPEG bytes, ...]}`` for ``fusion``.
+Preprocessing is the model spec's ``preprocess`` hook with the checkpoint's own
+config, i.e. the sizes the model was trained with.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from crossemotion.labels import EMOTIONS
+from crossemotion.models.registry import MODULES, ModelSpec, get_spec
+from crossemotion.training import checkpoint
+from crossemotion.training.loop import autocast, resolve_device, to_device
+
+
+def _fusion_adapter(module: Any) -> Any:
+    def preprocess(units: list[Any], cfg: Mapping[str, Any]) -> dict[str, Any]:
+        texts = [str(u["text"]) if isinstance(u, Mapping) else str(u) for u in units]
+        images = [list(u.get("images", [])) if isinstance(u, Mapping) else [] for u in units]
+        return module.preprocess(texts, images, cfg)
+
+    return preprocess
+
+
+def preprocess_hook(spec: ModelSpec) -> Any:
+    """The spec's hook, or the text/fusion modules' functions when a spec sets none."""
+    if spec.preprocess is not None:
+        return spec.preprocess
+    module = importlib.import_module(MODULES[spec.name])
+    if spec.name == "fusion" and hasattr(module, "preprocess"):
+        return _fusion_adapter(module)
+    if hasattr(module, "preprocess_text"):
+        return lambda units, cfg: module.preprocess_text([str(u) for u in units], cfg)
+    raise ValueError(f"model {spec.name!r} has no inference preprocessing hook")
+
+
+@dataclass
+class Predictor:
+    model: str  # config name, e.g. "resnet50"
+    dataset: str
+    cfg: dict[str, Any]
+    net: nn.Module
+    spec: ModelSpec
+    device: torch.device
+    batch_size: int = 16
+
+    @property
+    def name(self) -> str:
+        return self.model
+
+    @property
+    def unit(self) -> str:
+        return self.spec.unit
+
+    @torch.no_grad()
+    def predict(self, units: Sequence[Any]) -> np.ndarray:
+        """Class probabilities [len(units), 7]."""
+        hook = preprocess_hook(self.spec)
+        out = []
+        for start in range(0, len(units), self.batch_size):
+            batch = to_device(
+                hook(list(units[start : start + self.batch_size]), self.cfg), self.device
+            )
+            with autocast(self.device):
+                out.append(self.net(batch).float().softmax(-1).cpu())
+        if not out:
+            return np.zeros((0, len(EMOTIONS)), dtype=np.float32)
+        return torch.cat(out).numpy()
+
+    def predict_labels(self, units: Sequence[Any]) -> list[dict[str, Any]]:
+        probs = self.predict(units)
+        return [
+            {
+                "label": EMOTIONS[int(p.argmax())],
+                "probabilities": dict(zip(EMOTIONS, map(float, p), strict=True)),
+            }
+            for p in probs
+        ]
+
+
+def checkpoint_path(path: str | Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    return path
+
+
+def load_predictor(path: str | Path, device: str = "auto") -> Predictor:
+    ckpt = checkpoint.load(checkpoint_path(path))
+    if list(ckpt["labels"]) != list(EMOTIONS):
+        raise ValueError(f"checkpoint labels {ckpt['labels']} differ from {list(EMOTIONS)}")
+    spec = get_spec(ckpt["model"])
+    # the checkpoint holds the trained weights: never fetch pretrained ones again
+    cfg = {**ckpt["config"], "weights": None}
+    model = spec.build(cfg, len(EMOTIONS))
+    model.load_state_dict(ckpt["state_dict"])
+    dev = resolve_device(device)
+    model.to(dev).eval()
+    return Predictor(
+        model=ckpt["model"],
+        dataset=ckpt["dataset"],
+        cfg=dict(ckpt["config"]),
+        net=model,
+        spec=spec,
+        device=dev,
+        batch_size=int(ckpt["config"].get("batch_size", 16)),
+    )

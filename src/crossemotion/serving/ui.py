@@ -1,0 +1,186 @@
+"""The Gradio demo: an image or a clip (and an utterance) in; faces, per-model bars and
+the fused prediction out. It calls the same ``Service`` as the HTTP API.
+
+Mounted in the API at ``/ui`` (``create_app``) or served alone (``crossemotion
+demo-ui``, ``create_ui_app``). Gradio's analytics are switched off before it is
+imported and nothing is shared: the page and its assets come from this server.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Must precede `import gradio`: it reads these at import time.
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+from fastapi import FastAPI
+
+from crossemotion.labels import EMOTIONS
+from crossemotion.serving.media import MediaError
+from crossemotion.serving.service import (
+    ClipResult,
+    InputError,
+    NoModelError,
+    Prediction,
+    Service,
+)
+from crossemotion.serving.settings import Settings, settings_from_env
+
+MAX_PLOTS = 8  # bar-chart slots; the demo serves at most six models
+BOX_COLOUR = (40, 220, 60)
+
+
+def _bars(pred: Prediction) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"emotion": list(EMOTIONS), "probability": [pred.probabilities[e] for e in EMOTIONS]}
+    )
+
+
+def _draw_boxes(rgb: np.ndarray, boxes: Sequence[tuple[int, int, int, int]]) -> np.ndarray:
+    import cv2
+
+    out = np.ascontiguousarray(rgb.copy())
+    thick = max(2, round(max(out.shape[:2]) / 200))
+    for i, (x, y, w, h) in enumerate(boxes):
+        cv2.rectangle(out, (x, y), (x + w, y + h), BOX_COLOUR if i == 0 else (230, 200, 40), thick)
+    return out
+
+
+def _summary(sections: list[tuple[str, list[Prediction]]]) -> str:
+    lines = []
+    for title, preds in sections:
+        for p in preds:
+            lines.append(f"| {title} | {p.model}/{p.dataset} | **{p.label}** | "
+                         f"{p.probabilities[p.label]:.2f} |")  # fmt: skip
+    if not lines:
+        return "No model produced a prediction for this input."
+    return "| input | model | prediction | p |\n|---|---|---|---|\n" + "\n".join(lines)
+
+
+class DemoHandler:
+    """The button callback, kept apart from the layout so it can be reasoned about alone."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def __call__(self, image: np.ndarray | None, video: str | None, text: str | None) -> list[Any]:
+        text = (text or "").strip()
+        try:
+            return self._predict(image, video, text)
+        except NoModelError as exc:
+            raise gr.Error(str(exc)) from None
+        except (MediaError, InputError) as exc:
+            raise gr.Error(f"cannot use this input: {exc}") from None
+
+    def _predict(self, image: np.ndarray | None, video: str | None, text: str) -> list[Any]:
+        svc = self.service
+        shown: np.ndarray | None = None
+        sections: list[tuple[str, list[Prediction]]] = []
+        fused: Prediction | None = None
+        if video:
+            data = Path(video).read_bytes()  # Gradio's own upload cache, not a client path
+            clip = svc.predict_utterance(data, text) if text and svc.of_kind("fusion") \
+                else svc.predict_video(data)
+            shown = self._first_face_frame(clip)
+            sections += [("clip", clip.clip_predictions), ("faces", clip.face_predictions),
+                         ("text", clip.text_predictions), ("fusion", clip.fusion)]  # fmt: skip
+            fused = clip.fusion[0] if clip.fusion else None
+        elif image is not None:
+            rgb = np.ascontiguousarray(image[..., :3].astype(np.uint8))
+            result = svc.predict_image_array(rgb)
+            shown = _draw_boxes(rgb, [f.box for f in result.faces if f.detected])
+            sections.append(("face", result.faces[0].predictions))
+        if text and not video and svc.of_kind("text"):
+            sections.append(("text", svc.predict_text(text)))
+        if not sections:
+            raise gr.Error("Upload an image or a clip, or type an utterance.")
+        preds = [p for _, group in sections for p in group]
+        if fused is None and preds:
+            fused = preds[0]
+        label = {e: fused.probabilities[e] for e in EMOTIONS} if fused else None
+        plots = [gr.update(visible=True, value=_bars(p), label=f"{p.model}/{p.dataset}")
+                 for p in preds[:MAX_PLOTS]]  # fmt: skip
+        plots += [gr.update(visible=False, value=None)] * (MAX_PLOTS - len(plots))
+        return [shown, label, _summary(sections), *plots]
+
+    @staticmethod
+    def _first_face_frame(clip: ClipResult) -> np.ndarray | None:
+        """The first sampled frame with its speaker box, for display."""
+        from crossemotion.training.shards import decode_jpeg
+
+        for jpeg, box in zip(clip.sampled, clip.boxes, strict=False):
+            if box is not None:
+                return _draw_boxes(decode_jpeg(jpeg), [box])
+        return decode_jpeg(clip.sampled[0]) if clip.sampled else None
+
+
+def build_blocks(service: Service) -> gr.Blocks:
+    handler = DemoHandler(service)
+    with gr.Blocks(title="CrossEmotion demo", analytics_enabled=False) as blocks:
+        gr.Markdown(
+            "# CrossEmotion\nUpload a face image (or a frame) **or** a clip, and optionally "
+            "type the utterance. Faces are detected, every loaded model gives its class "
+            "probabilities, and the fusion model combines the clip's faces with the text."
+        )
+        with gr.Row():
+            with gr.Column():
+                image = gr.Image(label="Face image or frame", type="numpy", sources=["upload"],
+                                 elem_id="image-input")  # fmt: skip
+                video = gr.Video(label="Clip (mp4)", sources=["upload"], elem_id="video-input")
+                text = gr.Textbox(label="Utterance", lines=2, elem_id="text-input")
+                button = gr.Button("Predict", variant="primary", elem_id="predict-button")
+            with gr.Column():
+                faces = gr.Image(label="Detected face", interactive=False, elem_id="faces")
+                fused = gr.Label(label="Prediction (fused when a fusion model applies)",
+                                 num_top_classes=3, elem_id="fused-label")  # fmt: skip
+                summary = gr.Markdown(elem_id="summary")
+        with gr.Row():
+            plots = [
+                gr.BarPlot(x="emotion", y="probability", y_lim=[0, 1], sort=list(EMOTIONS),
+                           visible=False, show_label=True, elem_id=f"bars-{i}")
+                for i in range(MAX_PLOTS)
+            ]
+        button.click(
+            handler, inputs=[image, video, text], outputs=[faces, fused, summary, *plots],
+            api_name="predict", concurrency_limit=service.settings.max_concurrency,
+        )  # fmt: skip
+    return blocks
+
+
+def mount_ui(app: FastAPI, service: Service, path: str = "/ui") -> FastAPI:
+    blocks = build_blocks(service)
+    return gr.mount_gradio_app(
+        app, blocks, path=path, ssr_mode=False, mcp_server=False, pwa=False,
+        max_file_size=service.settings.max_upload_bytes, footer_links=["api"],
+    )  # fmt: skip
+
+
+def create_ui_app(
+    models_dir: str | Path | None = None, settings: Settings | None = None
+) -> FastAPI:
+    """The demo alone, at ``/`` (what ``crossemotion demo-ui`` serves)."""
+    settings = settings or settings_from_env(models_dir=Path(models_dir) if models_dir else None)
+    service = Service(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        import anyio
+
+        await anyio.to_thread.run_sync(service.load)
+        try:
+            yield
+        finally:
+            service.close()
+
+    app = FastAPI(title="CrossEmotion demo", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.service = service
+    return mount_ui(app, service, path="/")

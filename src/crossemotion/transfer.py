@@ -1,0 +1,486 @@
+"""Cross-dataset transfer: a face model trained on one dataset, scored on the other.
+
+One cell = (source, target, mode). ``zero_shot`` evaluates the source's
+checkpoint on the target's dev/test as is; ``finetune_{f}`` starts from it and
+trains ``transfer.epochs`` epochs on a deterministic, stratified fraction ``f``
+of the target's training faces (whole source-key groups, see
+``select_fraction``), selecting the epoch on the target's dev split (IFEED has
+none: the framework's carve-out of Training is used, so the dev images equal
+the target-only model's).
+
+Levels: MELD targets are scored per utterance (the faces of an utterance are
+averaged with the runner's ``aggregate_faces``; utterances without a face get
+the class prior of the data the model last trained on) and per face; IFEED
+per image. Both datasets use the canonical 7 classes, so labels need no
+mapping; classes missing from the source's training data or the target's
+train/test are listed in metrics.json and macro F1 averages over the classes
+present in the evaluated labels (``macro_f1_labels``).
+
+Overlap (IFEED faces were cut from MELD clips): with ``exclude_overlap`` no
+evaluated item shares a source utterance with data the model trained on.
+- target IFEED, source MELD: IFEED dev/test images whose key is in MELD train
+  are dropped;
+- target MELD, source IFEED: MELD dev/test utterances (all their faces) whose
+  key is among IFEED Training's keys *and* present in that MELD split are
+  dropped.
+MELD dialogue ids restart per split and an IFEED image does not say which
+MELD split its clip came from, so the match is by (MELD split, key): a key is
+leaked into split s when IFEED holds it and MELD split s holds it (the overlap
+report's ``in_meld_{s}``). That over-excludes when the same key names
+different dialogues in two MELD splits: conservative by design.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+from sklearn.metrics import f1_score
+
+from crossemotion.config import config_hash
+from crossemotion.evaluation.metrics import classification_metrics
+from crossemotion.io import atomic_path, write_json, write_parquet
+from crossemotion.labels import EMOTIONS, normalize_label
+from crossemotion.models.registry import ModelSpec, get_spec
+from crossemotion.training import checkpoint
+from crossemotion.training.datasets import FaceDataset, face_splits
+from crossemotion.training.loop import (
+    FitResult,
+    TrainConfig,
+    fit,
+    predict_probs,
+    resolve_device,
+    seed_everything,
+)
+from crossemotion.training.runner import aggregate_faces, prediction_frame
+from crossemotion.training.shards import (
+    DEV_FRACTION,
+    label_indices,
+    meta_frame,
+    read_shards,
+    stratified_group_split,
+)
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("ifeed", "meld")
+MODE_RE = re.compile(r"^(?:zero_shot|finetune_(?P<fraction>[0-9]*\.?[0-9]+(?:e-?[0-9]+)?))$")
+LOG_COLUMNS = (
+    "epoch",
+    "train_loss",
+    "dev_accuracy",
+    "dev_weighted_f1",
+    "lr",
+    "seconds",
+    "best",
+)
+EVAL_SPLITS = ("dev", "test")
+
+
+@dataclass(frozen=True)
+class Cell:
+    source: str
+    target: str
+    mode: str
+
+    def __post_init__(self) -> None:
+        if self.source not in DATASETS or self.target not in DATASETS:
+            raise ValueError(f"transfer datasets must be among {DATASETS}: {self}")
+        if self.source == self.target:
+            raise ValueError(f"transfer needs two different datasets: {self}")
+        parse_mode(self.mode)
+
+    @property
+    def fraction(self) -> float | None:
+        return parse_mode(self.mode)
+
+    @property
+    def primary_level(self) -> str:
+        return "utterance" if self.target == "meld" else "image"
+
+
+def parse_mode(mode: str) -> float | None:
+    """``zero_shot`` -> None; ``finetune_0.1`` -> 0.1 (fraction in (0, 1])."""
+    m = MODE_RE.match(mode)
+    if not m:
+        raise ValueError(f"unknown transfer mode {mode!r} (zero_shot or finetune_<fraction>)")
+    if m["fraction"] is None:
+        return None
+    fraction = float(m["fraction"])
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fine-tune fraction must be in (0, 1], got {mode!r}")
+    return fraction
+
+
+def select_fraction(frame: pl.DataFrame, fraction: float, seed: int) -> pl.DataFrame:
+    """Deterministic stratified share of ``frame`` by source-key groups (1 = all of it)."""
+    if fraction >= 1:
+        return frame
+    _, chosen = stratified_group_split(frame, fraction, seed=seed)
+    return chosen
+
+
+# ------------------------------------------------------------------ overlap
+
+
+def leaked_keys(overlap: pl.DataFrame, source: str, target: str) -> dict[str, set[str]]:
+    """Target split -> source keys its evaluation must leave out (see module doc)."""
+    if overlap.height == 0:
+        return {s: set() for s in EVAL_SPLITS}
+    rows = overlap.filter(pl.col("key").is_not_null())
+    if target == "ifeed" and source == "meld":
+        keys = set(rows.filter(pl.col("in_meld_train"))["key"].to_list())
+        return {s: keys for s in EVAL_SPLITS}
+    if target == "meld" and source == "ifeed":
+        seen = rows.filter(pl.col("ifeed_split") == "train")
+        return {s: set(seen.filter(pl.col(f"in_meld_{s}"))["key"].to_list()) for s in EVAL_SPLITS}
+    raise ValueError(f"no overlap rule for {source} -> {target}")
+
+
+def read_overlap(path: str | Path | None) -> pl.DataFrame:
+    if path is None:
+        return pl.DataFrame()
+    table = pl.read_csv(path, schema_overrides={"key": pl.Utf8, "ifeed_split": pl.Utf8})
+    need = {"ifeed_split", "key", "in_meld_train", "in_meld_dev", "in_meld_test"}
+    missing = need - set(table.columns)
+    if missing:
+        raise ValueError(f"{path}: overlap report lacks columns {sorted(missing)}")
+    flags = [f"in_meld_{s}" for s in ("train", *EVAL_SPLITS)]
+    # csv booleans read back as "true"/"false" strings on some polars versions
+    return table.with_columns(
+        pl.col(c).cast(pl.Utf8).str.to_lowercase().is_in(["true", "1"]).alias(c) for c in flags
+    )
+
+
+def drop_keys(frame: pl.DataFrame | None, keys: set[str]) -> tuple[pl.DataFrame | None, int]:
+    if frame is None or not keys:
+        return frame, 0
+    kept = frame.filter(~pl.col("key").is_in(sorted(keys)).fill_null(False))
+    return kept, frame.height - kept.height
+
+
+# ------------------------------------------------------------------ data
+
+
+@dataclass
+class TargetData:
+    """The target's faces per split (train/dev/test) and MELD utterance lists."""
+
+    faces: dict[str, pl.DataFrame]
+    utterances: dict[str, pl.DataFrame | None]
+    excluded: dict[str, dict[str, int]]
+
+
+def load_target(
+    target: str,
+    faces: Mapping[str, Sequence[str | Path]],
+    text: Mapping[str, Sequence[str | Path]],
+    seed: int,
+    dev_fraction: float,
+    leaked: Mapping[str, set[str]],
+) -> TargetData:
+    frames = face_splits(faces, seed, dev_fraction)
+    utterances: dict[str, pl.DataFrame | None] = {}
+    for split in ("train", *EVAL_SPLITS):
+        paths = text.get(split) if target == "meld" else None
+        cols = ["key", "split", "speaker", "character", "label"]
+        utterances[split] = meta_frame(read_shards(paths, columns=cols)) if paths else None
+    excluded: dict[str, dict[str, int]] = {}
+    for split in EVAL_SPLITS:
+        keys = leaked.get(split, set())
+        before = frames[split]
+        frames[split], n_faces = drop_keys(before, keys)
+        utterances[split], n_utts = drop_keys(utterances[split], keys)
+        if utterances[split] is None:
+            # no utterance list: the utterances are the keys that have faces
+            n_utts = len(set(before["key"].drop_nulls().to_list()) & keys)
+        excluded[split] = {"faces": n_faces}
+        if target == "meld":
+            excluded[split]["utterances"] = n_utts
+    return TargetData(frames, utterances, excluded)
+
+
+def source_train_labels(
+    source: str, paths: Sequence[str | Path], seed: int, dev_fraction: float
+) -> np.ndarray:
+    """Labels the source model trained on (IFEED: minus the framework's dev carve-out)."""
+    frame = read_shards(paths, columns=["id", "key", "label"])
+    if source == "ifeed":
+        frame, _ = stratified_group_split(frame, dev_fraction, seed=seed)
+    return label_indices(frame["label"].to_list())
+
+
+def load_source(path: str | Path) -> tuple[ModelSpec, torch.nn.Module, dict[str, Any]]:
+    ckpt = checkpoint.load(path)
+    labels = [normalize_label(str(x)) for x in ckpt.get("labels", EMOTIONS)]
+    if labels != list(EMOTIONS):
+        raise ValueError(
+            f"{path}: checkpoint classes {labels} are not the canonical {list(EMOTIONS)}"
+        )
+    spec = get_spec(ckpt["model"])
+    cfg = dict(ckpt["config"])
+    model = spec.build(cfg, len(EMOTIONS))
+    model.load_state_dict(ckpt["state_dict"])
+    return spec, model, cfg
+
+
+# ------------------------------------------------------------------ scoring
+
+
+def present_classes(labels: np.ndarray) -> list[int]:
+    return sorted({int(x) for x in np.asarray(labels).tolist()})
+
+
+def cell_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+    """The models' metric dict, with macro F1 over the classes present in ``labels``."""
+    preds = probs.argmax(1) if len(probs) else np.zeros(0, dtype=np.int64)
+    metrics = classification_metrics(labels, preds)
+    present = present_classes(labels)
+    metrics["macro_f1_all"] = metrics["macro_f1"]
+    if present:
+        metrics["macro_f1"] = float(
+            f1_score(labels, preds, labels=present, average="macro", zero_division=0)
+        )
+    metrics["macro_f1_labels"] = [EMOTIONS[i] for i in present]
+    return metrics
+
+
+def absent(labels: np.ndarray) -> list[str]:
+    have = set(present_classes(labels))
+    return [name for i, name in enumerate(EMOTIONS) if i not in have]
+
+
+class Scorer:
+    """Face probabilities on a split -> {level: (meta, probs)} for the target."""
+
+    def __init__(self, cell: Cell, data: TargetData, datasets: Mapping[str, FaceDataset]) -> None:
+        self.cell = cell
+        self.data = data
+        self.datasets = datasets
+        self.prior = np.full(len(EMOTIONS), 1.0 / len(EMOTIONS))
+
+    def set_prior(self, labels: np.ndarray) -> None:
+        counts = np.bincount(labels, minlength=len(EMOTIONS)).astype(np.float64)
+        self.prior = counts / max(1.0, counts.sum())
+
+    def levels(self, split: str, probs: np.ndarray) -> dict[str, tuple[pl.DataFrame, np.ndarray]]:
+        meta = self.datasets[split].meta
+        if self.cell.target != "meld":
+            return {"image": (meta, probs)}
+        utts = self.data.utterances.get(split)
+        return {
+            "utterance": aggregate_faces(meta, probs, utts, self.prior),
+            "face": (meta, probs),
+        }
+
+    def dev_score(self, probs: np.ndarray) -> dict[str, float]:
+        meta, p = self.levels("dev", probs)[self.cell.primary_level]
+        m = classification_metrics(label_indices(meta["label"].to_list()), p.argmax(1))
+        return {"accuracy": m["accuracy"] or 0.0, "weighted_f1": m["weighted_f1"] or 0.0}
+
+
+# ------------------------------------------------------------------ the job
+
+
+@dataclass(frozen=True)
+class TransferInputs:
+    checkpoint: Path
+    source_train: list[Path]
+    faces: dict[str, list[Path]]
+    text: dict[str, list[Path]]
+    overlap: Path | None
+
+
+def run_transfer(
+    cell: Cell,
+    inputs: TransferInputs,
+    transfer_cfg: Mapping[str, Any],
+    global_cfg: Mapping[str, Any],
+    out_dir: str | Path,
+    *,
+    threads: int = 1,
+    progress: bool | None = None,
+    save_model: str | Path | None = None,
+) -> dict[str, Any]:
+    """Run one transfer cell; write metrics.json, predictions.parquet, train_log.csv.
+
+    ``save_model``: also write the (fine-tuned) weights there, as a model.pt.
+    """
+    out_dir = Path(out_dir)
+    t0 = time.perf_counter()
+    seed = int(global_cfg.get("seed", 13))
+    torch.set_num_threads(max(1, int(threads)))
+    device = resolve_device(global_cfg.get("device", "auto"))
+    seed_everything(seed)
+    spec, model, model_cfg = load_source(inputs.checkpoint)
+    dev_fraction = float(model_cfg.get("dev_fraction", DEV_FRACTION))
+    exclude = bool(transfer_cfg.get("exclude_overlap", True))
+    if exclude and inputs.overlap is None:
+        raise ValueError("exclude_overlap is on but no overlap report was given")
+    overlap = read_overlap(inputs.overlap) if exclude else pl.DataFrame()
+    leaked = leaked_keys(overlap, cell.source, cell.target) if exclude else {}
+    data = load_target(cell.target, inputs.faces, inputs.text, seed, dev_fraction, leaked)
+    src_labels = source_train_labels(cell.source, inputs.source_train, seed, dev_fraction)
+
+    train_frame = data.faces["train"]
+    if cell.fraction is not None:
+        train_frame = select_fraction(train_frame, cell.fraction, seed)
+    augment = bool(model_cfg.get("augment", False))
+    datasets = {
+        "train": FaceDataset(train_frame, model_cfg, augment=augment),
+        **{s: FaceDataset(data.faces[s], model_cfg) for s in EVAL_SPLITS},
+    }
+    for split in EVAL_SPLITS:
+        if len(datasets[split]) == 0:
+            raise ValueError(f"{cell}: the target's {split} split has no faces left")
+    scorer = Scorer(cell, data, datasets)
+    # prior for MELD utterances without a face: the labels the model last trained on
+    scorer.set_prior(src_labels if cell.fraction is None else datasets["train"].labels)
+    tcfg = TrainConfig.from_cfg({**model_cfg, **_finetune_overrides(transfer_cfg)}, seed)
+    result = None
+    if cell.fraction is not None:
+        if len(datasets["train"]) == 0:
+            raise ValueError(f"{cell}: no target training faces to fine-tune on")
+        key = config_hash(
+            {"cell": [cell.source, cell.target, cell.mode], "transfer": dict(transfer_cfg),
+             "model": model_cfg, "seed": seed, "device": device.type,
+             "n": [len(datasets[s]) for s in ("train", *EVAL_SPLITS)]}
+        )  # fmt: skip
+        result = fit(
+            model, datasets["train"], datasets["dev"], tcfg, collate=spec.collate,
+            device=device, state_dir=out_dir / ".resume", config_key=key,
+            dev_score=scorer.dev_score if cell.target == "meld" else None, progress=progress,
+        )  # fmt: skip
+        model.load_state_dict(result.best_state)
+    model.to(device)
+    metrics, predictions = evaluate_cell(cell, model, spec, scorer, tcfg.batch_size, device)
+    metrics.update(
+        _describe(cell, data, datasets, src_labels, transfer_cfg, model_cfg, result, exclude)
+    )
+    metrics["seconds"] = round(time.perf_counter() - t0, 3)
+    if save_model is not None:
+        checkpoint.save(
+            save_model,
+            {**checkpoint.load(inputs.checkpoint), "state_dict": checkpoint.cpu_state_dict(model),
+             "transfer": {"source": cell.source, "target": cell.target, "mode": cell.mode}},
+        )  # fmt: skip
+    write_cell(out_dir, metrics, predictions, result)
+    checkpoint.clear_resume(out_dir / ".resume")
+    log.info(
+        "%s -> %s %s: test acc %.4f wF1 %.4f (%s level, %d excluded for overlap)",
+        cell.source, cell.target, cell.mode, metrics["test"]["accuracy"] or 0.0,
+        metrics["test"]["weighted_f1"] or 0.0, cell.primary_level, metrics["n_excluded_overlap"],
+    )  # fmt: skip
+    return metrics
+
+
+def _finetune_overrides(transfer_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"epochs": int(transfer_cfg.get("epochs", 4))}
+    # fine-tuning often wants a smaller step than training from scratch
+    if transfer_cfg.get("lr") is not None:
+        out["lr"] = float(transfer_cfg["lr"])
+    return out
+
+
+def evaluate_cell(
+    cell: Cell,
+    model: torch.nn.Module,
+    spec: ModelSpec,
+    scorer: Scorer,
+    batch_size: int,
+    device: torch.device,
+) -> tuple[dict[str, Any], pl.DataFrame]:
+    metrics: dict[str, Any] = {}
+    levels: dict[str, dict[str, Any]] = {split: {} for split in EVAL_SPLITS}
+    frames = []
+    for split in EVAL_SPLITS:
+        probs = predict_probs(model, scorer.datasets[split], spec.collate, batch_size, device)
+        for level, (meta, p) in scorer.levels(split, probs).items():
+            scores = cell_metrics(label_indices(meta["label"].to_list()), p)
+            if level == cell.primary_level:
+                metrics[split] = scores
+            levels[split][level] = scores
+            frames.append(
+                prediction_frame(meta.select(_META), p).with_columns(pl.lit(level).alias("level"))
+            )
+    metrics["levels"] = levels["test"]
+    metrics["dev_levels"] = levels["dev"]
+    return metrics, pl.concat(frames, how="vertical_relaxed")
+
+
+_META = ["id", "key", "split", "speaker", "character", "label"]
+
+
+def _describe(
+    cell: Cell,
+    data: TargetData,
+    datasets: Mapping[str, FaceDataset],
+    src_labels: np.ndarray,
+    transfer_cfg: Mapping[str, Any],
+    model_cfg: Mapping[str, Any],
+    result: FitResult | None,
+    exclude: bool,
+) -> dict[str, Any]:
+    unit = "utterances" if cell.target == "meld" else "faces"
+    test_labels = label_indices(datasets["test"].meta["label"].to_list())
+    if cell.target == "meld" and data.utterances.get("test") is not None:
+        test_labels = label_indices(data.utterances["test"]["label"].to_list())  # type: ignore[index]
+    out: dict[str, Any] = {
+        "source": cell.source,
+        "target": cell.target,
+        "mode": cell.mode,
+        "fraction": cell.fraction,
+        "model": str(transfer_cfg.get("model", "resnet50")),
+        "level": cell.primary_level,
+        "absent_classes": {
+            "source_train": absent(src_labels),
+            "target_train": absent(datasets["train"].labels),
+            "target_test": absent(test_labels),
+        },
+        "macro_f1_labels": [n for n in EMOTIONS if n not in absent(test_labels)],
+        "macro_f1_note": "macro F1 averages over the classes present in the evaluated "
+        "labels (macro_f1_labels); macro_f1_all is sklearn's (labels or predictions)",
+        "exclude_overlap": exclude,
+        "n_excluded_overlap": data.excluded["test"].get(unit, 0),
+        "excluded_overlap": data.excluded,
+        "overlap_rule": _OVERLAP_RULES[(cell.source, cell.target)] if exclude else None,
+        "n_finetune": len(datasets["train"]) if cell.fraction is not None else 0,
+        "n_target_train": data.faces["train"].height,
+        "config": {"transfer": dict(transfer_cfg), "model": dict(model_cfg)},
+    }
+    if result is not None:
+        out["train"] = {
+            "epochs_run": result.epochs_run,
+            "best_epoch": result.best_epoch,
+            "best_dev_score": result.best_score,
+            "seconds": round(result.seconds, 3),
+        }
+    return out
+
+
+_OVERLAP_RULES = {
+    ("meld", "ifeed"): "IFEED dev/test images whose key is in MELD train are left out",
+    ("ifeed", "meld"): "MELD dev/test utterances whose key is among IFEED Training keys "
+    "and in that MELD split are left out (match by MELD split and key)",
+}
+
+
+def write_cell(
+    out_dir: Path, metrics: dict[str, Any], predictions: pl.DataFrame, result: FitResult | None
+) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_parquet(out_dir / "predictions.parquet", predictions)
+    rows = result.log if result is not None else []
+    frame = pl.DataFrame(rows) if rows else pl.DataFrame(schema={c: pl.Utf8 for c in LOG_COLUMNS})
+    with atomic_path(out_dir / "train_log.csv", suffix=".csv") as tmp:
+        frame.write_csv(tmp)
+    # metrics.json last: it is the rule's target, so its presence means "all done"
+    write_json(out_dir / "metrics.json", metrics)

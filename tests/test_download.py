@@ -1,0 +1,256 @@
+"""Downloads against a real HTTP server on 127.0.0.1 (tests/http_server.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from crossemotion.data.download import (
+    ChecksumError,
+    DownloadError,
+    download,
+    parse_zenodo_record,
+    pinned_md5,
+    zenodo_files,
+)
+from tests.http_server import LocalServer, closed_port, serve
+
+BODY = os.urandom(300_000)
+MD5 = hashlib.md5(BODY).hexdigest()
+SHA256 = hashlib.sha256(BODY).hexdigest()
+HINT = "Set `meld.archive` to a local copy of MELD.Raw.tar.gz."
+FAST = {"backoff": 0.01, "progress": False}
+
+
+@pytest.fixture
+def server() -> Iterator[LocalServer]:
+    with serve() as s:
+        yield s
+
+
+def test_full_download_verifies_both_checksums(server: LocalServer, tmp_path: Path) -> None:
+    url = server.add("/MELD.Raw.tar.gz", BODY)
+    dest = download(url, tmp_path / "MELD.Raw.tar.gz", md5=MD5, sha256=SHA256, **FAST)
+    assert dest == tmp_path / "MELD.Raw.tar.gz"
+    assert dest.read_bytes() == BODY
+    assert sorted(os.listdir(tmp_path)) == ["MELD.Raw.tar.gz"]  # no .part left
+    assert [r["range"] for r in server.requests] == [None]
+
+
+def test_interrupted_download_resumes_with_range(server: LocalServer, tmp_path: Path) -> None:
+    url = server.add("/a.zip", BODY, cut_after=100_000, cut_times=1)
+    dest = download(url, tmp_path / "a.zip", md5=MD5, chunk=8192, **FAST)
+    assert dest.read_bytes() == BODY
+    first, second = server.requests
+    assert first["range"] is None and first["status"] == 200
+    # the resume asks for what the first response did not deliver, and gets a 206
+    start = int(second["range"].removeprefix("bytes=").rstrip("-"))
+    assert 0 < start <= 100_000 and second["status"] == 206
+
+
+def test_partial_file_from_killed_run_is_continued(server: LocalServer, tmp_path: Path) -> None:
+    url = server.add("/b.zip", BODY)
+    (tmp_path / "b.zip.part").write_bytes(BODY[:123_456])
+    download(url, tmp_path / "b.zip", md5=MD5, **FAST)
+    assert (tmp_path / "b.zip").read_bytes() == BODY
+    assert server.requests == [{"path": "/b.zip", "range": "bytes=123456-", "status": 206}]
+
+
+def test_complete_partial_file_is_accepted_on_416(server: LocalServer, tmp_path: Path) -> None:
+    url = server.add("/e.zip", BODY)
+    (tmp_path / "e.zip.part").write_bytes(BODY)
+    download(url, tmp_path / "e.zip", md5=MD5, **FAST)
+    assert (tmp_path / "e.zip").read_bytes() == BODY
+    assert [r["status"] for r in server.requests] == [416]
+
+
+def test_server_ignoring_range_restarts_from_zero(server: LocalServer, tmp_path: Path) -> None:
+    url = server.add("/c.zip", BODY, honour_range=False)
+    (tmp_path / "c.zip.part").write_bytes(b"garbage" * 100)
+    download(url, tmp_path / "c.zip", md5=MD5, **FAST)
+    assert (tmp_path / "c.zip").read_bytes() == BODY
+    assert [(r["range"], r["status"]) for r in server.requests] == [("bytes=700-", 200)]
+
+
+def test_drop_then_range_ignored_still_gives_the_right_bytes(
+    server: LocalServer, tmp_path: Path
+) -> None:
+    url = server.add("/f.zip", BODY, honour_range=False, cut_after=50_000, cut_times=1)
+    download(url, tmp_path / "f.zip", md5=MD5, **FAST)
+    assert (tmp_path / "f.zip").read_bytes() == BODY
+    assert len(server.requests) == 2 and server.requests[1]["status"] == 200
+
+
+def test_5xx_is_retried_with_backoff(server: LocalServer, tmp_path: Path) -> None:
+    url = server.add("/g.zip", BODY, fail=[503, 500])
+    started = time.monotonic()
+    download(url, tmp_path / "g.zip", md5=MD5, backoff=0.1, progress=False)
+    assert time.monotonic() - started >= 0.1 + 0.2  # backoff * 2**i between attempts
+    assert [r["status"] for r in server.requests] == [503, 500, 200]
+
+
+def test_wrong_checksum_fails_and_leaves_nothing(server: LocalServer, tmp_path: Path) -> None:
+    url = server.add("/d.zip", BODY)
+    with pytest.raises(ChecksumError, match=r"md5 mismatch.*removed.*meld\.archive"):
+        download(url, tmp_path / "d.zip", md5="0" * 32, hint=HINT, **FAST)
+    assert list(tmp_path.iterdir()) == []
+    assert len(server.requests) == 1  # a mismatch is not retried in a loop
+
+
+def test_wrong_bytes_fail_sha256(server: LocalServer, tmp_path: Path) -> None:
+    url = server.add("/w.zip", BODY[:-1] + bytes([BODY[-1] ^ 0xFF]))
+    with pytest.raises(ChecksumError, match="sha256 mismatch"):
+        download(url, tmp_path / "w.zip", sha256=SHA256, **FAST)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_404_fails_at_once_without_retries(server: LocalServer, tmp_path: Path) -> None:
+    with pytest.raises(DownloadError, match=r"HTTP 404.*not retried.*meld\.archive"):
+        download(server.base + "/missing.zip", tmp_path / "m.zip", hint=HINT, **FAST)
+    assert len(server.requests) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unreachable_host_says_what_to_do(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{closed_port()}/x.tar.gz"
+    with pytest.raises(DownloadError, match=r"after 3 attempts.*connection.*meld\.archive"):
+        download(url, tmp_path / "x.tar.gz", retries=2, hint=HINT, **FAST)
+    assert not (tmp_path / "x.tar.gz").exists()
+
+
+def test_existing_verified_file_is_not_fetched_again(server: LocalServer, tmp_path: Path) -> None:
+    url = server.add("/h.zip", BODY)
+    (tmp_path / "h.zip").write_bytes(BODY)
+    download(url, tmp_path / "h.zip", md5=MD5, **FAST)
+    assert server.requests == []
+    (tmp_path / "h.zip").write_bytes(b"stale")  # a stale copy is replaced
+    download(url, tmp_path / "h.zip", md5=MD5, **FAST)
+    assert (tmp_path / "h.zip").read_bytes() == BODY
+
+
+def test_unpinned_download_logs_its_md5(
+    server: LocalServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = server.add("/i.zip", BODY)
+    with caplog.at_level(logging.INFO, logger="crossemotion.data.download"):
+        download(url, tmp_path / "i.zip", **FAST)
+    assert MD5 in caplog.text and "pin" in caplog.text
+
+
+def _record(server: LocalServer, form: str) -> dict:
+    files = [
+        {"key": "IFEED_Base.zip", "checksum": f"md5:{MD5}", "size": len(BODY),
+         "links": {"self": server.base + "/files/IFEED_Base.zip"}},
+        {"key": "IFEED_Extra.zip", "checksum": "md5:ABC", "size": 3,
+         "links": {"self": server.base + "/api/files/IFEED_Extra.zip",
+                   "content": server.base + "/api/files/IFEED_Extra.zip/content"}},
+    ]  # fmt: skip
+    if form == "list":
+        return {"id": 7971730, "files": files}
+    return {"id": 7971730, "files": {"enabled": True, "entries": {f["key"]: f for f in files}}}
+
+
+@pytest.mark.parametrize("form", ["list", "entries"])
+def test_zenodo_record_listing(server: LocalServer, form: str) -> None:
+    server.add("/api/records/7971730", _record(server, form))
+    listed = zenodo_files(7971730, api=server.base + "/api/records/")
+    assert [f.name for f in listed] == ["IFEED_Base.zip", "IFEED_Extra.zip"]
+    assert listed[0].md5 == MD5 and listed[0].size == len(BODY)
+    assert listed[0].url == server.base + "/files/IFEED_Base.zip"
+    # the new API's links.self is metadata; the bytes are under links.content
+    assert listed[1].url.endswith("/content") and listed[1].md5 == "abc"
+
+
+def test_zenodo_listing_then_download(server: LocalServer, tmp_path: Path) -> None:
+    server.add("/api/records/7971730", _record(server, "entries"))
+    server.add("/files/IFEED_Base.zip", BODY)
+    listing = {f.name: f for f in zenodo_files(7971730, api=server.base + "/api/records")}
+    entry = listing["IFEED_Base.zip"]
+    download(entry.url, tmp_path / entry.name, md5=entry.md5, size=entry.size, **FAST)
+    assert (tmp_path / "IFEED_Base.zip").read_bytes() == BODY
+
+
+def test_zenodo_errors_are_clear(server: LocalServer) -> None:
+    with pytest.raises(DownloadError, match=r"HTTP 404.*ifeed\.archives"):
+        zenodo_files(1, api=server.base + "/nope/")
+    with pytest.raises(DownloadError, match=r"cannot reach.*ifeed\.archives"):
+        zenodo_files(1, api=f"http://127.0.0.1:{closed_port()}/api/records/")
+    with pytest.raises(DownloadError, match="no file list"):
+        parse_zenodo_record({"id": 5, "metadata": {}})
+
+
+def test_pinned_md5_falls_back_when_api_unreachable(server: LocalServer) -> None:
+    server.add("/api/records/7971730", _record(server, "list"))
+    assert pinned_md5("IFEED_Base.zip", 7971730, api=server.base + "/api/records/") == MD5
+    assert pinned_md5("Other.zip", 7971730, api=server.base + "/api/records/") is None
+    dead = f"http://127.0.0.1:{closed_port()}/api/records/"
+    assert pinned_md5("IFEED_Base.zip", 7971730, api=dead) is None
+
+
+def _meld_tar() -> bytes:
+    import io
+    import tarfile
+
+    def tar_gz(members: list[tuple[str, bytes]]) -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+            for name, data in members:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        return buf.getvalue()
+
+    inner = tar_gz([("train_splits/dia0_utt0.mp4", b"v"), ("train_sent_emo.csv", b"h\n")])
+    return tar_gz([("MELD.Raw/train.tar.gz", inner), ("MELD.Raw/dev_sent_emo.csv", b"h\n")])
+
+
+def _ifeed_zip() -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("IFEED_Base/Training/dia1_utt2/frame1_Ross_Happy.jpg", b"jpg")
+        zf.writestr("__MACOSX/IFEED_Base/._x", b"meta")
+    return buf.getvalue()
+
+
+def test_acquire_rules_download_verify_and_unpack(server: LocalServer, workdir: Path) -> None:
+    import json
+
+    from tests.conftest import run_snakemake
+
+    meld, ifeed = _meld_tar(), _ifeed_zip()
+    meld_url = server.add("/MELD.Raw.tar.gz", meld, cut_after=len(meld) // 2)
+    ifeed_url = server.add("/records/1/files/IFEED_Base.zip", ifeed)
+    entry = {"key": "IFEED_Base.zip", "size": len(ifeed), "links": {"self": ifeed_url}}
+    record = {"id": 1, "files": [{**entry, "checksum": "md5:" + hashlib.md5(ifeed).hexdigest()}]}
+    server.add("/api/records/1", record)
+    override = {
+        "synth": {"enabled": False},
+        "meld": {"archive": None, "url": meld_url, "md5": hashlib.md5(meld).hexdigest()},
+        "ifeed": {
+            "archives": [], "record": 1, "zenodo_api": server.base + "/api/records/",
+            "files": [{"name": "IFEED_Base.zip", "url": ifeed_url, "md5": None}],
+        },
+    }  # fmt: skip
+    (workdir / "over.yaml").write_text(json.dumps(override))
+    targets = ["results/meld/unpack_report.json", "results/ifeed/unpack_report.json"]
+    run_snakemake(
+        ["--cores", "1", *targets, "--configfile", "config/demo.yaml", "over.yaml"], cwd=workdir
+    )
+    assert (workdir / "resources/meld/MELD.Raw.tar.gz").read_bytes() == meld
+    unpacked = workdir / "resources/meld/unpacked/MELD.Raw"
+    assert (unpacked / "train_splits/dia0_utt0.mp4").read_bytes() == b"v"
+    assert len(server.requests_for("/MELD.Raw.tar.gz")) == 2  # the dropped attempt was retried
+    ifeed_log = (workdir / "logs/acquire/download_ifeed_IFEED_Base.zip.log").read_text()
+    assert "from Zenodo record 1" in ifeed_log and "verified IFEED_Base.zip" in ifeed_log
+    report = json.loads((workdir / "results/ifeed/unpack_report.json").read_text())
+    assert report["extracted"] == ["IFEED_Base/Training/dia1_utt2/frame1_Ross_Happy.jpg"]
+    assert report["skipped"][0]["member"] == "__MACOSX/IFEED_Base/._x"

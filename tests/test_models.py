@@ -1,0 +1,84 @@
+"""Vision model shapes, registry consistency and offline pretrained weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from crossemotion.labels import EMOTIONS
+from crossemotion.models.backbones import WeightsNotFoundError, torchvision_model
+from crossemotion.models.registry import INPUTS, MODULES, build_model, get_spec
+
+VISION = {
+    "c3d": ({"channels": [4, 8, 8, 8], "frames": 4, "size": 32}, "frames", (2, 4, 3, 32, 32)),
+    "cnn_lstm": (
+        {"backbone": "resnet18", "hidden": 8, "frames": 3, "size": 32}, "frames", (2, 3, 3, 32, 32)
+    ),
+    "resnet50": ({"arch": "resnet50", "size": 32}, "image", (2, 3, 32, 32)),
+}  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("name", sorted(VISION))
+def test_forward_backward_shapes(name: str) -> None:
+    cfg, key, shape = VISION[name]
+    torch.manual_seed(0)
+    model = build_model(name, cfg, len(EMOTIONS))
+    batch = {key: torch.randn(shape), "label": torch.tensor([0, 3])}
+    logits = model(batch)
+    assert logits.shape == (2, len(EMOTIONS))
+    torch.nn.functional.cross_entropy(logits, batch["label"]).backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads)
+    assert any(float(g.abs().sum()) > 0 for g in grads)
+
+
+def test_c3d_depth_beyond_time_axis() -> None:
+    """More blocks than log2(frames) must not pool the time axis below 1."""
+    model = build_model("c3d", {"channels": [4] * 6, "frames": 2, "size": 16}, 7).eval()
+    assert model({"frames": torch.randn(1, 2, 3, 16, 16)}).shape == (1, 7)
+
+
+@pytest.mark.parametrize("name", ["cnn_lstm", "c3d", "resnet50"])
+def test_spec_inputs_match_workflow_inputs(name: str) -> None:
+    spec = get_spec(name)
+    assert spec.inputs == INPUTS[name]
+    assert spec.preprocess is not None
+    assert set(INPUTS) == set(MODULES)
+
+
+def test_missing_pretrained_weights_fail_clearly(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None, raising=False)
+    with pytest.raises(WeightsNotFoundError) as err:
+        build_model("resnet50", {"arch": "resnet50", "weights": "IMAGENET1K_V2"}, 7)
+    message = str(err.value)
+    assert "TORCH_HOME" in message
+    assert str(tmp_path / "hub" / "checkpoints") in message
+    assert "resnet50-" in message  # names the file to put there
+    assert not any(tmp_path.rglob("*.pth"))  # nothing was downloaded
+
+
+def test_cached_pretrained_weights_are_used(tmp_path, monkeypatch) -> None:
+    """A file in the hub cache is loaded without network (here: resnet18 weights we wrote)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None, raising=False)
+    import torchvision
+
+    member = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+    ref = torchvision.models.resnet18()
+    target = tmp_path / "hub" / "checkpoints" / member.url.rsplit("/", 1)[-1]
+    target.parent.mkdir(parents=True)
+    torch.save(ref.state_dict(), target)
+    # torchvision checks the hash prefix in the file name only when asked; ours is not checked
+    net = torchvision_model("resnet18", "IMAGENET1K_V1")
+    assert torch.equal(net.conv1.weight, ref.conv1.weight)
+
+
+def test_unknown_weights_name_lists_choices() -> None:
+    with pytest.raises(ValueError, match="IMAGENET1K_V2"):
+        torchvision_model("resnet50", "IMAGENET_V9")

@@ -1,0 +1,237 @@
+"""Fit loop, runner outputs, determinism, resume, IFEED dev split, metrics."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from crossemotion.evaluation.metrics import classification_metrics, majority_baseline
+from crossemotion.labels import EMOTIONS
+from crossemotion.training.loop import class_weights, lr_lambda
+from crossemotion.training.runner import (
+    OUTPUT_FILES,
+    PROB_COLUMNS,
+    RESUME_DIR,
+    shard_inputs_from_paths,
+    train_and_evaluate,
+)
+from crossemotion.training.shards import stratified_group_split
+from tests.vision_fixtures import (
+    GLOBAL,
+    TINY,
+    strip_volatile,
+    write_ifeed_shards,
+    write_meld_shards,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def meld(tmp_path_factory):
+    return write_meld_shards(tmp_path_factory.mktemp("meld"))
+
+
+@pytest.fixture(scope="module")
+def c3d_run(meld, tmp_path_factory):
+    out = tmp_path_factory.mktemp("c3d") / "c3d" / "meld"
+    metrics = train_and_evaluate("c3d", "meld", TINY["c3d"], GLOBAL, meld, out, progress=False)
+    return out, metrics
+
+
+class Killed(RuntimeError):
+    pass
+
+
+def test_outputs_follow_the_contract(c3d_run) -> None:
+    out, metrics = c3d_run
+    for name in OUTPUT_FILES:
+        assert (out / name).is_file()
+    assert not (out / RESUME_DIR).exists()  # deleted once the outputs are written
+    on_disk = json.loads((out / "metrics.json").read_text())
+    for split in ("dev", "test"):
+        for key in ("accuracy", "weighted_f1", "macro_f1", "per_class", "confusion", "n"):
+            assert key in on_disk[split]
+    assert on_disk["test"]["n"] == 14
+    assert set(on_disk["inference"]) >= {
+        "unit",
+        "ms_per_unit_batch1",
+        "ms_per_unit_batch",
+        "batch_size",
+        "device",
+        "threads",
+    }
+    assert on_disk["inference"]["unit"] == "video"
+    assert set(on_disk["train"]) >= {"epochs_run", "best_epoch", "seconds", "parameters"}
+    assert on_disk["baseline"]["class"] == "neutral"
+    preds = pl.read_parquet(out / "predictions.parquet")
+    assert preds.columns[:7] == [
+        "id",
+        "key",
+        "split",
+        "speaker",
+        "character",
+        "label",
+        "prediction",
+    ]
+    assert preds.columns[7:] == PROB_COLUMNS
+    assert sorted(preds["split"].unique()) == ["dev", "test"]
+    assert np.allclose(preds.select(PROB_COLUMNS).to_numpy().sum(1), 1.0, atol=1e-5)
+    log = pl.read_csv(out / "train_log.csv")
+    assert {"epoch", "train_loss", "dev_accuracy", "dev_weighted_f1", "lr", "seconds"} <= set(
+        log.columns
+    )
+    assert log.height == metrics["train"]["epochs_run"]
+    ckpt = torch.load(out / "model.pt", weights_only=True)
+    assert ckpt["model"] == "c3d" and ckpt["labels"] == list(EMOTIONS)
+    assert ckpt["preprocess"]["frames"] == 4 and ckpt["epoch"] == metrics["train"]["best_epoch"]
+
+
+def test_same_seed_same_metrics(c3d_run, meld, tmp_path) -> None:
+    _, first = c3d_run
+    again = train_and_evaluate(
+        "c3d", "meld", TINY["c3d"], GLOBAL, meld, tmp_path / "m", progress=False
+    )
+    assert strip_volatile(again) == strip_volatile(first)
+
+
+def test_killed_training_resumes_from_its_checkpoint(c3d_run, meld, tmp_path) -> None:
+    out_ref, reference = c3d_run
+    out = tmp_path / "c3d" / "meld"
+
+    def kill_after_first(epoch: int, row: dict) -> None:
+        if epoch == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_and_evaluate(
+            "c3d",
+            "meld",
+            TINY["c3d"],
+            GLOBAL,
+            meld,
+            out,
+            on_epoch_end=kill_after_first,
+            progress=False,
+        )
+    assert (out / RESUME_DIR / "last.pt").is_file()
+    assert not (out / "metrics.json").exists()
+
+    seen: list[int] = []
+    resumed = train_and_evaluate(
+        "c3d",
+        "meld",
+        TINY["c3d"],
+        GLOBAL,
+        meld,
+        out,
+        on_epoch_end=lambda e, r: seen.append(e),
+        progress=False,
+    )
+    assert seen[0] == 2  # epoch 1 was not trained again
+    assert resumed["train"]["resumed_from_epoch"] == 1
+    assert strip_volatile(resumed) == strip_volatile(reference)
+    assert pl.read_parquet(out / "predictions.parquet").equals(
+        pl.read_parquet(out_ref / "predictions.parquet")
+    )
+
+
+def test_resume_state_of_another_config_is_ignored(meld, tmp_path) -> None:
+    out = tmp_path / "run"
+
+    def kill(epoch: int, row: dict) -> None:
+        raise Killed
+
+    with pytest.raises(Killed):
+        train_and_evaluate(
+            "c3d", "meld", TINY["c3d"], GLOBAL, meld, out, on_epoch_end=kill, progress=False
+        )
+    cfg = {**TINY["c3d"], "epochs": 1, "lr": 0.001}
+    metrics = train_and_evaluate("c3d", "meld", cfg, GLOBAL, meld, out, progress=False)
+    assert metrics["train"]["resumed_from_epoch"] == 0
+
+
+def test_resnet50_on_meld_aggregates_faces_by_utterance(meld, tmp_path) -> None:
+    metrics = train_and_evaluate(
+        "resnet50", "meld", TINY["resnet50"], GLOBAL, meld, tmp_path, progress=False
+    )
+    assert metrics["level"] == "utterance"
+    # every test utterance counts, with or without a detected face
+    assert metrics["test"]["n"] == 14
+    cov = metrics["coverage"]["dev"]
+    assert cov["total"] == 14 and cov["with_faces"] < cov["total"]
+    assert metrics["with_faces"]["dev"]["n"] == cov["with_faces"]
+    assert metrics["face_level"]["test"]["n"] == 28  # two crops per utterance
+    preds = pl.read_parquet(tmp_path / "predictions.parquet")
+    assert preds.filter(pl.col("split") == "test").height == 14
+    assert (preds["id"] == preds["key"]).all()
+    no_face = preds.filter(pl.col("n_faces") == 0)
+    assert no_face.height == cov["total"] - cov["with_faces"]
+    assert set(no_face["prediction"]) == {"neutral"}  # the prior's argmax, never the label
+
+
+def test_ifeed_dev_split_is_carved_from_train(tmp_path) -> None:
+    inputs = write_ifeed_shards(tmp_path)
+    cfg = {**TINY["resnet50"], "epochs": 1}
+    metrics = train_and_evaluate(
+        "resnet50", "ifeed", cfg, GLOBAL, inputs, tmp_path / "out", progress=False
+    )
+    assert metrics["level"] == "image" and "coverage" not in metrics
+    assert metrics["dev"]["n"] > 0 and metrics["test"]["n"] == 28
+    assert metrics["train"]["n_train"] + metrics["dev"]["n"] == 84
+
+
+def test_stratified_group_split_keeps_groups_together() -> None:
+    keys = [f"k{i // 3}" for i in range(210)]
+    labels = [EMOTIONS[(i // 3) % 7] for i in range(210)]
+    frame = pl.DataFrame({"id": [str(i) for i in range(210)], "key": keys, "label": labels})
+    train, dev = stratified_group_split(frame, 0.15, seed=1)
+    again_train, again_dev = stratified_group_split(frame, 0.15, seed=1)
+    assert dev.equals(again_dev) and train.equals(again_train)
+    assert not set(train["key"]) & set(dev["key"])
+    assert train.height + dev.height == 210
+    assert set(dev["label"]) == set(EMOTIONS)  # stratified: every class in dev
+    assert 0.1 <= dev.height / 210 <= 0.2
+
+
+def test_shard_inputs_from_paths() -> None:
+    paths = [
+        "results/shards/meld/clips/train/part-0001.parquet",
+        "results/shards/meld/clips/train/part-0000.parquet",
+        "results/shards/meld/text/test/part-0000.parquet",
+    ]
+    inputs = shard_inputs_from_paths(paths)
+    assert [p.name for p in inputs.clips["train"]] == ["part-0000.parquet", "part-0001.parquet"]
+    assert list(inputs.text) == ["test"] and inputs.faces == {}
+    with pytest.raises(ValueError, match="not a shard path"):
+        shard_inputs_from_paths(["elsewhere/x.parquet"])
+
+
+def test_class_weights_and_schedules() -> None:
+    w = class_weights(np.array([4, 4, 4, 0]))
+    assert w[0] == pytest.approx(2.0) and w[4] == pytest.approx(4 / 6)
+    assert w[4] < w[0] and w[1] == 0  # rare class weighs more; absent class 0
+    assert float((w[np.array([4, 4, 4, 0])]).mean()) == pytest.approx(1.0)
+    warm = lr_lambda("linear_warmup", 100, 0.1)
+    assert warm(0) == pytest.approx(0.1) and warm(9) == pytest.approx(1.0) and warm(100) == 0.0
+    cos = lr_lambda("cosine", 10, 0.0)
+    assert cos(0) == 1.0 and cos(10) == pytest.approx(0.0)
+    with pytest.raises(ValueError):
+        lr_lambda("step", 10, 0.0)
+
+
+def test_classification_metrics_and_baseline() -> None:
+    y = np.array([4, 4, 4, 0, 3])
+    m = classification_metrics(y, np.array([4, 4, 0, 0, 3]))
+    assert m["accuracy"] == pytest.approx(0.8) and m["n"] == 5
+    assert m["confusion"][4][0] == 1 and len(m["confusion"]) == 7
+    assert m["per_class"]["anger"]["precision"] == pytest.approx(0.5)
+    base = majority_baseline(np.array([4, 4, 1]), y)
+    assert base["class"] == "neutral" and base["accuracy"] == pytest.approx(0.6)

@@ -1,0 +1,76 @@
+"""The Gradio demo at /ui of a real `crossemotion serve`, driven in headless Chromium."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from crossemotion.labels import EMOTIONS
+from tests import test_serving
+from tests.test_serving import Media, Server, start_server
+
+# the API tests' session fixtures: the same demo media and checkpoints
+media = test_serving.media
+models_dir = test_serving.models_dir
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def ui_server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    yield from start_server(models_dir, tmp_path_factory.mktemp("ui"), ui=True)
+
+
+def test_demo_page_predicts_an_uploaded_face(ui_server: Server, media: Media,
+                                             tmp_path: Path) -> None:  # fmt: skip
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        pytest.fail(f"headless Chromium not found at {CHROMIUM} (make test-deps installs it)")
+    image = tmp_path / "frame.jpg"
+    image.write_bytes(media.frame)
+    hosts: set[str] = set()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.on("request", lambda req: hosts.add(urlparse(req.url).hostname or req.url))
+            page.goto(f"{ui_server.url}/ui/", wait_until="networkidle")
+            page.locator("#image-input input[type=file]").set_input_files(str(image))
+            # the upload round-trips through the server before the image shows
+            page.locator("#image-input img").first.wait_for(timeout=30_000)
+            page.locator("#predict-button").click()
+            label = page.locator("#fused-label h2, #fused-label .output-class").first
+            label.wait_for(timeout=60_000)
+            page.wait_for_function(
+                "() => { const el = document.querySelector('#summary');"
+                " return el && el.innerText.includes('resnet50/ifeed'); }",
+                timeout=60_000,
+            )
+            predicted = label.inner_text().strip()
+            summary = page.locator("#summary").inner_text()
+            page.locator("#faces img").first.wait_for(timeout=30_000)
+            shot = tmp_path / "ui.png"
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert predicted in EMOTIONS, predicted
+    assert predicted in summary
+    assert shot.stat().st_size > 10_000
+    # nothing was fetched from anywhere but this server
+    assert hosts == {"127.0.0.1"}, hosts

@@ -1,0 +1,23 @@
+"""Record mode: download every file of the IFEED Zenodo record, then list them.
+
+Used when ifeed.files is not pinned; the listing (JSON) is the job's output so
+the DAG needs no network, and the downloads beside it resume after a failure.
+"""
+
+from pathlib import Path
+
+from crossemotion.data.download import download, zenodo_files
+from crossemotion.io import write_json
+from crossemotion.logs import setup_logging
+
+log = setup_logging(snakemake.log[0])
+params = snakemake.params
+files = zenodo_files(params.record, api=params.api)
+log.info("Zenodo record %s lists %d files", params.record, len(files))
+paths = []
+for remote in files:
+    dest = Path(params.folder) / remote.name
+    hint = "Set ifeed.archives to local copies of the IFEED zips to skip the download."
+    download(remote.url, dest, md5=remote.md5, size=remote.size, hint=hint)
+    paths.append({"name": remote.name, "path": str(dest), "md5": remote.md5, "size": remote.size})
+write_json(snakemake.output[0], {"record": params.record, "files": paths})
