@@ -63,14 +63,22 @@ def local_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The finished local demo run (built on first call in the session)."""
     if "local" not in _cache:
         wd = copy_sources(tmp_path_factory.mktemp("demo-local") / "wf")
-        run_snakemake(["--profile", "profiles/local", "--cores", "2", *DEMO, *TARGETS], cwd=wd)
+        run_snakemake(["--profile", "profiles/local", "--cores", "2", *TARGETS, *DEMO], cwd=wd)
         _cache["local"] = wd
     return _cache["local"]
 
 
-def plan(wd: Path, *args: str, targets: list[str] = TARGETS) -> Plan:
-    """Dry run with `--summary`: which outputs Snakemake would regenerate, and by which rule."""
-    proc = run_snakemake(["-n", "--summary", "--cores", "1", *DEMO, *args, *targets], cwd=wd)
+def plan(
+    wd: Path, *args: str, targets: list[str] = TARGETS, configs: tuple[str, ...] = ()
+) -> Plan:
+    """Dry run with `--summary`: which outputs Snakemake would regenerate, and by which rule.
+
+    Targets come before `--configfile`, whose nargs="+" would swallow them; extra
+    config files go into the same option (a second `--configfile` replaces the first).
+    """
+    proc = run_snakemake(
+        ["-n", "--summary", "--cores", "1", *args, *targets, *DEMO, *configs], cwd=wd
+    )
     pending = {}
     lines = proc.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("output_file\t"))
@@ -84,7 +92,7 @@ def plan(wd: Path, *args: str, targets: list[str] = TARGETS) -> Plan:
 
 def rule_of(wd: Path, output: str) -> str:
     """The rule that writes `output` in this workflow (read from the summary)."""
-    proc = run_snakemake(["-n", "--summary", "--cores", "1", *DEMO, output], cwd=wd)
+    proc = run_snakemake(["-n", "--summary", "--cores", "1", output, *DEMO], cwd=wd)
     for line in proc.stdout.splitlines():
         fields = line.split("\t")
         if fields[0] == output:

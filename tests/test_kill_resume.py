@@ -31,7 +31,7 @@ def start(wd: Path, args: list[str]) -> subprocess.Popen[str]:
     env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}"}
     log = (wd / "killed-run.log").open("w")
     return subprocess.Popen(
-        [*snakemake_cmd(), "--cores", "2", *demo_runs.DEMO, *args],
+        [*snakemake_cmd(), "--cores", "2", *args, *demo_runs.DEMO],
         cwd=wd,
         env=env,
         stdout=log,
@@ -61,8 +61,8 @@ def grew(path: Path, min_bytes: int = 1):
 
 
 def resume(wd: Path, targets: list[str]) -> None:
-    run_snakemake(["--unlock", *demo_runs.DEMO, *targets], cwd=wd)
-    run_snakemake(["--cores", "2", "--rerun-incomplete", *demo_runs.DEMO, *targets], cwd=wd)
+    run_snakemake(["--unlock", *targets, *demo_runs.DEMO], cwd=wd)
+    run_snakemake(["--cores", "2", "--rerun-incomplete", *targets, *demo_runs.DEMO], cwd=wd)
 
 
 def test_kill_during_decode_then_resume(tmp_path: Path, tmp_path_factory):

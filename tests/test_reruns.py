@@ -29,7 +29,7 @@ def test_finished_run_is_up_to_date(done: Path):
 
 def test_model_config_change_reruns_that_model_only(done: Path):
     (done / "more_epochs.yaml").write_text("models:\n  c3d:\n    epochs: 11\n")
-    changed = demo_runs.plan(done, "--configfile", "more_epochs.yaml")
+    changed = demo_runs.plan(done, configs=("more_epochs.yaml",))
     assert changed.pending, "a new epochs value must rerun c3d (rule params carry the config)"
     assert all(path.startswith(C3D) for path in changed.pending), changed.pending
     assert f"{C3D}metrics.json" in changed.pending
@@ -38,7 +38,7 @@ def test_model_config_change_reruns_that_model_only(done: Path):
     # exactly the c3d outputs to what is pending, and what reads them stays pending.
     everything = ["all"]
     before = demo_runs.plan(done, targets=everything)
-    after = demo_runs.plan(done, "--configfile", "more_epochs.yaml", targets=everything)
+    after = demo_runs.plan(done, targets=everything, configs=("more_epochs.yaml",))
     added = set(after.pending) - set(before.pending)
     assert added and all(path.startswith(C3D) for path in added), added
     assert {p for p in after.pending if p.startswith("results/tables/")}

@@ -133,7 +133,7 @@ def frame(path: Path, cols: list[str]) -> pl.DataFrame:
 def test_demo_on_slurm_matches_local_run(cluster, tmp_path: Path, tmp_path_factory):
     local = demo_runs.local_demo(tmp_path_factory)
     wd = demo_runs.copy_sources(tmp_path / "wf")
-    log = run_on_slurm(cluster, wd, [*demo_runs.DEMO, *demo_runs.TARGETS])
+    log = run_on_slurm(cluster, wd, [*demo_runs.TARGETS, *demo_runs.DEMO])
     submitted = assert_all_through_sbatch(cluster, wd, log)
     assert len(submitted) >= 5
 

@@ -51,7 +51,7 @@ from crossemotion.io import atomic_path, write_json, write_parquet
 from crossemotion.labels import EMOTIONS, normalize_label
 from crossemotion.models.registry import ModelSpec, get_spec
 from crossemotion.training import checkpoint
-from crossemotion.training.datasets import FaceDataset, face_splits
+from crossemotion.training.datasets import FaceDataset, cap_faces_per_key, face_splits
 from crossemotion.training.loop import (
     FitResult,
     TrainConfig,
@@ -328,6 +328,8 @@ def run_transfer(
     overlap = read_overlap(inputs.overlap) if exclude else pl.DataFrame()
     leaked = leaked_keys(overlap, cell.source, cell.target) if exclude else {}
     data = load_target(cell.target, inputs.faces, inputs.text, seed, dev_fraction, leaked)
+    limit = model_cfg.get("faces_per_utterance")
+    data.faces = {split: cap_faces_per_key(f, limit) for split, f in data.faces.items()}
     src_labels = source_train_labels(cell.source, inputs.source_train, seed, dev_fraction)
 
     train_frame = data.faces["train"]

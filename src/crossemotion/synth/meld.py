@@ -271,7 +271,7 @@ def _assign_faces(plan: dict[str, list[Utterance]], seed: int) -> None:
         rng = np.random.default_rng([seed, 202, si])
         for u in plan.get(split, []):
             u.face_emotion = _face_emotion(u.emotion, rng)
-            u.intensity = float(rng.uniform(0.45, 1.0))
+            u.intensity = float(rng.uniform(0.65, 1.0))
 
 
 def write_csv(utts: Sequence[Utterance]) -> bytes:

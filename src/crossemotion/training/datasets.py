@@ -154,10 +154,35 @@ def face_splits(
     return frames
 
 
+def cap_faces_per_key(frame: pl.DataFrame, limit: int | None) -> pl.DataFrame:
+    """At most ``limit`` MELD faces per utterance, evenly spaced over its frames.
+
+    Neighbouring frames of a clip are near-duplicates, so a few per utterance
+    keep most of the signal at a fraction of the cost. IFEED rows (distinct
+    stills) are never dropped.
+    """
+    if not limit or frame.is_empty():
+        return frame
+    ranked = frame.with_columns(
+        pl.col("frame_index").rank("ordinal").over("key").alias("_rank"),
+        pl.len().over("key").alias("_n"),
+    )
+    # positions round((i + 0.5) * n / limit) for i < limit, 1-based ranks
+    picks = pl.int_ranges(0, pl.min_horizontal(pl.col("_n"), limit))
+    wanted = ((picks.list.eval(pl.element() * 2 + 1) * pl.col("_n")) // (2 * limit) + 1).alias(
+        "_wanted"
+    )
+    keep = (pl.col("dataset") != "meld") | pl.col("_rank").is_in(pl.col("_wanted"))
+    capped = ranked.with_columns(wanted).filter(keep)
+    return capped.drop("_rank", "_n", "_wanted")
+
+
 def face_datasets(
     cfg: Mapping[str, Any], paths: Mapping[str, Sequence[str | Path]], seed: int
 ) -> dict[str, FaceDataset]:
     frames = face_splits(paths, seed, float(cfg.get("dev_fraction", DEV_FRACTION)))
+    limit = cfg.get("faces_per_utterance")
+    frames = {split: cap_faces_per_key(f, limit) for split, f in frames.items()}
     augment = bool(cfg.get("augment", False))
     return {
         split: FaceDataset(frames[split], cfg, augment=split == "train" and augment)
