@@ -48,4 +48,8 @@ def workdir(tmp_path: Path) -> Path:
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
         elif src.exists():
             shutil.copy2(src, dest / name)
+    # config/meld_text.yaml names ../shared/data/meld/*.csv, relative to the checkout
+    shared = SHARED_MELD.parent.parent
+    if shared.is_dir():
+        (tmp_path / "shared").symlink_to(shared, target_is_directory=True)
     return dest

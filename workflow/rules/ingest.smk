@@ -3,21 +3,7 @@
 # dialogue_id % meld.shards[split]), crop faces, assemble the manifest.
 
 
-def meld_index_inputs(wildcards):
-    """The unpacked tree (unless text-only) and annotation csvs given as local paths."""
-    inputs = {} if text_only() else {"unpacked": "resources/meld/unpacked"}
-    for split, value in (config["meld"].get("annotations") or {}).items():
-        if value and not str(value).startswith(("http://", "https://")):
-            inputs[f"csv_{split}"] = value
-    return inputs
-
-
-def meld_status_shards():
-    return [
-        f"results/meld/status/{s}/part-{i}.parquet"
-        for s in MELD_SPLITS
-        for i in shard_ids(s)
-    ]
+include: "ingest_common.smk"
 
 
 rule meld_index:

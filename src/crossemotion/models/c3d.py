@@ -60,7 +60,7 @@ def build(cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
 def make_datasets(cfg: Mapping[str, Any], dataset: str, shards: ShardInputs) -> dict[str, Dataset]:
     if dataset != "meld":
         raise ValueError(f"c3d trains on MELD clips, not {dataset!r}")
-    return dict(clip_datasets(cfg, shards.clips))
+    return dict(clip_datasets(cfg, shards.clips, shards.faces))
 
 
 SPEC = register(

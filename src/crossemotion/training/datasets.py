@@ -32,16 +32,35 @@ from crossemotion.training.shards import (
     stratified_group_split,
     to_uint8_chw,
 )
+from crossemotion.training.speaker_crop import (
+    DEFAULT_SCALE,
+    Box,
+    clip_windows,
+    crop_mode,
+    crop_window,
+    speaker_boxes,
+)
 
 log = logging.getLogger(__name__)
+
+BOX_COLUMNS = ["key", "frame_index", "bbox"]
 
 
 class ClipDataset(Dataset):
     """One item per MELD clip: ``frames`` [T, 3, S, S] sampled evenly over the clip."""
 
-    def __init__(self, frame: pl.DataFrame, cfg: Mapping[str, Any], augment: bool = False) -> None:
+    def __init__(
+        self,
+        frame: pl.DataFrame,
+        cfg: Mapping[str, Any],
+        augment: bool = False,
+        boxes: Mapping[str, Mapping[int, Box]] | None = None,
+    ) -> None:
         frame = frame.filter(pl.col("frames").list.len() > 0)
         self.frames: list[list[bytes]] = frame["frames"].to_list()
+        # speaker-centred crops (crop: speaker): face boxes per clip key
+        self.boxes = [boxes.get(k, {}) for k in frame["key"].to_list()] if boxes else None
+        self.crop_scale = float(cfg.get("crop_scale", DEFAULT_SCALE))
         self.t = int(cfg.get("frames", 8))
         self.size = int(cfg.get("size", 112))
         self.augment = augment
@@ -57,12 +76,13 @@ class ClipDataset(Dataset):
         if cached is not None:
             return cached
         jpegs = self.frames[index]
-        clip = torch.stack(
-            [
-                to_uint8_chw(decode_jpeg(jpegs[i]), self.size)
-                for i in frame_indices(len(jpegs), self.t)
-            ]
-        )
+        picks = frame_indices(len(jpegs), self.t)
+        if self.boxes is None:
+            images = [decode_jpeg(jpegs[i]) for i in picks]
+        else:
+            windows = clip_windows(self.boxes[index], len(jpegs), self.crop_scale)
+            images = [crop_window(decode_jpeg(jpegs[i]), windows[i]) for i in picks]
+        clip = torch.stack([to_uint8_chw(img, self.size) for img in images])
         if self.cache:
             self.cache.put(index, clip)
         return clip
@@ -125,13 +145,24 @@ def _drop_bad_jpegs(frame: pl.DataFrame, column: str) -> pl.DataFrame:
 
 
 def clip_datasets(
-    cfg: Mapping[str, Any], paths: Mapping[str, Sequence[str | Path]]
+    cfg: Mapping[str, Any],
+    paths: Mapping[str, Sequence[str | Path]],
+    faces: Mapping[str, Sequence[str | Path]] | None = None,
 ) -> dict[str, ClipDataset]:
+    """Clip datasets per split; ``crop: speaker`` also needs the MELD faces shards."""
+    speaker = crop_mode(cfg) == "speaker"
+    if speaker and not (faces and all(faces.get(s) for s in ("train", "dev", "test"))):
+        raise ValueError("crop: speaker needs the MELD faces shards of every split")
     out = {}
     for split in ("train", "dev", "test"):
         frame = _drop_bad_jpegs(read_shards(paths[split]), "frames")
+        boxes = None
+        if speaker and faces:
+            boxes = speaker_boxes(
+                pl.concat([pl.read_parquet(p, columns=BOX_COLUMNS) for p in faces[split]])
+            )
         out[split] = ClipDataset(
-            frame, cfg, augment=split == "train" and bool(cfg.get("augment", False))
+            frame, cfg, augment=split == "train" and bool(cfg.get("augment", False)), boxes=boxes
         )
     return out
 

@@ -1,0 +1,70 @@
+# Helpers of the training rules (models.smk): inputs, params, resources per model.
+
+from crossemotion.models.registry import INPUTS as MODEL_INPUTS
+
+# Defaults per model when the config sets no mem_mb/runtime (MB, minutes).
+MODEL_MEM_MB = {
+    "cnn_lstm": 6000,
+    "c3d": 6000,
+    "resnet50": 6000,
+    "text": 6000,
+    "fusion": 8000,
+}
+MODEL_RUNTIME = {
+    "cnn_lstm": 240,
+    "c3d": 240,
+    "resnet50": 180,
+    "text": 180,
+    "fusion": 360,
+}
+
+
+def model_cfg(model):
+    return config["models"].get(model, {})
+
+
+def model_datasets(model):
+    """Wildcard constraint: the datasets the config trains ``model`` on."""
+    datasets = model_cfg(model).get("datasets", ["meld"])
+    return "|".join(datasets) if datasets else "(?!)"
+
+
+def train_inputs(model):
+    def inputs(wildcards):
+        if wildcards.dataset == "ifeed":
+            return ifeed_shards()
+        kinds = list(MODEL_INPUTS[model])
+        # speaker-centred clips read the face boxes of the faces stage
+        if model_cfg(model).get("crop") == "speaker" and "faces" not in kinds:
+            kinds.append("faces")
+        return [path for kind in kinds for path in meld_shards(kind)]
+
+    return inputs
+
+
+def train_params(model):
+    return {
+        "model": model,
+        "model_cfg": model_cfg(model),
+        "seed": config.get("seed", 13),
+        "device": config.get("device", "auto"),
+        "demo": demo_data(),
+    }
+
+
+def train_resources(model):
+    cfg = model_cfg(model)
+    # SLURM's executor turns `gpu` into --gpus; on a CPU-only config ask for none
+    gpus = 0 if config.get("device", "auto") == "cpu" else int(cfg.get("gpus", 0))
+    return {
+        "mem_mb": int(cfg.get("mem_mb", MODEL_MEM_MB[model])),
+        "runtime": int(cfg.get("runtime", MODEL_RUNTIME[model])),
+        "gpu": gpus,
+    }
+
+
+def train_outputs(model):
+    return multiext(f"results/models/{model}/{{dataset}}/", *TRAIN_FILES)
+
+
+TRAIN_FILES = ("model.pt", "metrics.json", "predictions.parquet", "train_log.csv")
