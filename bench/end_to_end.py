@@ -27,7 +27,7 @@ _STAMP = re.compile(r"^\[(\w{3} \w{3}\s+\d+ [\d:]+ \d{4})\]")
 
 
 def _copy_workflow(dest: Path) -> None:
-    for name in ("Snakefile", "workflow", "config", "src", "profiles", "demo", "data"):
+    for name in ("Snakefile", "workflow", "config", "src", "profiles", "envs"):
         src = ROOT / name
         if src.is_dir():
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))

@@ -20,7 +20,7 @@ from bench.common import ROOT, write_result
 
 
 def _copy_workflow(dest: Path) -> None:
-    for name in ("Snakefile", "workflow", "config", "src", "profiles"):
+    for name in ("Snakefile", "workflow", "config", "src", "profiles", "envs"):
         src = ROOT / name
         if src.is_dir():
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))

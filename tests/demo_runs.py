@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import ROOT, run_snakemake
 
-SOURCES = ("Snakefile", "workflow", "config", "src", "profiles")
+SOURCES = ("Snakefile", "workflow", "config", "src", "profiles", "envs")
 DEMO = ["--configfile", "config/demo.yaml"]
 # What the scale-out tests need finished: ingestion of both datasets and the
 # deterministic c3d model. `all` would add every model and the report.
@@ -63,21 +63,22 @@ def local_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The finished local demo run (built on first call in the session)."""
     if "local" not in _cache:
         wd = copy_sources(tmp_path_factory.mktemp("demo-local") / "wf")
-        run_snakemake(["--profile", "profiles/local", "--cores", "2", *TARGETS, *DEMO], cwd=wd)
+        run_snakemake(
+            ["--profile", "profiles/local", "--cores", "2", *DEMO, "--", *TARGETS], cwd=wd
+        )
         _cache["local"] = wd
     return _cache["local"]
 
 
-def plan(
-    wd: Path, *args: str, targets: list[str] = TARGETS, configs: tuple[str, ...] = ()
-) -> Plan:
+def plan(wd: Path, *args: str, targets: list[str] = TARGETS, configs: tuple[str, ...] = ()) -> Plan:
     """Dry run with `--summary`: which outputs Snakemake would regenerate, and by which rule.
 
-    Targets come before `--configfile`, whose nargs="+" would swallow them; extra
-    config files go into the same option (a second `--configfile` replaces the first).
+    `--` keeps options with several values (`--configfile`, `--forcerun`) from
+    swallowing the targets; extra config files go into the same `--configfile`
+    (a second `--configfile` would replace the first).
     """
     proc = run_snakemake(
-        ["-n", "--summary", "--cores", "1", *args, *targets, *DEMO, *configs], cwd=wd
+        ["-n", "--summary", "--cores", "1", *DEMO, *configs, *args, "--", *targets], cwd=wd
     )
     pending = {}
     lines = proc.stdout.splitlines()
@@ -92,7 +93,7 @@ def plan(
 
 def rule_of(wd: Path, output: str) -> str:
     """The rule that writes `output` in this workflow (read from the summary)."""
-    proc = run_snakemake(["-n", "--summary", "--cores", "1", output, *DEMO], cwd=wd)
+    proc = run_snakemake(["-n", "--summary", "--cores", "1", *DEMO, "--", output], cwd=wd)
     for line in proc.stdout.splitlines():
         fields = line.split("\t")
         if fields[0] == output:

@@ -31,7 +31,7 @@ def start(wd: Path, args: list[str]) -> subprocess.Popen[str]:
     env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}"}
     log = (wd / "killed-run.log").open("w")
     return subprocess.Popen(
-        [*snakemake_cmd(), "--cores", "2", *args, *demo_runs.DEMO],
+        [*snakemake_cmd(), "--cores", "2", *demo_runs.DEMO, *args],
         cwd=wd,
         env=env,
         stdout=log,
