@@ -79,14 +79,15 @@ def test_kill_during_decode_then_resume(tmp_path: Path, tmp_path_factory):
     if shard.exists():  # only a complete file may carry the final name
         assert pl.read_parquet(shard).height == pl.read_parquet(local / SHARD).height
 
-    targets = ["results/meld/manifest.parquet"]
+    # rerun what the killed run asked for, and the manifest built from it
+    targets = [SHARD, "results/meld/manifest.parquet"]
     resume(wd, targets)
     cols = ["key", "split", "label", "timestamps"]
     assert pl.read_parquet(wd / SHARD, columns=cols).equals(
         pl.read_parquet(local / SHARD, columns=cols)
     )
-    ours = pl.read_parquet(wd / targets[0]).drop("file", strict=False)
-    theirs = pl.read_parquet(local / targets[0]).drop("file", strict=False)
+    ours = pl.read_parquet(wd / targets[1]).drop("file", strict=False)
+    theirs = pl.read_parquet(local / targets[1]).drop("file", strict=False)
     assert ours.equals(theirs)
 
 
