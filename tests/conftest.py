@@ -11,6 +11,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_MELD = (ROOT / ".." / "shared" / "data" / "meld").resolve()
 VENV_BIN = Path(sys.executable).parent
+# headless Chromium (Debian `chromium`) for the report and web-demo tests
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def snakemake_cmd() -> list[str]:

@@ -8,19 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT, run_snakemake
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS, ROOT, run_snakemake
 from tests.test_reporting import RUNS, fabricate_results
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 REPORT_RULES = [
     "benchmark_table",
     "character_table",

@@ -11,22 +11,13 @@ import pytest
 
 from crossemotion.labels import EMOTIONS
 from tests import test_serving
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.test_serving import Media, Server, start_server
 
 # the API tests' session fixtures: the same demo media and checkpoints
 media = test_serving.media
 models_dir = test_serving.models_dir
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
