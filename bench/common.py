@@ -31,11 +31,15 @@ def machine() -> dict[str, Any]:
             versions[mod] = __import__(mod).__version__
         except Exception:  # a missing optional module is just not reported
             continue
-    try:
-        ff = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True, check=False)
-        versions["ffmpeg"] = ff.stdout.split("\n", 1)[0]
-    except OSError:
-        pass
+    from crossemotion.data.ffmpeg_bin import ffmpeg_exe
+
+    # the pipeline's decoder (static imageio-ffmpeg when installed) and the system one
+    for label, exe in (("ffmpeg_pipeline", ffmpeg_exe()), ("ffmpeg_system", "ffmpeg")):
+        try:
+            ff = subprocess.run([exe, "-version"], capture_output=True, text=True, check=False)
+            versions[label] = ff.stdout.split("\n", 1)[0]
+        except OSError:
+            continue
     return {"cores": os.cpu_count(), "cpu": cpu, "platform": platform.platform(), **versions}
 
 

@@ -192,3 +192,28 @@ def test_header_probe_matches_ffprobe(clips: dict[str, Path], counter_clip: Path
         ), path
         assert a.duration == pytest.approx(b.duration, abs=0.05)
         assert a.fps == pytest.approx(b.fps, rel=0.01)
+
+
+def test_ffmpeg_executable_choice(monkeypatch: pytest.MonkeyPatch, clips: dict[str, Path]) -> None:
+    from crossemotion.data import ffmpeg_bin
+
+    def frames() -> list[np.ndarray]:
+        r = decode_clip(clips["av"], FAST)
+        assert r.status == "ok" and len(r.frames) == 4
+        return [cv2.imdecode(np.frombuffer(f, np.uint8), cv2.IMREAD_COLOR) for f in r.frames]
+
+    ffmpeg_bin.ffmpeg_exe.cache_clear()
+    try:
+        default = frames()
+        ffmpeg_bin.ffmpeg_exe.cache_clear()
+        monkeypatch.setenv(ffmpeg_bin.ENV, "ffmpeg")  # the system build, by name on PATH
+        assert Path(ffmpeg_bin.ffmpeg_exe()).name == "ffmpeg"
+        # either build samples the same frames (scaling may differ by rounding)
+        for a, b in zip(default, frames(), strict=True):
+            assert np.abs(a.astype(int) - b.astype(int)).mean() < 3
+        ffmpeg_bin.ffmpeg_exe.cache_clear()
+        monkeypatch.setenv(ffmpeg_bin.ENV, "/nonexistent/ffmpeg")
+        with pytest.raises(FileNotFoundError, match="CROSSEMOTION_FFMPEG"):
+            ffmpeg_bin.ffmpeg_exe()
+    finally:
+        ffmpeg_bin.ffmpeg_exe.cache_clear()

@@ -68,6 +68,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from crossemotion.data import manifest as mf
+from crossemotion.data.ffmpeg_bin import ffmpeg_exe
 from crossemotion.io import atomic_path, write_parquet
 
 log = logging.getLogger(__name__)
@@ -356,7 +357,7 @@ def ffmpeg_args(path: str | Path, span: float, size: tuple[int, int], s: DecodeS
         .output("pipe:", format="rawvideo", pix_fmt="rgb24", an=None,
                 **{"frames:v": s.frames, "threads": s.threads})
     )
-    return ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error",
+    return [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error",
             *stream.compile(cmd="ffmpeg")[1:]]
 
 
@@ -364,7 +365,7 @@ def seek_args(path: str | Path, span: float, size: tuple[int, int], s: DecodeSet
               ) -> list[str]:
     """Sparse mode: one input per sample, each seeked to its time, one frame from each."""
     per_input = ["-skip_frame", "nokey", "-noaccurate_seek"] if not s.exact else []
-    args = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error"]
+    args = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error"]
     graph = []
     for k, t in enumerate(sample_times(span, s.frames)):
         args += [*per_input, "-ss", f"{t:.6f}", "-i", str(path)]
