@@ -87,9 +87,11 @@ def to_uint8_chw(img: np.ndarray, size: int) -> Tensor:
 
 def normalize(images: Tensor) -> Tensor:
     """uint8 [..., 3, H, W] -> float, ImageNet statistics (what torchvision weights expect)."""
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return (images.float() / 255.0 - mean) / std
+    scale = 1.0 / (255.0 * std)
+    shift = torch.tensor(IMAGENET_MEAN).view(3, 1, 1) / std
+    # (x / 255 - mean) / std as one multiply-subtract on a single new tensor
+    return images.float().mul_(scale).sub_(shift)
 
 
 def frame_indices(n: int, t: int) -> list[int]:
