@@ -65,6 +65,23 @@ def _time_all(fn, clips: list[Path]) -> float:
     return time.perf_counter() - t0
 
 
+def _cpu() -> tuple[float, float]:
+    """CPU seconds (user + system) of this process and of its finished children."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+
+
+def process_start_ms(exe: str, n: int = 7) -> float:
+    """Median wall time of ``exe -version``: what one ffmpeg process costs before any work."""
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        subprocess.run([exe, "-version"], capture_output=True, check=True)
+        times.append(time.perf_counter() - t0)
+    return 1000 * sorted(times)[n // 2]
+
+
 def make_four_second_clip() -> Path:
     path = RESULTS / "clips" / "short_4s.mp4"
     make_clip(path, 4.0, seed=998)
@@ -84,9 +101,14 @@ def run(n_clips: int = 200) -> dict[str, Any]:
     }
     # interleaved clip by clip, so a load change on the shared box hits all contenders alike
     seconds = dict.fromkeys(contenders, 0.0)
+    cpu = {name: {"ffmpeg_children": 0.0, "python": 0.0} for name in contenders}
     for clip in clips:
         for name, fn in contenders.items():
+            self0, kids0 = _cpu()
             seconds[name] += _time_all(fn, [clip])
+            self1, kids1 = _cpu()
+            cpu[name]["python"] += self1 - self0
+            cpu[name]["ffmpeg_children"] += kids1 - kids0
     short = make_four_second_clip()
     longc = long_clip(5.0)
     t_short = min(_time_all(lambda c: pipeline(c, exact=False), [short]) for _ in range(3))
@@ -102,6 +124,15 @@ def run(n_clips: int = 200) -> dict[str, Any]:
         "height": HEIGHT,
         "seconds": seconds,
         "ms_per_clip": {k: 1000 * v / len(clips) for k, v in seconds.items()},
+        # where the time goes: CPU in ffmpeg processes vs in Python (OpenCV decodes in-process)
+        "cpu_ms_per_clip": {
+            k: {part: 1000 * v / len(clips) for part, v in parts.items()}
+            for k, parts in cpu.items()
+        },
+        "process_start_ms": {
+            "pipeline_ffmpeg": process_start_ms(ffmpeg_exe()),
+            "system_ffmpeg": process_start_ms("ffmpeg"),
+        },
         "speedup_vs_naive": seconds["naive_opencv"] / seconds["pipeline_fast"],
         "ratio_to_full_decode": seconds["pipeline_fast"] / seconds["ffmpeg_full_decode"],
         "exact_speedup_vs_naive": seconds["naive_opencv"] / seconds["pipeline_exact"],

@@ -44,3 +44,30 @@ def test_modes_match_fp32(mode: str) -> None:
 def test_unknown_mode() -> None:
     with pytest.raises(ValueError, match="unknown optimize mode"):
         optimize_for_inference(Tiny(), {}, "fast")
+
+
+@pytest.mark.parametrize(
+    ("name", "cfg"),
+    [
+        ("cnn_lstm", {"backbone": "resnet18", "weights": None, "hidden": 16, "frames": 4}),
+        ("c3d", {"channels": [8, 16], "frames": 4}),
+    ],
+)
+def test_int8_quantizes_the_backbone_and_stays_close(name: str, cfg: dict) -> None:
+    from crossemotion.models.registry import build_model
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    ref = build_model(name, {**cfg, "size": 32}, 7).eval()
+    calib = [{"frames": torch.randn(2, 4, 3, 32, 32)} for _ in range(4)]
+    opt = optimize_for_inference(copy.deepcopy(ref), calib[0], "int8", calibration=calib)
+    backbone = opt.cnn if name == "cnn_lstm" else opt.features
+    kinds = {type(m).__module__ for m in backbone.modules()}
+    assert any("quantized" in k for k in kinds), kinds
+    with torch.inference_mode():
+        for batch in [*calib[:2], {"frames": torch.randn(1, 4, 3, 32, 32)}]:
+            want, got = ref(batch), opt(batch)
+            assert got.shape == want.shape
+            # 8-bit activations: close to fp32, not equal
+            assert float((got - want).norm() / want.norm()) < 0.15
+            assert not torch.equal(got, want)

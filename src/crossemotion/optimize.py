@@ -13,6 +13,14 @@ same ``forward(batch) -> logits`` interface. Modes:
 * ``bf16``: ``channels_last`` plus bfloat16 autocast; only worth it on CPUs
   with native BF16 (AVX-512 BF16 / AMX), see ``has_native_bf16``; elsewhere it
   is emulated and slower, so ``auto`` never picks it there.
+* ``int8``: post-training static quantization (PyTorch FX, x86 backend) of
+  the convolutional backbone (``cnn`` of cnn_lstm, ``backbone`` of the face
+  model, ``features`` of c3d); heads, LSTM and fusion stay fp32. Activation
+  ranges come from calibration batches (``calibration``; the example batch
+  when none are given: enough for a timing, not for accuracy). Int8
+  convolutions run on AVX2 (VNNI where present), so this is the CPU speed-up
+  for machines without BF16; it changes outputs, so bench/inference.py checks
+  demo-test accuracy against fp32.
 * ``auto``: ``bf16`` where the CPU has native BF16, else ``jit``.
 
 Callers run the returned module under ``torch.inference_mode()``. The model's
@@ -24,7 +32,7 @@ with fp32 eager (agreement of argmax and max probability difference).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +41,9 @@ from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
 
-MODES = ("none", "channels_last", "jit", "bf16", "auto")
+MODES = ("none", "channels_last", "jit", "bf16", "int8", "auto")
+# conv backbones by attribute name: cnn_lstm, resnet50 (and fusion's image side), c3d
+QUANT_BACKBONES = ("cnn", "backbone", "features")
 
 
 def has_native_bf16() -> bool:
@@ -89,8 +99,41 @@ def _inputs(example: Mapping[str, Any]) -> dict[str, Tensor]:
     return {k: v for k, v in example.items() if isinstance(v, Tensor) and k != "label"}
 
 
+def quantize_int8(model: nn.Module, calibration: Iterable[Mapping[str, Any]]) -> nn.Module:
+    """Static int8 quantization of the model's conv backbone, calibrated on ``calibration``."""
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    names = [n for n in QUANT_BACKBONES if isinstance(getattr(model, n, None), nn.Module)]
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no conv backbone {QUANT_BACKBONES}")
+    name = names[0]
+    backbone = getattr(model, name)
+    # the backbone's own inputs (frames flattened, clip tensors, ...) from a hook
+    seen: list[Tensor] = []
+    hook = backbone.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach()))
+    try:
+        with torch.no_grad():
+            for batch in calibration:
+                model(batch)
+    finally:
+        hook.remove()
+    if not seen:
+        raise ValueError("int8 needs at least one calibration batch")
+    torch.backends.quantized.engine = "x86"
+    with torch.no_grad():
+        prepared = prepare_fx(backbone, get_default_qconfig_mapping("x86"), (seen[0],))
+        for inputs in seen:
+            prepared(inputs)
+        setattr(model, name, convert_fx(prepared))
+    return model
+
+
 def optimize_for_inference(
-    model: nn.Module, example: Mapping[str, Any], mode: str = "auto"
+    model: nn.Module,
+    example: Mapping[str, Any],
+    mode: str = "auto",
+    calibration: Iterable[Mapping[str, Any]] | None = None,
 ) -> nn.Module:
     """``model`` prepared for CPU inference in ``mode``; ``example`` is one input batch."""
     if mode not in MODES:
@@ -100,6 +143,8 @@ def optimize_for_inference(
         mode = "bf16" if has_native_bf16() else "jit"
     if mode == "none":
         return model
+    if mode == "int8":
+        return quantize_int8(model, calibration if calibration is not None else [example])
     model = _to_channels_last(model)
     if mode == "channels_last":
         return _Wrapped(model)
