@@ -28,6 +28,8 @@ def render(results: Path) -> str:
         "",
         "Produced by `make bench` (bench/run.py); raw results in `results/bench/*.json`.",
         "Ratios compare contenders measured side by side in one run on the same inputs.",
+        "Where the time goes for unmet targets, and what would close them:",
+        "[benchmark-notes.md](benchmark-notes.md) (written by hand for a dated run).",
         "",
     ]
     machine: dict[str, Any] = {}
