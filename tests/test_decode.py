@@ -113,6 +113,20 @@ def test_bad_clips_get_statuses(clips: dict[str, Path], tmp_path: Path) -> None:
         assert r.status == "ok" or (r.reason and not r.frames)
 
 
+def test_failure_reasons_are_the_same_in_every_run(clips: dict[str, Path], tmp_path: Path) -> None:
+    """No memory addresses or folders in reasons: the manifest must compare across runs."""
+    reasons = set()
+    for i in range(2):
+        copy = tmp_path / f"run{i}" / "broken.mp4"
+        copy.parent.mkdir()
+        copy.write_bytes(clips["corrupt"].read_bytes())
+        r = decode_clip(copy, FAST)
+        assert r.status == "corrupt"
+        assert str(copy.parent) not in r.reason and " @ 0x" not in r.reason, r.reason
+        reasons.add(r.reason)
+    assert len(reasons) == 1
+
+
 def test_five_minute_clip_is_bounded_and_overlong(clips: dict[str, Path]) -> None:
     s = DecodeSettings(frames=4, height=32, max_duration=20.0, timeout=60)
     r = decode_clip(clips["long"], s)

@@ -51,6 +51,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import subprocess
 import time
 from collections.abc import Iterable, Iterator
@@ -165,11 +166,25 @@ class DecodeError(RuntimeError):
     """A clip ffprobe/ffmpeg cannot read; the message is the tool's own."""
 
 
-def _tail(stderr: bytes | str | None, n: int = 300) -> str:
+_CONTEXT = re.compile(r"\[[^\]]*@ 0x[0-9a-fA-F]+\]\s*")  # "[in#0 @ 0x55bc...] "
+_POINTER = re.compile(r"0x[0-9a-fA-F]{6,}")
+
+
+def _tail(stderr: bytes | str | None, path: Path | None = None, n: int = 300) -> str:
+    """The tool's first error line (the cause; later lines are its consequences).
+
+    Cleaned so the manifest stays the same from run to run and machine to
+    machine: no memory addresses, the clip's name instead of its full path.
+    """
     if isinstance(stderr, bytes):
         stderr = stderr.decode("utf-8", "replace")
     lines = [ln for ln in (stderr or "").strip().splitlines() if ln.strip()]
-    return (lines[-1] if lines else "no message")[-n:]
+    if not lines:
+        return "no message"
+    line = _POINTER.sub("0x…", _CONTEXT.sub("", lines[0])).strip()
+    if path is not None:
+        line = line.replace(str(path), path.name)
+    return line[:n]
 
 
 def _rate(text: str | None) -> float | None:
@@ -311,7 +326,7 @@ def ffprobe(path: str | Path, timeout: float = 60.0) -> ProbeInfo:
     except subprocess.TimeoutExpired:
         raise DecodeError(f"ffprobe timed out after {timeout:g}s") from None
     if proc.returncode != 0:
-        raise DecodeError(f"ffprobe failed: {_tail(proc.stderr)}")
+        raise DecodeError(f"ffprobe failed: {_tail(proc.stderr, Path(path))}")
     info = json.loads(proc.stdout or b"{}")
     streams = info.get("streams", [])
     video = next((s for s in streams if s.get("codec_type") == "video"
@@ -427,7 +442,7 @@ def _decode_clip(path: Path, s: DecodeSettings) -> ClipResult:
     frame_bytes = size[0] * size[1] * 3
     n = len(proc.stdout) // frame_bytes
     if proc.returncode != 0 or n == 0:
-        return _failed(base, f"ffmpeg decoded {n} frames: {_tail(proc.stderr)}")
+        return _failed(base, f"ffmpeg decoded {n} frames: {_tail(proc.stderr, path)}")
     arr = np.frombuffer(proc.stdout[: n * frame_bytes], np.uint8).reshape(n, size[1], size[0], 3)
     times = sample_times(span, s.frames)
     # The fps filter may stop one slot short at the very end; repeat the last frame.
