@@ -42,7 +42,7 @@ from torch import Tensor, nn
 log = logging.getLogger(__name__)
 
 MODES = ("none", "channels_last", "jit", "bf16", "int8", "auto")
-# conv backbones by attribute name: cnn_lstm, resnet50 (and fusion's image side), c3d
+# conv backbones by attribute name: cnn_lstm, resnet50, c3d (fusion is not covered)
 QUANT_BACKBONES = ("cnn", "backbone", "features")
 
 
