@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from crossemotion.data.meld_csvs import local_csv_dir
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_MELD = (ROOT / ".." / "shared" / "data" / "meld").resolve()
 VENV_BIN = Path(sys.executable).parent
 # headless Chromium (Debian `chromium`) for the report and web-demo tests
 CHROMIUM = "/usr/bin/chromium"
@@ -42,10 +43,17 @@ def run_snakemake(args: list[str], cwd: Path = ROOT, check: bool = True, **kw):
 
 
 @pytest.fixture(scope="session")
-def shared_meld() -> Path:
-    if not (SHARED_MELD / "train_sent_emo.csv").exists():
-        pytest.fail(f"real MELD annotations not found at {SHARED_MELD}")
-    return SHARED_MELD
+def meld_csvs() -> Path:
+    """A folder with the official MELD csvs: $CROSSEMOTION_MELD_CSV_DIR, else a
+    verified download into ~/.cache/crossemotion, else the test is skipped."""
+    # short timeout: where the network is closed the skip should come at once
+    try:
+        folder, reason = local_csv_dir(timeout=10.0)
+    except FileNotFoundError as err:  # the variable names a folder without the csvs
+        pytest.fail(str(err))
+    if folder is None:
+        pytest.skip(reason)
+    return folder
 
 
 @pytest.fixture
@@ -59,8 +67,4 @@ def workdir(tmp_path: Path) -> Path:
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
         elif src.exists():
             shutil.copy2(src, dest / name)
-    # config/meld_text.yaml names ../shared/data/meld/*.csv, relative to the checkout
-    shared = SHARED_MELD.parent.parent
-    if shared.is_dir():
-        (tmp_path / "shared").symlink_to(shared, target_is_directory=True)
     return dest

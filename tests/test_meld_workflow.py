@@ -112,14 +112,14 @@ def test_ingestion_on_hostile_tree(workdir: Path) -> None:
 
 
 @pytest.mark.slow
-def test_text_only_run_needs_no_archive(workdir: Path, shared_meld: Path) -> None:
+def test_text_only_run_needs_no_archive(workdir: Path, meld_csvs: Path) -> None:
     cfg = workdir / "text.yaml"
     cfg.write_text(
         yaml.safe_dump(
             {
                 "meld": {
                     "annotations": {
-                        s: str(shared_meld / f"{s}_sent_emo.csv") for s in ("train", "dev", "test")
+                        s: str(meld_csvs / f"{s}_sent_emo.csv") for s in ("train", "dev", "test")
                     }
                 }
             }

@@ -225,8 +225,8 @@ def test_deterministic(demo: tuple[Path, dict], meld: dict, tmp_path: Path) -> N
     assert train["train_sent_emo.csv"] == meld["train"]["train_sent_emo.csv"]
 
 
-def test_annotations_mode_uses_real_rows(shared_meld: Path, tmp_path: Path) -> None:
-    real = _csv_rows((shared_meld / "train_sent_emo.csv").read_bytes())[1]
+def test_annotations_mode_uses_real_rows(meld_csvs: Path, tmp_path: Path) -> None:
+    real = _csv_rows((meld_csvs / "train_sent_emo.csv").read_bytes())[1]
     settings = SynthSettings(
         **{
             **SMALL,
@@ -234,7 +234,7 @@ def test_annotations_mode_uses_real_rows(shared_meld: Path, tmp_path: Path) -> N
             "ifeed_images": {"train": 4, "test": 2},
             "width": 96,
             "height": 96,
-            "annotations": str(shared_meld / "train_sent_emo.csv"),
+            "annotations": str(meld_csvs / "train_sent_emo.csv"),
             "limit": 20,
         }
     )

@@ -33,11 +33,11 @@ def head_csv(src: Path, dest: Path, rows: int) -> int:
 
 
 @pytest.mark.slow
-def test_meld_text_config_default_target_on_real_annotations(workdir: Path, shared_meld: Path):
+def test_meld_text_config_default_target_on_real_annotations(workdir: Path, meld_csvs: Path):
     annotations = {}
     for split, rows in ROWS.items():
         dest = workdir / f"{split}.csv"
-        head_csv(shared_meld / f"{split}_sent_emo.csv", dest, rows)
+        head_csv(meld_csvs / f"{split}_sent_emo.csv", dest, rows)
         annotations[split] = str(dest)
     smoke = {
         "meld": {"annotations": annotations},

@@ -125,8 +125,8 @@ def test_unknown_encoder_fails_clearly() -> None:
         load_tokenizer("/nonexistent/encoder-dir")
 
 
-def test_dataset_on_real_meld_utterances(shared_meld: Path) -> None:
-    raw = pl.read_csv(shared_meld / "dev_sent_emo.csv", encoding="utf8-lossy").head(60)
+def test_dataset_on_real_meld_utterances(meld_csvs: Path) -> None:
+    raw = pl.read_csv(meld_csvs / "dev_sent_emo.csv", encoding="utf8-lossy").head(60)
     frame = pl.DataFrame(
         {
             "split": "dev",
