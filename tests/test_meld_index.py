@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+from collections import Counter
 from pathlib import Path
 
 import polars as pl
@@ -19,6 +21,7 @@ from crossemotion.data.meld import (
     text_rows,
 )
 from crossemotion.data.text import clean_text, fix_mojibake
+from crossemotion.labels import CAST, character_of
 from tests.meld_fixtures import ANNOTATIONS, EXPECTED_INDEX, build_tree, make_clips, write_csv
 
 
@@ -102,9 +105,9 @@ def test_cp1252_csv_is_read_and_repaired(tmp_path: Path) -> None:
     assert row["text"] == "It\u2019s caf\u00e9" and row["label"] == "joy"
 
 
-def test_real_csvs_row_counts(shared_meld: Path) -> None:
+def test_real_csvs_row_counts(meld_csvs: Path) -> None:
     index = build_index(
-        None, {s: shared_meld / f"{s}_sent_emo.csv" for s in ("train", "dev", "test")}
+        None, {s: meld_csvs / f"{s}_sent_emo.csv" for s in ("train", "dev", "test")}
     )
     counts = dict(index.group_by("split").len().iter_rows())
     assert counts == {"train": 9989, "dev": 1109, "test": 2610}
@@ -112,6 +115,53 @@ def test_real_csvs_row_counts(shared_meld: Path) -> None:
     assert text_rows(index, "test").height == 2610
     assert index["start_seconds"].null_count() == 0
     assert not index["text"].str.contains("\u00e2\u20ac").any()
+
+
+@pytest.mark.parametrize(
+    ("speaker", "character"),
+    [
+        ("Ross", "Ross"),
+        ("  rachel ", "Rachel"),
+        ("CHANDLER", "Chandler"),
+        ("Rachel Green", "Rachel"),
+        ("Ross Green", "Other"),
+        ("Phoebe Sr.", "Other"),
+        ("Phoebe Sr", "Other"),
+        ("Ross and Rachel", "Other"),
+        ("Monica and Phoebe", "Other"),
+        ("All", "Other"),
+        ("Joey's Date", "Other"),
+        ("", "Other"),
+        (None, "Other"),
+    ],
+)
+def test_character_is_the_whole_cast_name(speaker: str | None, character: str) -> None:
+    assert character_of(speaker) == character
+
+
+def test_real_csvs_group_speakers_by_exact_cast_name(meld_csvs: Path) -> None:
+    index = build_index(
+        None, {s: meld_csvs / f"{s}_sent_emo.csv" for s in ("train", "dev", "test")}
+    )
+    # counted independently of the index: csv module, exact speaker names
+    exact: Counter[str] = Counter()
+    near_misses: Counter[str] = Counter()
+    for split in ("train", "dev", "test"):
+        with (meld_csvs / f"{split}_sent_emo.csv").open(newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                speaker = row["Speaker"]
+                if speaker in CAST:
+                    exact[speaker] += 1
+                elif speaker.split()[0] in CAST:  # "Phoebe Sr.", "Ross and Rachel", ...
+                    near_misses[speaker] += 1
+    grouped = dict(index.group_by("character").len().iter_rows())
+    assert {c: grouped.get(c, 0) for c in CAST} == dict(exact)
+    assert grouped["Other"] == index.height - sum(exact.values())
+    # what a first-word rule would have miscounted: Phoebe Sr. and two-person speakers
+    assert near_misses["Phoebe Sr"] + near_misses["Phoebe Sr."] > 0
+    assert near_misses["Ross and Rachel"] > 0 and sum(near_misses.values()) >= 40
+    miss = index.filter(pl.col("speaker").is_in(list(near_misses)) | (pl.col("speaker") == "All"))
+    assert miss.height >= sum(near_misses.values()) and set(miss["character"]) == {"Other"}
 
 
 def test_sharding_is_deterministic_by_dialogue(tree: Path) -> None:

@@ -78,9 +78,28 @@ def try_normalize_label(raw: str) -> str | None:
         return None
 
 
+_SURNAMES: dict[str, str] = {
+    "Chandler": "Bing",
+    "Joey": "Tribbiani",
+    "Monica": "Geller",
+    "Phoebe": "Buffay",
+    "Rachel": "Green",
+    "Ross": "Geller",
+}
+# first name or full name, nothing looser
+_CAST_BY_NAME: dict[str, str] = {
+    spelling.casefold(): name for name in CAST for spelling in (name, f"{name} {_SURNAMES[name]}")
+}
+
+
 def character_of(speaker: str | None) -> str:
-    """Map a MELD speaker or IFEED name to one of the six cast members or Other."""
+    """Map a MELD speaker or IFEED name to one of the six cast members or Other.
+
+    Only a whole first or full name counts ("Rachel", "rachel green"; trimmed,
+    case-insensitive): MELD's speakers include "Phoebe Sr." (Phoebe's mother)
+    and groups such as "Ross and Rachel" or "All", which are not the cast
+    member their first word names.
+    """
     if not speaker:
         return OTHER
-    name = speaker.strip().split()[0].capitalize() if speaker.strip() else ""
-    return name if name in CAST else OTHER
+    return _CAST_BY_NAME.get(speaker.strip().casefold(), OTHER)
