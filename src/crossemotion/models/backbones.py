@@ -5,11 +5,16 @@
 Nothing here downloads: a weights file missing from the torch hub cache
 (``$TORCH_HOME/hub/checkpoints``) fails before the model is built, with a
 message that says which file to put where, instead of a network error deep
-inside a training job.
+inside a training job — unless the model's config says
+``pretrained_fallback: random``, in which case the same architecture is built
+with random initialisation and a warning names the missing file. The same key
+governs the Hugging Face text encoders (crossemotion.models.encoders).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +22,26 @@ import torch
 import torchvision
 from torch import nn
 
+log = logging.getLogger(__name__)
+
+# `pretrained_fallback` values: what to do when pretrained weights are not cached
+FALLBACK_ERROR = "error"
+FALLBACK_RANDOM = "random"
+FALLBACKS = (FALLBACK_ERROR, FALLBACK_RANDOM)
+
 
 class WeightsNotFoundError(RuntimeError):
     """Requested pretrained weights are not in the local torch hub cache."""
+
+
+def pretrained_fallback(cfg: Mapping[str, Any]) -> str:
+    """A model config's ``pretrained_fallback`` (default ``error``), validated."""
+    value = cfg.get("pretrained_fallback") or FALLBACK_ERROR
+    if value not in FALLBACKS:
+        raise ValueError(
+            f"pretrained_fallback must be one of {', '.join(FALLBACKS)}, not {value!r}"
+        )
+    return str(value)
 
 
 def resolve_weights(arch: str, weights: str | None) -> Any:
@@ -43,29 +65,51 @@ def cached_weights_file(member: Any) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(member.url).name
 
 
-def torchvision_model(arch: str, weights: str | None = None) -> nn.Module:
-    """``torchvision.models.get_model`` that never downloads."""
+def torchvision_model(
+    arch: str, weights: str | None = None, fallback: str = FALLBACK_ERROR
+) -> nn.Module:
+    """``torchvision.models.get_model`` that never downloads.
+
+    ``fallback="random"``: uncached weights mean random init (with a warning)
+    instead of ``WeightsNotFoundError``.
+    """
+    if fallback not in FALLBACKS:
+        raise ValueError(f"pretrained_fallback must be one of {', '.join(FALLBACKS)}")
     member = resolve_weights(arch, weights)
     if member is not None:
+        # torchvision's loader downloads whatever is missing from this exact
+        # path, so checking it first is what keeps the run offline
         path = cached_weights_file(member)
         if not path.is_file():
-            raise WeightsNotFoundError(
-                f"pretrained weights {arch}.{member.name} are not in the local torch hub "
-                f"cache: expected {path}. This workflow does not download weights; "
-                f"pre-populate the cache once on a machine with network access "
-                f"(python -c \"import torchvision; torchvision.models.get_model('{arch}', "
-                f"weights='{member.name}')\") and copy it here or point $TORCH_HOME at it, "
-                f"or set `weights: null` for random initialisation."
-            )
+            if fallback == FALLBACK_RANDOM:
+                log.warning(
+                    "pretrained weights %s.%s are not in the torch hub cache (expected %s, "
+                    "under $TORCH_HOME); pretrained_fallback: random, so %s starts from "
+                    "random initialisation",
+                    arch, member.name, path, arch,
+                )  # fmt: skip
+                member = None
+            else:
+                raise WeightsNotFoundError(
+                    f"pretrained weights {arch}.{member.name} are not in the local torch hub "
+                    f"cache: expected {path}. This workflow does not download weights; "
+                    f"pre-populate the cache ($TORCH_HOME, default ~/.cache/torch) once on a "
+                    f'machine with network access (python -c "import torchvision; '
+                    f"torchvision.models.get_model('{arch}', weights='{member.name}')\") and "
+                    f"copy it here or point $TORCH_HOME at it, or set `weights: null` (or "
+                    f"`pretrained_fallback: random`) for random initialisation."
+                )
     try:
         return torchvision.models.get_model(arch, weights=member)
     except ValueError as exc:
         raise ValueError(f"unknown torchvision architecture {arch!r}: {exc}") from exc
 
 
-def feature_extractor(arch: str, weights: str | None = None) -> tuple[nn.Module, int]:
+def feature_extractor(
+    arch: str, weights: str | None = None, fallback: str = FALLBACK_ERROR
+) -> tuple[nn.Module, int]:
     """A classification backbone with its head removed -> (module, feature width)."""
-    net = torchvision_model(arch, weights)
+    net = torchvision_model(arch, weights, fallback)
     for attr in ("fc", "classifier", "head", "heads"):
         head = getattr(net, attr, None)
         if head is None:

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from crossemotion.models.backbones import feature_extractor
+from crossemotion.models.backbones import feature_extractor, pretrained_fallback
 from crossemotion.models.registry import INPUTS, ModelSpec, ShardInputs, register
 from crossemotion.models.vision import preprocess_clips
 from crossemotion.training.datasets import clip_datasets, stack_collate
@@ -27,7 +27,7 @@ class CNNLSTM(nn.Module):
     def __init__(self, cfg: Mapping[str, Any], num_classes: int) -> None:
         super().__init__()
         self.cnn, width = feature_extractor(
-            str(cfg.get("backbone", "resnet18")), cfg.get("weights")
+            str(cfg.get("backbone", "resnet18")), cfg.get("weights"), pretrained_fallback(cfg)
         )
         hidden = int(cfg.get("hidden", 256))
         self.lstm = nn.LSTM(width, hidden, batch_first=True)

@@ -21,22 +21,15 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torchvision
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from crossemotion.models.backbones import feature_extractor, pretrained_fallback
 from crossemotion.models.registry import ModelSpec, ShardInputs, register
 from crossemotion.models.text import TextEncoder, tokenizer_for
 from crossemotion.training import text_data
 
 CLS_TYPE, TEXT_TYPE, FACE_TYPE = 0, 1, 2
-
-
-def image_backbone(arch: str, weights: str | None) -> tuple[nn.Module, int]:
-    net = torchvision.models.get_model(arch, weights=weights)
-    width = int(net.fc.in_features)
-    net.fc = nn.Identity()
-    return net, width
 
 
 class FusionModel(nn.Module):
@@ -47,9 +40,11 @@ class FusionModel(nn.Module):
             str(cfg.get("encoder", "minilm")),
             pooling=str(cfg.get("pooling", "mean")),
             freeze=bool(cfg.get("freeze_text", False)),
+            fallback=pretrained_fallback(cfg),
         )
-        self.image, image_width = image_backbone(
-            str(cfg.get("image_arch", "resnet50")), cfg.get("weights")
+        # the same offline-only loader as the other vision models: never a download
+        self.image, image_width = feature_extractor(
+            str(cfg.get("image_arch", "resnet50")), cfg.get("weights"), pretrained_fallback(cfg)
         )
         self.text_tokens = bool(cfg.get("text_tokens", True))
         self.modality_dropout = float(cfg.get("modality_dropout", 0.3))
@@ -134,7 +129,7 @@ def build(cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
 def make_datasets(cfg: Mapping[str, Any], dataset: str, shards: ShardInputs) -> dict[str, Dataset]:
     if dataset != "meld":
         raise ValueError(f"the fusion model needs MELD utterances with faces, not {dataset!r}")
-    tokenizer = tokenizer_for(str(cfg.get("encoder", "minilm")))
+    tokenizer = tokenizer_for(cfg)
     return dict(text_data.fusion_datasets(cfg, shards.text, shards.faces, tokenizer))
 
 
@@ -142,7 +137,7 @@ def preprocess(
     texts: list[str], images: list[list[bytes]], cfg: Mapping[str, Any]
 ) -> dict[str, Tensor]:
     """Inference hook: utterances + their face JPEGs (any count, may be empty)."""
-    tokenizer = tokenizer_for(str(cfg.get("encoder", "minilm")))
+    tokenizer = tokenizer_for(cfg)
     batch = text_data.preprocess_text(texts, cfg, tokenizer)
     k, size = int(cfg.get("faces", 3)), int(cfg.get("size", 224))
     faces = torch.zeros((len(texts), k, 3, size, size))

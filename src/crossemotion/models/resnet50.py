@@ -16,7 +16,7 @@ from typing import Any
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from crossemotion.models.backbones import feature_extractor
+from crossemotion.models.backbones import feature_extractor, pretrained_fallback
 from crossemotion.models.registry import INPUTS, ModelSpec, ShardInputs, register
 from crossemotion.models.vision import preprocess_images
 from crossemotion.training.datasets import face_datasets, stack_collate
@@ -26,7 +26,7 @@ class FaceClassifier(nn.Module):
     def __init__(self, cfg: Mapping[str, Any], num_classes: int) -> None:
         super().__init__()
         self.backbone, width = feature_extractor(
-            str(cfg.get("arch", "resnet50")), cfg.get("weights")
+            str(cfg.get("arch", "resnet50")), cfg.get("weights"), pretrained_fallback(cfg)
         )
         self.dropout = nn.Dropout(float(cfg.get("dropout", 0.2)))
         self.fc = nn.Linear(width, num_classes)

@@ -1,6 +1,8 @@
 """``text``: a BERT-family encoder + pooling + dropout + linear head.
 
-Config: ``encoder`` (``minilm`` or a Hugging Face name/path), ``pooling``
+Config: ``encoder`` (``minilm`` or a Hugging Face name/path; with
+``pretrained_fallback: random`` an uncached ``bert-base-uncased`` becomes a
+random-init model of its size, see crossemotion.models.encoders), ``pooling``
 (``cls`` or ``mean`` over the attention mask), ``dropout``, ``freeze`` (train
 the head only), ``max_length`` and ``context`` (previous turns of the dialogue,
 see crossemotion.training.text_data). ``head_lr`` sets the head's learning rate
@@ -17,6 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from crossemotion.models.backbones import FALLBACK_ERROR, pretrained_fallback
 from crossemotion.models.encoders import encoder_width, load_text_encoder, load_tokenizer
 from crossemotion.models.registry import ModelSpec, ShardInputs, register
 from crossemotion.training import text_data
@@ -32,9 +35,15 @@ def pool(hidden: Tensor, mask: Tensor, how: str) -> Tensor:
 class TextEncoder(nn.Module):
     """Encoder returning (token states [B, L, H], pooled [B, H])."""
 
-    def __init__(self, name: str, pooling: str = "mean", freeze: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        pooling: str = "mean",
+        freeze: bool = False,
+        fallback: str = FALLBACK_ERROR,
+    ) -> None:
         super().__init__()
-        self.encoder = load_text_encoder(name)
+        self.encoder = load_text_encoder(name, fallback)
         self.pooling = pooling
         self.width = encoder_width(self.encoder)
         if freeze:
@@ -55,6 +64,7 @@ class TextClassifier(nn.Module):
             str(cfg.get("encoder", "minilm")),
             pooling=str(cfg.get("pooling", "mean")),
             freeze=bool(cfg.get("freeze", False)),
+            fallback=pretrained_fallback(cfg),
         )
         self.dropout = nn.Dropout(float(cfg.get("dropout", 0.1)))
         self.head = nn.Linear(self.text.width, num_classes)
@@ -74,8 +84,15 @@ class TextClassifier(nn.Module):
 
 
 @lru_cache(maxsize=4)
-def tokenizer_for(name: str) -> Any:
-    return load_tokenizer(name)
+def _tokenizer(name: str, fallback: str) -> Any:
+    return load_tokenizer(name, fallback)
+
+
+def tokenizer_for(name: str | Mapping[str, Any]) -> Any:
+    """The tokenizer of an encoder name, or of a model config (``encoder`` + fallback)."""
+    if isinstance(name, Mapping):
+        return _tokenizer(str(name.get("encoder", "minilm")), pretrained_fallback(name))
+    return _tokenizer(name, FALLBACK_ERROR)
 
 
 def build(cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
@@ -85,7 +102,7 @@ def build(cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
 def make_datasets(cfg: Mapping[str, Any], dataset: str, shards: ShardInputs) -> dict[str, Dataset]:
     if dataset != "meld":
         raise ValueError(f"the text model needs MELD utterances, not {dataset!r}")
-    tokenizer = tokenizer_for(str(cfg.get("encoder", "minilm")))
+    tokenizer = tokenizer_for(cfg)
     return dict(text_data.text_datasets(cfg, shards.text, tokenizer))
 
 
@@ -93,7 +110,7 @@ def preprocess_text(
     texts: list[str], cfg: Mapping[str, Any], contexts: list[str] | None = None
 ) -> dict[str, Tensor]:
     """Inference hook: raw utterances -> batch dict for ``TextClassifier``."""
-    tokenizer = tokenizer_for(str(cfg.get("encoder", "minilm")))
+    tokenizer = tokenizer_for(cfg)
     return text_data.preprocess_text(texts, cfg, tokenizer, contexts)
 
 
