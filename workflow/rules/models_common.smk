@@ -52,14 +52,25 @@ def train_params(model):
     }
 
 
+def model_gpus(model):
+    """GPUs one job of ``model`` asks the executor for (training and transfer).
+
+    SLURM's executor turns `gpu` into `sbatch --gpus`, which a cluster without
+    GPU GRES rejects, so nothing is asked unless the config says so (the
+    model's `gpus`, schema default 0) or `--set-resources RULE:gpu=N` does;
+    `device: cpu` never asks. `device: auto` then trains on the GPU the job got.
+    """
+    if config.get("device", "auto") == "cpu":
+        return 0
+    return int(model_cfg(model).get("gpus", 0))
+
+
 def train_resources(model):
     cfg = model_cfg(model)
-    # SLURM's executor turns `gpu` into --gpus; on a CPU-only config ask for none
-    gpus = 0 if config.get("device", "auto") == "cpu" else int(cfg.get("gpus", 0))
     return {
         "mem_mb": int(cfg.get("mem_mb", MODEL_MEM_MB[model])),
         "runtime": int(cfg.get("runtime", MODEL_RUNTIME[model])),
-        "gpu": gpus,
+        "gpu": model_gpus(model),
     }
 
 

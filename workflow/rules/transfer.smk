@@ -28,11 +28,7 @@ rule transfer:
     resources:
         mem_mb=6000,
         runtime=180,
-        gpu=(
-            0
-            if config.get("device", "auto") == "cpu"
-            else int(config["models"].get(transfer_face_model(), {}).get("gpus", 0))
-        ),
+        gpu=model_gpus(transfer_face_model()),
     params:
         transfer=transfer_cfg(),
         model_cfg=config["models"].get(transfer_face_model(), {}),
