@@ -20,6 +20,7 @@ from crossemotion.data.download import (
     zenodo_files,
 )
 from tests.http_server import LocalServer, closed_port, serve
+from tests.meld_fixtures import ANNOTATIONS, write_csv
 
 BODY = os.urandom(300_000)
 MD5 = hashlib.md5(BODY).hexdigest()
@@ -254,3 +255,112 @@ def test_acquire_rules_download_verify_and_unpack(server: LocalServer, workdir: 
     report = json.loads((workdir / "results/ifeed/unpack_report.json").read_text())
     assert report["extracted"] == ["IFEED_Base/Training/dia1_utt2/frame1_Ross_Happy.jpg"]
     assert report["skipped"][0]["member"] == "__MACOSX/IFEED_Base/._x"
+
+
+def _serve_meld_csvs(server: LocalServer, tmp_path: Path) -> dict[str, bytes]:
+    bodies = {}
+    for split, rows in ANNOTATIONS.items():
+        write_csv(tmp_path / f"{split}.csv", rows)
+        bodies[split] = (tmp_path / f"{split}.csv").read_bytes()
+        server.add(f"/MELD/{split}_sent_emo.csv", bodies[split])
+    return bodies
+
+
+def test_annotation_download_rule_verifies_pinned_md5(
+    server: LocalServer, workdir: Path, tmp_path: Path
+) -> None:
+    import json
+
+    import polars as pl
+
+    from tests.conftest import run_snakemake
+
+    bodies = _serve_meld_csvs(server, tmp_path)
+    md5s = {s: hashlib.md5(b).hexdigest() for s, b in bodies.items()}
+    urls = {s: f"{server.base}/MELD/{s}_sent_emo.csv" for s in bodies}
+
+    def run(pins: dict[str, str | None], check: bool = True):
+        over = {"meld": {"annotations": urls, "annotations_md5": pins}}
+        (workdir / "over.yaml").write_text(json.dumps(over))
+        return run_snakemake(
+            ["--cores", "1", "results/meld/index.parquet",
+             "--configfile", "config/meld_text.yaml", "over.yaml"],
+            cwd=workdir, check=check,
+        )  # fmt: skip
+
+    # a wrong pin: the job fails, says why, and leaves no csv behind
+    proc = run({**md5s, "dev": "0" * 32}, check=False)
+    assert proc.returncode != 0
+    dev_log = (workdir / "logs/acquire/download_meld_annotations_dev.log").read_text()
+    assert f"md5 mismatch: expected {'0' * 32}, got {md5s['dev']}" in dev_log
+    assert not (workdir / "resources/meld/annotations/dev_sent_emo.csv").exists()
+
+    # dev unpinned: downloaded unverified, its md5 logged for the user to pin
+    pins = {**md5s, "dev": None}
+    run(pins)
+    folder = workdir / "resources/meld/annotations"
+    for split, body in bodies.items():
+        assert (folder / f"{split}_sent_emo.csv").read_bytes() == body
+        log = (workdir / f"logs/acquire/download_meld_annotations_{split}.log").read_text()
+        assert f"md5 {md5s[split]}" in log
+        assert ("no checksum pinned" in log) == (split == "dev")
+    index = pl.read_parquet(workdir / "results/meld/index.parquet")
+    assert index.height == sum(len(rows) for rows in ANNOTATIONS.values())
+
+    # a cached csv that changed since its download is re-verified before indexing
+    (folder / "test_sent_emo.csv").write_bytes(bodies["test"] + b"9,x,Ross,joy,neutral,9,9,3,4,,\n")
+    proc = run(pins, check=False)
+    assert proc.returncode != 0
+    index_log = (workdir / "logs/meld/index.log").read_text()
+    assert "meld.annotations_md5.test" in index_log
+
+
+def test_official_csvs_fetched_and_verified(server: LocalServer, tmp_path: Path) -> None:
+    from crossemotion.data.meld_csvs import fetch_official, missing_csvs
+
+    bodies = _serve_meld_csvs(server, tmp_path / "src")
+    md5s = {s: hashlib.md5(b).hexdigest() for s, b in bodies.items()}
+    dest = fetch_official(tmp_path / "cache", base=server.base + "/MELD/", md5s=md5s)
+    assert missing_csvs(dest) == []
+    assert (dest / "train_sent_emo.csv").read_bytes() == bodies["train"]
+    # the cached copy is re-verified and kept, not fetched again
+    server.requests.clear()
+    fetch_official(dest, base=server.base + "/MELD/", md5s=md5s)
+    assert server.requests == []
+    with pytest.raises(ChecksumError, match="md5 mismatch"):
+        fetch_official(
+            tmp_path / "other", base=server.base + "/MELD/", md5s={**md5s, "dev": "f" * 32}
+        )
+
+
+def test_local_csv_dir_prefers_the_variable_then_skips_with_a_reason(
+    server: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from crossemotion.data import meld_csvs
+
+    bodies = _serve_meld_csvs(server, tmp_path / "src")
+    for split, body in bodies.items():
+        (tmp_path / "mine").mkdir(exist_ok=True)
+        (tmp_path / "mine" / f"{split}_sent_emo.csv").write_bytes(body)
+    monkeypatch.setenv(meld_csvs.ENV_VAR, str(tmp_path / "mine"))
+    assert meld_csvs.local_csv_dir(cache=tmp_path / "cache")[0] == tmp_path / "mine"
+    (tmp_path / "mine" / "dev_sent_emo.csv").unlink()
+    with pytest.raises(FileNotFoundError, match=r"dev_sent_emo\.csv"):
+        meld_csvs.local_csv_dir(cache=tmp_path / "cache")
+    monkeypatch.delenv(meld_csvs.ENV_VAR)
+    dead = f"http://127.0.0.1:{closed_port()}/MELD/"
+    t0 = time.monotonic()
+    folder, reason = meld_csvs.local_csv_dir(cache=tmp_path / "cache", base=dead, timeout=2.0)
+    assert folder is None and meld_csvs.ENV_VAR in reason
+    assert time.monotonic() - t0 < 10  # no retries with backoff: the skip comes at once
+
+
+def test_meld_text_config_pins_the_official_csvs() -> None:
+    import yaml
+
+    from crossemotion.data.meld_csvs import OFFICIAL_MD5, SPLITS, official_url
+    from tests.conftest import ROOT
+
+    meld = yaml.safe_load((ROOT / "config/meld_text.yaml").read_text())["meld"]
+    assert meld["annotations"] == {s: official_url(s) for s in SPLITS}
+    assert meld["annotations_md5"] == OFFICIAL_MD5

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from crossemotion.config import load_config
 from tests.conftest import ROOT, VENV_BIN, run_snakemake
 
 
@@ -45,10 +46,38 @@ def test_snakemake_lint_clean(configs: list[str], workdir: Path) -> None:
     assert "Lints for" not in out, out
 
 
+def _job_counts(out: str) -> dict[str, int]:
+    """Snakemake's "Job stats" table (rule -> job count) from a dry run's output."""
+    assert "Job stats:" in out, out
+    table = out.split("Job stats:", 1)[1].split("\ntotal", 1)[0]
+    counts = {}
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) == 2 and fields[1].isdigit():
+            counts[fields[0]] = int(fields[1])
+    return counts
+
+
 @pytest.mark.parametrize("configs", [[], ["config/demo.yaml"], ["config/meld_text.yaml"]])
 def test_dry_run_builds_dag_offline(configs: list[str], workdir: Path) -> None:
     args = ["-n", "all", "--quiet", "rules"] + (["--configfile", *configs] if configs else [])
-    run_snakemake(args, cwd=workdir)
+    proc = run_snakemake(args, cwd=workdir)
+    jobs = _job_counts(proc.stdout + proc.stderr)
+    cfg = load_config(ROOT / "config" / "config.yaml", *(ROOT / c for c in configs))
+    downloads = {rule for rule in jobs if rule.startswith("download_")}
+    assert jobs["all"] == 1 and jobs["train_text"] == 1 and jobs["meld_index"] == 1
+    if cfg["meld"].get("text_only"):
+        # annotations only: the three csvs are fetched, no archive is touched
+        assert downloads == {"download_meld_annotations"}
+        assert jobs["download_meld_annotations"] == 3
+        assert not {"unpack_meld", "decode_meld", "meld_faces"} & set(jobs)
+    else:
+        shards = sum(cfg["meld"]["shards"].values())
+        assert jobs["decode_meld"] == jobs["meld_faces"] == shards
+        if cfg["synth"].get("enabled"):
+            assert jobs["synth_demo"] == 1 and not downloads
+        else:
+            assert {"download_meld", "download_ifeed"} <= downloads
 
 
 def test_cli_help() -> None:

@@ -26,6 +26,31 @@ if not config["meld"].get("archive") and not text_only():
             "../scripts/download.py"
 
 
+if meld_annotation_urls():
+
+    rule download_meld_annotations:
+        output:
+            MELD_ANNOTATION_DOWNLOAD,
+        log:
+            "logs/acquire/download_meld_annotations_{split}.log",
+        wildcard_constraints:
+            split="|".join(meld_annotation_urls()),
+        retries: 2
+        conda:
+            "../../envs/crossemotion.yaml"
+        threads: 1
+        resources:
+            mem_mb=500,
+            runtime=10,
+        params:
+            url=lambda wildcards: meld_annotation_urls()[wildcards.split],
+            md5=lambda wildcards: meld_annotation_md5(wildcards.split),
+            sha256=None,
+            hint="Set meld.annotations to local copies of the csvs to skip the download.",
+        script:
+            "../scripts/download.py"
+
+
 if not config["ifeed"].get("archives") and ifeed_pinned_files():
 
     rule download_ifeed:

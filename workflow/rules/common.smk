@@ -129,6 +129,23 @@ def meld_archive():
     return config["meld"].get("archive") or MELD_DOWNLOAD
 
 
+MELD_ANNOTATION_DOWNLOAD = "resources/meld/annotations/{split}_sent_emo.csv"
+
+
+def meld_annotation_urls():
+    """Splits whose meld.annotations entry is a URL: {split: url}."""
+    entries = config["meld"].get("annotations") or {}
+    return {
+        split: str(value)
+        for split, value in entries.items()
+        if value and str(value).startswith(("http://", "https://"))
+    }
+
+
+def meld_annotation_md5(split):
+    return (config["meld"].get("annotations_md5") or {}).get(split)
+
+
 def ifeed_pinned_files():
     return config["ifeed"].get("files") or []
 

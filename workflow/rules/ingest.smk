@@ -20,9 +20,8 @@ rule meld_index:
         mem_mb=2000,
         runtime=30,
     params:
-        annotations=config["meld"].get("annotations") or {},
+        md5s=meld_index_md5s,
         text_only=text_only(),
-        download_dir="resources/meld/annotations",
     script:
         "../scripts/meld_index.py"
 

@@ -2,12 +2,21 @@
 
 
 def meld_index_inputs(wildcards):
-    """The unpacked tree (unless text-only) and annotation csvs given as local paths."""
+    """The unpacked tree (unless text-only) and the configured annotation csvs:
+    local paths as they are, URLs through download_meld_annotations."""
     inputs = {} if text_only() else {"unpacked": "resources/meld/unpacked"}
+    urls = meld_annotation_urls()
     for split, value in (config["meld"].get("annotations") or {}).items():
-        if value and not str(value).startswith(("http://", "https://")):
+        if split in urls:
+            inputs[f"csv_{split}"] = MELD_ANNOTATION_DOWNLOAD.format(split=split)
+        elif value:
             inputs[f"csv_{split}"] = value
     return inputs
+
+
+def meld_index_md5s(wildcards):
+    """Pinned md5s of the downloaded csvs, re-checked before they are indexed."""
+    return {split: meld_annotation_md5(split) for split in meld_annotation_urls()}
 
 
 def meld_status_shards():

@@ -1,6 +1,6 @@
 """Download one archive: MELD.Raw.tar.gz, or one pinned IFEED file (params.remote)."""
 
-from crossemotion.data.download import download, pinned_md5
+from crossemotion.data.download import DownloadError, download, pinned_md5
 from crossemotion.logs import setup_logging
 
 log = setup_logging(snakemake.log[0])
@@ -18,4 +18,8 @@ else:
         )
     url, md5, sha256, size = params.url, params.md5, params.sha256, None
 log.info("downloading %s -> %s", url, snakemake.output[0])
-download(url, snakemake.output[0], md5=md5, sha256=sha256, size=size, hint=params.hint)
+try:
+    download(url, snakemake.output[0], md5=md5, sha256=sha256, size=size, hint=params.hint)
+except DownloadError as err:
+    log.error("%s", err)  # the job's log says why, not only Snakemake's console
+    raise

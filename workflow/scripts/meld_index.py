@@ -1,12 +1,23 @@
 """Snakemake entry: the MELD index (one row per annotated utterance and extra clip)."""
 
-from crossemotion.data.meld import build_index, resolve_annotations
+from pathlib import Path
+
+from crossemotion.data.download import ChecksumError
+from crossemotion.data.meld import SPLITS, build_index
+from crossemotion.data.meld_csvs import verify_md5s
 from crossemotion.io import write_parquet
 from crossemotion.logs import setup_logging
 
 sm = snakemake  # type: ignore[name-defined]
 log = setup_logging(sm.log[0])
-annotations = resolve_annotations(dict(sm.params.annotations), sm.params.download_dir)
+# meld.annotations entries, local or downloaded (download_meld_annotations)
+inputs = dict(sm.input.items())
+annotations = {s: Path(inputs[f"csv_{s}"]) for s in SPLITS if f"csv_{s}" in inputs}
+try:
+    verify_md5s(annotations, dict(sm.params.md5s))
+except ChecksumError as err:
+    log.error("%s", err)
+    raise
 root = None if sm.params.text_only else sm.input.unpacked
 index = build_index(root, annotations)
 write_parquet(sm.output[0], index)

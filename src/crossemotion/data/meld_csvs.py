@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from crossemotion.data.download import DownloadError, download
+from crossemotion.data.download import ChecksumError, DownloadError, download, file_digests
 
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
 OFFICIAL_BASE = "https://raw.githubusercontent.com/declare-lab/MELD/master/data/MELD/"
@@ -45,6 +45,24 @@ def default_cache_dir() -> Path:
 
 def missing_csvs(folder: Path) -> list[str]:
     return [csv_name(s) for s in SPLITS if not (folder / csv_name(s)).is_file()]
+
+
+def verify_md5s(csvs: Mapping[str, Path], md5s: Mapping[str, str | None]) -> None:
+    """Re-check csvs downloaded earlier against their pinned md5s before use.
+
+    The download verified them once; this catches a copy that changed since
+    (edited, truncated, replaced by hand) before it is indexed.
+    """
+    for split, want in md5s.items():
+        if not want:
+            continue
+        got, _ = file_digests(csvs[split])
+        if got != want.strip().lower():
+            raise ChecksumError(
+                f"{csvs[split]}: md5 {got}, but meld.annotations_md5.{split} pins {want}; "
+                "delete the file and run again to download it afresh, or set "
+                f"meld.annotations.{split} to a local csv"
+            )
 
 
 def fetch_official(
