@@ -13,7 +13,7 @@ import random
 import subprocess
 from pathlib import Path
 
-from bench.common import RESULTS, SHARED_MELD
+from bench.common import RESULTS, meld_csv_dir
 
 
 def _seconds(stamp: str) -> float:
@@ -24,7 +24,7 @@ def _seconds(stamp: str) -> float:
 
 def meld_durations(n: int, seed: int = 0) -> list[float]:
     """n clip durations sampled from the real train csv (clamped to 0.5-30 s)."""
-    path = SHARED_MELD / "train_sent_emo.csv"
+    path = meld_csv_dir() / "train_sent_emo.csv"
     with open(path, newline="", encoding="utf-8", errors="replace") as fh:
         rows = list(csv.DictReader(fh))
     durations = []

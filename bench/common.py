@@ -13,7 +13,16 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "bench"
-SHARED_MELD = (ROOT / ".." / "shared" / "data" / "meld").resolve()
+
+
+def meld_csv_dir() -> Path:
+    """The official MELD csvs: $CROSSEMOTION_MELD_CSV_DIR, else downloaded (md5-checked)."""
+    from crossemotion.data.meld_csvs import local_csv_dir
+
+    folder, reason = local_csv_dir()
+    if folder is None:
+        raise RuntimeError(f"this benchmark samples real MELD clip lengths: {reason}")
+    return folder
 
 
 def machine() -> dict[str, Any]:

@@ -24,8 +24,7 @@ OFFICIAL_MD5: dict[str, str] = {
 ENV_VAR = "CROSSEMOTION_MELD_CSV_DIR"
 HOW_TO_ENABLE = (
     f"set {ENV_VAR} to a folder holding train_sent_emo.csv, dev_sent_emo.csv and "
-    "test_sent_emo.csv (the official MELD annotations), or allow downloads from "
-    f"{OFFICIAL_BASE}"
+    "test_sent_emo.csv (the official MELD annotations)"
 )
 
 
@@ -77,7 +76,7 @@ def fetch_official(
     A copy already in ``dest`` is re-verified and kept when it matches; a
     mismatch raises :class:`~crossemotion.data.download.ChecksumError`.
     """
-    hint = f"Or set {ENV_VAR} to a folder holding the three csvs."
+    hint = f"Or {HOW_TO_ENABLE}."
     for split in SPLITS:
         download(
             official_url(split, base),
@@ -111,5 +110,7 @@ def local_csv_dir(
     folder = cache or default_cache_dir()
     try:
         return fetch_official(folder, base=base, timeout=timeout), f"downloaded into {folder}"
-    except (DownloadError, OSError) as err:  # OSError: e.g. a read-only cache
-        return None, f"the official MELD csvs are not available ({err}); {HOW_TO_ENABLE}"
+    except DownloadError as err:  # its message ends with HOW_TO_ENABLE
+        return None, f"the official MELD csvs are not available: {err}"
+    except OSError as err:  # e.g. a read-only cache folder
+        return None, f"cannot cache the official MELD csvs in {folder} ({err}); {HOW_TO_ENABLE}"
