@@ -5,13 +5,16 @@ from __future__ import annotations
 import io
 import json
 import os
+import struct
 import tarfile
+import time
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
 
-from crossemotion.data.unpack import UnpackError, safe_extract
+from crossemotion.data.unpack import Budget, BudgetError, UnpackError, safe_extract
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes = b"x", **attrs: object) -> None:
@@ -172,6 +175,18 @@ def test_nested_archives_extract_in_place(sandbox: Path) -> None:
     assert {"MELD.Raw/extra/faces.zip!__MACOSX/._x.jpg", "MELD.Raw/._train.tar.gz"} <= skipped
 
 
+def test_plain_tar_ending_in_a_zip_is_read_as_a_tar(sandbox: Path) -> None:
+    """zipfile alone would take the tar for the zip at its end and drop the rest."""
+    archive = sandbox / "in" / "MELD.Raw.tar"
+    with tarfile.open(archive, "w") as tar:
+        _add(tar, "MELD.Raw/dev_sent_emo.csv", b"h\n")
+        _add(tar, "MELD.Raw/faces.zip", _zip_bytes([("x.jpg", b"j")]))
+    assert zipfile.is_zipfile(archive)
+    report = safe_extract(archive, sandbox / "out", progress=False)
+    assert sorted(report.extracted) == ["MELD.Raw/dev_sent_emo.csv", "MELD.Raw/x.jpg"]
+    assert report.nested == ["MELD.Raw/faces.zip"]
+
+
 def test_corrupt_nested_archive_is_reported_and_run_goes_on(sandbox: Path) -> None:
     good = _tar_bytes([("test_splits/dia1_utt1.mp4", b"t")])
     archive = sandbox / "in" / "MELD.Raw.tar.gz"
@@ -221,3 +236,191 @@ def test_unreadable_archive_fails_and_leaves_no_folder(sandbox: Path) -> None:
     with pytest.raises(UnpackError, match="truncated or corrupt"):
         safe_extract(truncated, sandbox / "out", progress=False)
     assert sorted(os.listdir(sandbox)) == ["in"]
+
+
+# -- budgets: hostile archives stop within seconds and leave nothing ------------------
+
+
+def _raw_zip(name: str, payload: bytes, *, method: int, file_size: int, crc: int) -> bytes:
+    """A one-member zip with headers written by hand, so they may state any size."""
+    fname = name.encode()
+    zip64 = file_size >= 0xFFFFFFFF
+    size32 = 0xFFFFFFFF if zip64 else file_size
+    version = 45 if zip64 else 20
+    local_extra = struct.pack("<HHQQ", 1, 16, file_size, len(payload)) if zip64 else b""
+    local = struct.pack("<4s5H3I2H", b"PK\x03\x04", version, 0, method, 0, 0x21, crc,
+                        0xFFFFFFFF if zip64 else len(payload), size32, len(fname),
+                        len(local_extra)) + fname + local_extra  # fmt: skip
+    central_extra = struct.pack("<HHQ", 1, 8, file_size) if zip64 else b""
+    central = struct.pack("<4s6H3I5H2I", b"PK\x01\x02", version, version, 0, method, 0, 0x21,
+                          crc, len(payload), size32, len(fname), len(central_extra), 0, 0, 0,
+                          0o100644 << 16, 0) + fname + central_extra  # fmt: skip
+    body = local + payload
+    end = struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, 1, 1, len(central), len(body), 0)
+    return body + central + end
+
+
+def _zero_deflate(mib: int) -> bytes:
+    """A raw deflate stream of ``mib`` MiB of zeros, built from one compressed MiB.
+
+    A sync-flushed block of zeros only refers back to zeros, so copies of it
+    decode one after another; b"\\x03\\x00" is an empty final block.
+    """
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = comp.compress(bytes(1 << 20)) + comp.flush(zlib.Z_SYNC_FLUSH)
+    return block * mib + b"\x03\x00"
+
+
+@pytest.fixture(scope="module")
+def zip_bomb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """About 1 MB on disk, 1 GiB of zeros in its stream, 10 GiB by its headers."""
+    path = tmp_path_factory.mktemp("bomb") / "IFEED_Base.zip"
+    path.write_bytes(_raw_zip("IFEED_Base/zeros.bin", _zero_deflate(1024),
+                              method=zipfile.ZIP_DEFLATED, file_size=10 << 30, crc=0))  # fmt: skip
+    return path
+
+
+def _fails_cleanly(sandbox: Path, archive: Path, budget: Budget | None, match: str) -> float:
+    before = _tree(sandbox.parent)
+    start = time.monotonic()
+    with pytest.raises(BudgetError, match=match):
+        safe_extract(archive, sandbox / "out", progress=False, budget=budget)
+    elapsed = time.monotonic() - start
+    assert _escapes(sandbox, before) == set()
+    assert sorted(os.listdir(sandbox)) == ["in"]  # no output, no partial folder
+    return elapsed
+
+
+@pytest.mark.parametrize(
+    ("budget", "match"),
+    [
+        (None, r"20 times the size of IFEED_Base.zip \(config unpack.max_ratio\)"),
+        (Budget(max_ratio=1e6, max_bytes=50_000_000),
+         r"the cap of 50000000 bytes in all \(config unpack.max_gb\)"),
+    ],
+)  # fmt: skip
+def test_zip_bomb_stops_at_the_byte_cap(
+    sandbox: Path, zip_bomb: Path, budget: Budget | None, match: str
+) -> None:
+    archive = sandbox / "in" / zip_bomb.name
+    os.symlink(zip_bomb, archive)
+    assert zip_bomb.stat().st_size < 2_000_000
+    with zipfile.ZipFile(zip_bomb) as zf:
+        assert zf.getinfo("IFEED_Base/zeros.bin").file_size == 10 << 30
+    # writing the stream's 1 GiB alone would take longer than this on the test machines
+    assert _fails_cleanly(sandbox, archive, budget, match) < 20
+
+
+def test_header_sizes_are_not_trusted(sandbox: Path) -> None:
+    """The budget counts bytes written: a header claiming 10 GiB for 1 KiB of data
+    breaks nothing, and a header claiming less than the data truncates it."""
+    data = os.urandom(1024)
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+    stream = comp.compress(data) + comp.flush()
+    archive = sandbox / "in" / "claims.zip"
+    archive.write_bytes(_raw_zip("big_claim.bin", stream, method=zipfile.ZIP_DEFLATED,
+                                 file_size=10 << 30, crc=zlib.crc32(data)))  # fmt: skip
+    report = safe_extract(archive, sandbox / "out", progress=False)
+    assert (sandbox / "out" / "big_claim.bin").read_bytes() == data
+    assert report.refused == []
+    archive.write_bytes(_raw_zip("small_claim.bin", stream, method=zipfile.ZIP_DEFLATED,
+                                 file_size=100, crc=zlib.crc32(data)))  # fmt: skip
+    report = safe_extract(archive, sandbox / "out", progress=False)
+    assert report.extracted == [] and not (sandbox / "out" / "small_claim.bin").exists()
+    assert "corrupt member" in report.refused[0]["reason"]
+
+
+def test_member_count_cap(sandbox: Path) -> None:
+    archive = sandbox / "in" / "MELD.Raw.tar.gz"
+    with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
+        for i in range(100_000):
+            tar.addfile(tarfile.TarInfo(f"many/{i}"))
+    elapsed = _fails_cleanly(sandbox, archive, Budget(max_members=10_000),
+                             r"more than 10000 \(config unpack.max_members\)")  # fmt: skip
+    assert elapsed < 20
+    # a zip states its count in the central directory: refused before any member is written
+    many_zip = sandbox / "in" / "many.zip"
+    many_zip.write_bytes(_zip_bytes([(f"f{i}.txt", b"x") for i in range(500)]))
+    _fails_cleanly(sandbox, many_zip, Budget(max_members=499), "unpack.max_members")
+    archive.unlink()
+    report = safe_extract(many_zip, sandbox / "out", progress=False, budget=Budget(max_members=500))
+    assert len(report.extracted) == 500
+
+
+def _patch_method(zip_bytes: bytes, member_index: int, method: int) -> bytes:
+    """Set the compression method field of one member in its local and central headers."""
+    out = bytearray(zip_bytes)
+    for signature, field in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
+        at = -1
+        for _ in range(member_index + 1):
+            at = out.index(signature, at + 1)
+        out[at + field : at + field + 2] = struct.pack("<H", method)
+    return bytes(out)
+
+
+def test_deflate64_member_is_a_report_entry(sandbox: Path) -> None:
+    from crossemotion.data.ifeed import build_manifest
+
+    raw = _zip_bytes([("IFEED_Base/Training/dia1_utt1/f1_Ross_Happy.jpg", b"d64"),
+                      ("IFEED_Base/Training/dia1_utt1/f2_Ross_Happy.jpg", b"ok")])  # fmt: skip
+    archive = sandbox / "in" / "IFEED_Base.zip"
+    archive.write_bytes(_patch_method(raw, 0, 9))
+    with zipfile.ZipFile(archive) as zf, pytest.raises(NotImplementedError):
+        zf.read("IFEED_Base/Training/dia1_utt1/f1_Ross_Happy.jpg")  # what went uncaught before
+    outer = sandbox / "in" / "outer.tar"
+    with tarfile.open(outer, "w") as tar:
+        _add(tar, "nested/IFEED_Base.zip", archive.read_bytes())
+    frames = "IFEED_Base/Training/dia1_utt1/"
+    for source, folder, prefix in ((archive, "", ""), (outer, "nested/", "nested/IFEED_Base.zip!")):
+        report = safe_extract(source, sandbox / "out", progress=False)
+        assert report.extracted == [f"{folder}{frames}f2_Ross_Happy.jpg"]
+        (entry,) = report.refused
+        assert entry["member"] == f"{prefix}{frames}f1_Ross_Happy.jpg"
+        assert "unsupported zip compression method deflate64 (9)" in entry["reason"]
+    # the IFEED manifest carries the member with the reason
+    report_path = sandbox / "report.json"
+    report_path.write_text(json.dumps(safe_extract(archive, sandbox / "out",
+                                                   progress=False).to_dict()))  # fmt: skip
+    rows = {r.member: r for r in build_manifest(sandbox / "out", report_path)}
+    row = rows["IFEED_Base.zip:IFEED_Base/Training/dia1_utt1/f1_Ross_Happy.jpg"]
+    assert row.status == "skipped" and "deflate64" in row.reason
+
+
+def test_nesting_cap(sandbox: Path) -> None:
+    """A 5-deep nest: levels 1..max_depth are expanded, the next is refused and removed."""
+    inner = _tar_bytes([("level5.txt", b"5")])
+    for level in (4, 3, 2, 1):
+        # each level unpacks into the folder that holds it: all land in nest/
+        inner = _tar_bytes([(f"level{level}.txt", str(level).encode()),
+                            (f"l{level + 1}.tar.gz", inner)])  # fmt: skip
+    archive = sandbox / "in" / "deep.tar.gz"
+    archive.write_bytes(_tar_bytes([("nest/l1.tar.gz", inner)]))
+    before = _tree(sandbox.parent)
+    start = time.monotonic()
+    report = safe_extract(archive, sandbox / "out", progress=False)
+    assert time.monotonic() - start < 20
+    assert _escapes(sandbox, before) == set()
+    assert _tree(sandbox / "out") == {"nest"} | {f"nest/level{i}.txt" for i in (1, 2, 3)}
+    assert report.nested == ["nest/l3.tar.gz", "nest/l2.tar.gz", "nest/l1.tar.gz"]
+    assert report.refused == [{
+        "archive": "deep.tar.gz", "member": "nest/l4.tar.gz",
+        "reason": "archive nested deeper than 3 levels (config unpack.max_depth); not expanded",
+    }]  # fmt: skip
+    report = safe_extract(archive, sandbox / "out", progress=False, budget=Budget(max_depth=5))
+    assert (sandbox / "out" / "nest" / "level5.txt").read_bytes() == b"5"
+    assert report.refused == []
+
+
+def test_budget_from_config() -> None:
+    from crossemotion.config import load_config
+    from tests.conftest import ROOT
+
+    assert Budget.from_config(None) == Budget()
+    # the real config spells out the defaults, through the schema
+    assert Budget.from_config(load_config(ROOT / "config" / "config.yaml")["unpack"]) == Budget()
+    budget = Budget.from_config({"max_gb": 2.5, "max_depth": 1, "max_members": None})
+    assert budget == Budget(max_bytes=2_500_000_000, max_depth=1)
+    with pytest.raises(ValueError, match="unknown unpack budget keys"):
+        Budget.from_config({"max_size": 3})
+    with pytest.raises(ValueError, match="max_ratio is too small"):
+        Budget.from_config({"max_ratio": 0})

@@ -6,7 +6,7 @@ An input ending in .json is a record-mode listing; its files are the archives.
 import json
 from pathlib import Path
 
-from crossemotion.data.unpack import safe_extract
+from crossemotion.data.unpack import Budget, safe_extract
 from crossemotion.io import write_json
 from crossemotion.logs import setup_logging
 
@@ -17,5 +17,6 @@ for item in map(Path, snakemake.input):
         archives += [Path(f["path"]) for f in json.loads(item.read_text())["files"]]
     else:
         archives.append(item)
-report = safe_extract(archives, snakemake.output.unpacked)
+budget = Budget.from_config(snakemake.config.get("unpack"))
+report = safe_extract(archives, snakemake.output.unpacked, budget=budget)
 write_json(snakemake.output.report, report.to_dict())
