@@ -15,6 +15,7 @@ from crossemotion.data.download import (
     ChecksumError,
     DownloadError,
     download,
+    expected_md5,
     parse_zenodo_record,
     pinned_md5,
     zenodo_files,
@@ -194,6 +195,46 @@ def test_pinned_md5_falls_back_when_api_unreachable(server: LocalServer) -> None
     assert pinned_md5("IFEED_Base.zip", 7971730, api=dead) is None
 
 
+def test_pinned_md5_wins_over_the_record_api(server: LocalServer, tmp_path: Path) -> None:
+    api = server.base + "/api/records/"
+    wrong = "0" * 32
+    # the API lists a wrong md5 for the file; the md5 pinned in the config is used
+    record = {"id": 7, "files": [{"key": "IFEED_Base.zip", "checksum": f"md5:{wrong}"}]}
+    server.add("/api/records/7", record)
+    url = server.add("/files/IFEED_Base.zip", BODY)
+    md5 = expected_md5("IFEED_Base.zip", MD5, 7, api)
+    assert md5 == MD5
+    download(url, tmp_path / "a.zip", md5=md5, **FAST)
+    assert (tmp_path / "a.zip").read_bytes() == BODY
+    # and a wrong pin fails even though the API would have been right
+    server.add("/api/records/8", {"id": 8, "files": [{"key": "IFEED_Base.zip", "checksum": MD5}]})
+    md5 = expected_md5("IFEED_Base.zip", wrong, 8, api)
+    with pytest.raises(ChecksumError, match=f"expected {wrong}, got {MD5}"):
+        download(url, tmp_path / "b.zip", md5=md5, **FAST)
+    assert not (tmp_path / "b.zip").exists()
+    # unpinned: the API's md5, which must be one the record publishes
+    assert expected_md5("IFEED_Base.zip", None, 8, api, published=[wrong, MD5]) == MD5
+    with pytest.raises(ChecksumError, match=r"ifeed\.record_md5s"):
+        expected_md5("IFEED_Base.zip", None, 8, api, published=[wrong])
+
+
+def test_published_md5s_verify_when_the_api_is_unreachable(
+    server: LocalServer, tmp_path: Path
+) -> None:
+    dead = f"http://127.0.0.1:{closed_port()}/api/records/"
+    assert expected_md5("IFEED_Base.zip", None, 7971730, dead, published=["0" * 32]) is None
+    url = server.add("/files/IFEED_Base.zip", BODY)
+    download(url, tmp_path / "a.zip", md5_in=["0" * 32, MD5.upper()], **FAST)
+    assert (tmp_path / "a.zip").read_bytes() == BODY
+    with pytest.raises(ChecksumError, match="none of the published"):
+        download(url, tmp_path / "b.zip", md5_in=["0" * 32, "1" * 32], **FAST)
+    assert not (tmp_path / "b.zip").exists()
+    # a cached copy is re-verified against the published md5s too
+    calls = len(server.requests)
+    download(url, tmp_path / "a.zip", md5_in=[MD5], **FAST)
+    assert len(server.requests) == calls
+
+
 def _meld_tar() -> bytes:
     import io
     import tarfile
@@ -239,6 +280,7 @@ def test_acquire_rules_download_verify_and_unpack(server: LocalServer, workdir: 
         "ifeed": {
             "archives": [], "record": 1, "zenodo_api": server.base + "/api/records/",
             "files": [{"name": "IFEED_Base.zip", "url": ifeed_url, "md5": None}],
+            "record_md5s": ["0" * 32, hashlib.md5(ifeed).hexdigest()],
         },
     }  # fmt: skip
     (workdir / "over.yaml").write_text(json.dumps(override))
@@ -364,3 +406,39 @@ def test_meld_text_config_pins_the_official_csvs() -> None:
     meld = yaml.safe_load((ROOT / "config/meld_text.yaml").read_text())["meld"]
     assert meld["annotations"] == {s: official_url(s) for s in SPLITS}
     assert meld["annotations_md5"] == OFFICIAL_MD5
+
+
+def test_record_mode_downloads_only_published_files(server: LocalServer, workdir: Path) -> None:
+    import json
+
+    from tests.conftest import run_snakemake
+
+    ifeed = _ifeed_zip()
+    url = server.add("/records/2/files/IFEED_Base.zip", ifeed)
+    md5 = hashlib.md5(ifeed).hexdigest()
+    entry = {"key": "IFEED_Base.zip", "size": len(ifeed), "links": {"self": url}}
+    server.add("/api/records/2", {"id": 2, "files": [{**entry, "checksum": f"md5:{md5}"}]})
+
+    def run(published: list[str], check: bool = True):
+        override = {
+            "synth": {"enabled": False},
+            "ifeed": {
+                "archives": [], "files": [], "record": 2, "record_md5s": published,
+                "zenodo_api": server.base + "/api/records/",
+            },
+        }  # fmt: skip
+        (workdir / "over.yaml").write_text(json.dumps(override))
+        args = ["--cores", "1", "results/ifeed/unpack_report.json"]
+        args += ["--configfile", "config/demo.yaml", "over.yaml"]
+        return run_snakemake(args, cwd=workdir, check=check)
+
+    proc = run(["0" * 32], check=False)
+    assert proc.returncode != 0
+    log = (workdir / "logs/acquire/download_ifeed_record.log").read_text()
+    assert f"now lists md5 {md5} for IFEED_Base.zip" in log
+    assert not (workdir / "resources/ifeed/IFEED_Base.zip").exists()
+    run(["0" * 32, md5])
+    listing = json.loads((workdir / "resources/ifeed/zenodo_2.json").read_text())
+    assert listing["files"][0]["md5"] == md5
+    report = json.loads((workdir / "results/ifeed/unpack_report.json").read_text())
+    assert report["extracted"] == ["IFEED_Base/Training/dia1_utt2/frame1_Ross_Happy.jpg"]

@@ -71,6 +71,7 @@ if not config["ifeed"].get("archives") and ifeed_pinned_files():
             remote=ifeed_remote,
             record=config["ifeed"].get("record"),
             api=ZENODO_API,
+            published=config["ifeed"].get("record_md5s") or [],
             hint="Set ifeed.archives to local copies of the IFEED zips to skip the download.",
         script:
             "../scripts/download.py"
@@ -97,6 +98,7 @@ if (
         params:
             record=config["ifeed"].get("record"),
             api=ZENODO_API,
+            published=config["ifeed"].get("record_md5s") or [],
             folder="resources/ifeed",
         script:
             "../scripts/download_record.py"

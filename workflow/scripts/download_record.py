@@ -2,22 +2,35 @@
 
 Used when ifeed.files is not pinned; the listing (JSON) is the job's output so
 the DAG needs no network, and the downloads beside it resume after a failure.
+Each file must match the API's md5, and that md5 must be one of the record's
+published md5s pinned in ifeed.record_md5s (when given).
 """
 
 from pathlib import Path
 
-from crossemotion.data.download import download, zenodo_files
+from crossemotion.data.download import DownloadError, check_published, download, zenodo_files
 from crossemotion.io import write_json
 from crossemotion.logs import setup_logging
 
 log = setup_logging(snakemake.log[0])
 params = snakemake.params
-files = zenodo_files(params.record, api=params.api)
-log.info("Zenodo record %s lists %d files", params.record, len(files))
-paths = []
-for remote in files:
-    dest = Path(params.folder) / remote.name
-    hint = "Set ifeed.archives to local copies of the IFEED zips to skip the download."
-    download(remote.url, dest, md5=remote.md5, size=remote.size, hint=hint)
-    paths.append({"name": remote.name, "path": str(dest), "md5": remote.md5, "size": remote.size})
+hint = "Set ifeed.archives to local copies of the IFEED zips to skip the download."
+try:
+    files = zenodo_files(params.record, api=params.api)
+    log.info("Zenodo record %s lists %d files", params.record, len(files))
+    paths = []
+    for remote in files:
+        dest = Path(params.folder) / remote.name
+        if remote.md5:
+            check_published(remote.name, remote.md5, params.record, params.published)
+        download(
+            remote.url, dest, md5=remote.md5, size=remote.size, hint=hint,
+            md5_in=list(params.published),
+        )  # fmt: skip
+        paths.append(
+            {"name": remote.name, "path": str(dest), "md5": remote.md5, "size": remote.size}
+        )
+except DownloadError as err:
+    log.error("%s", err)
+    raise
 write_json(snakemake.output[0], {"record": params.record, "files": paths})

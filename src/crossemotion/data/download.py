@@ -14,7 +14,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,9 +58,17 @@ def file_digests(path: str | os.PathLike[str], chunk: int = 1 << 20) -> tuple[st
     return md5.hexdigest(), sha.hexdigest()
 
 
-def _checksum_problem(md5: str, sha: str, want_md5: str | None, want_sha: str | None) -> str | None:
+def _checksum_problem(
+    md5: str,
+    sha: str,
+    want_md5: str | None,
+    want_sha: str | None,
+    md5_in: Collection[str] = (),
+) -> str | None:
     if want_md5 and md5.lower() != want_md5.strip().lower():
         return f"md5 mismatch: expected {want_md5}, got {md5}"
+    if md5_in and md5.lower() not in {m.strip().lower() for m in md5_in}:
+        return f"md5 mismatch: got {md5}, which is none of the published {sorted(md5_in)}"
     if want_sha and sha.lower() != want_sha.strip().lower():
         return f"sha256 mismatch: expected {want_sha}, got {sha}"
     return None
@@ -79,8 +87,12 @@ def download(
     size: int | None = None,
     hint: str = DEFAULT_HINT,
     session: requests.Session | None = None,
+    md5_in: Collection[str] = (),
 ) -> Path:
     """Download ``url`` to ``dest`` (returned), resuming ``dest.part`` and verifying checksums.
+
+    ``md5_in`` is a set of published md5s the file's must be one of, for a
+    source that lists its files' md5s without saying which is whose.
 
     ``retries`` is the number of extra attempts after connection errors, short
     bodies and 5xx answers (sleeping ``backoff * 2**i`` seconds between them);
@@ -88,7 +100,7 @@ def download(
     the user can do instead (e.g. "Set meld.archive to a local copy.").
     """
     dest = Path(dest)
-    if dest.exists() and _reuse_existing(dest, md5, sha256):
+    if dest.exists() and _reuse_existing(dest, md5, sha256, md5_in):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -120,13 +132,15 @@ def download(
             f"Check the network and the URL; the partial file {part} is kept and "
             f"resumed by the next run. {hint}"
         )
-    _finish(part, dest, url, md5, sha256, size, hint)
+    _finish(part, dest, url, md5, sha256, size, hint, md5_in)
     return dest
 
 
-def _reuse_existing(dest: Path, md5: str | None, sha256: str | None) -> bool:
+def _reuse_existing(
+    dest: Path, md5: str | None, sha256: str | None, md5_in: Collection[str] = ()
+) -> bool:
     got_md5, got_sha = file_digests(dest)
-    problem = _checksum_problem(got_md5, got_sha, md5, sha256)
+    problem = _checksum_problem(got_md5, got_sha, md5, sha256, md5_in)
     if problem:
         log.warning("existing %s does not verify (%s); downloading it again", dest, problem)
         dest.unlink()
@@ -231,10 +245,11 @@ def _finish(
     sha256: str | None,
     size: int | None,
     hint: str,
+    md5_in: Collection[str] = (),
 ) -> None:
     got_md5, got_sha = file_digests(part)
     got_size = part.stat().st_size
-    problem = _checksum_problem(got_md5, got_sha, md5, sha256)
+    problem = _checksum_problem(got_md5, got_sha, md5, sha256, md5_in)
     if problem is None and size is not None and got_size != size:
         problem = f"size mismatch: expected {size} bytes, got {got_size}"
     if problem:
@@ -244,7 +259,7 @@ def _finish(
             f"Run again to download it afresh (if the source changed on purpose, "
             f"update the pinned checksum). {hint}"
         )
-    if md5 or sha256:
+    if md5 or sha256 or md5_in:
         log.info("verified %s (%d bytes, md5 %s)", dest.name, got_size, got_md5)
     else:
         log.info(
@@ -344,3 +359,36 @@ def pinned_md5(name: str, record_id: int | str | None, api: str = ZENODO_API) ->
         return None
     log.info("md5 of %s from Zenodo record %s: %s", name, record_id, found.md5)
     return found.md5
+
+
+def check_published(
+    name: str, md5: str, record_id: int | str | None, published: Collection[str]
+) -> None:
+    """Fail when the record API's md5 for ``name`` is none of the pinned published ones."""
+    if published and md5.lower() not in {m.strip().lower() for m in published}:
+        raise ChecksumError(
+            f"Zenodo record {record_id} now lists md5 {md5} for {name}, none of the "
+            f"published md5s pinned in ifeed.record_md5s {sorted(published)}: the record "
+            "changed (or ifeed.record names another record); check it and update the pins"
+        )
+
+
+def expected_md5(
+    name: str,
+    pinned: str | None,
+    record_id: int | str | None,
+    api: str = ZENODO_API,
+    published: Collection[str] = (),
+) -> str | None:
+    """The md5 a record's file must have: the one pinned for it wins, else the
+    record API's (which must be among ``published`` when that is given).
+
+    None when neither is known; the caller then verifies against
+    ``published`` alone (``download(..., md5_in=published)``).
+    """
+    if pinned:
+        return pinned
+    md5 = pinned_md5(name, record_id, api)
+    if md5:
+        check_published(name, md5, record_id, published)
+    return md5
