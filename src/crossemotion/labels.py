@@ -13,6 +13,11 @@ EMOTIONS: tuple[str, ...] = (
 )
 EMOTION_TO_INDEX: dict[str, int] = {name: i for i, name in enumerate(EMOTIONS)}
 
+# MELD's Sentiment column; IFEED has none, so the sentiment task is MELD-only.
+SENTIMENTS: tuple[str, ...] = ("negative", "neutral", "positive")
+TASKS: dict[str, tuple[str, ...]] = {"emotion": EMOTIONS, "sentiment": SENTIMENTS}
+DEFAULT_TASK = "emotion"
+
 CAST: tuple[str, ...] = ("Chandler", "Joey", "Monica", "Phoebe", "Rachel", "Ross")
 OTHER = "Other"
 CHARACTERS: tuple[str, ...] = (*CAST, OTHER)
@@ -76,6 +81,45 @@ def try_normalize_label(raw: str) -> str | None:
         return normalize_label(raw)
     except UnknownLabelError:
         return None
+
+
+def task_classes(task: str | None) -> tuple[str, ...]:
+    """The class list of a task (``emotion``: EMOTIONS, ``sentiment``: SENTIMENTS)."""
+    try:
+        return TASKS[task or DEFAULT_TASK]
+    except KeyError:
+        raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}") from None
+
+
+def task_of_classes(classes: tuple[str, ...] | list[str]) -> str:
+    """The task whose class list ``classes`` is (a checkpoint's ``labels``)."""
+    for task, names in TASKS.items():
+        if tuple(classes) == names:
+            return task
+    raise ValueError(f"classes {list(classes)} are none of the known tasks' class lists")
+
+
+def normalize_class(raw: str, classes: tuple[str, ...] = EMOTIONS) -> str:
+    """``normalize_label`` for any task: emotions by their spellings, others as written.
+
+    Sentiments are matched trimmed and case-insensitive (MELD writes them in
+    lower case); UnknownLabelError for anything else.
+    """
+    if classes == EMOTIONS:
+        return normalize_label(raw)
+    key = str(raw).strip().lower()
+    if key not in classes:
+        raise UnknownLabelError(f"unknown label {raw!r}; expected one of {', '.join(classes)}")
+    return key
+
+
+def classes_containing(names: set[str] | list[str]) -> tuple[str, ...]:
+    """The known class list holding every name (EMOTIONS first when both do, e.g. 'neutral')."""
+    wanted = {str(n) for n in names}
+    for classes in TASKS.values():
+        if wanted <= set(classes):
+            return classes
+    raise UnknownLabelError(f"labels {sorted(wanted)} fit none of the known class lists")
 
 
 _SURNAMES: dict[str, str] = {

@@ -1,9 +1,10 @@
 """``resnet50``: a torchvision ResNet (``arch``, default resnet50) on face crops.
 
-The classifier is replaced by dropout + a 7-way linear layer. On IFEED an
-item is an image; on MELD the model still trains on face crops (labelled with
-their utterance's emotion) and the runner averages the face probabilities of
-each utterance (``aggregate_by_key``). Config: ``arch``, ``weights``, ``size``,
+The classifier is replaced by dropout + a linear layer over the task's
+classes. On IFEED an item is an image; on MELD the model still trains on face
+crops (labelled with their utterance's emotion or sentiment) and the runner
+averages the face probabilities of each utterance (``aggregate_by_key``).
+Config: ``arch``, ``weights``, ``size``,
 ``augment`` (flip + shift), ``dropout``, ``dev_fraction`` (IFEED's dev split
 carved from Training, see crossemotion.training.shards.stratified_group_split).
 """
@@ -42,7 +43,8 @@ def build(cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
 def make_datasets(cfg: Mapping[str, Any], dataset: str, shards: ShardInputs) -> dict[str, Dataset]:
     if not shards.faces.get("train") or not shards.faces.get("test"):
         raise ValueError(f"resnet50 on {dataset!r} needs train and test faces shards")
-    return dict(face_datasets(cfg, shards.faces, seed=int(cfg.get("seed", 13))))
+    # the text shards label MELD faces with their utterance's sentiment (task: sentiment)
+    return dict(face_datasets(cfg, shards.faces, seed=int(cfg.get("seed", 13)), text=shards.text))
 
 
 SPEC = register(

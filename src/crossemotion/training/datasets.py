@@ -3,7 +3,9 @@
 Items are dicts of tensors: ``frames`` float [T, 3, S, S] for clips, ``image``
 float [3, S, S] for faces, plus ``label`` (int64). Every dataset carries
 ``meta`` (polars, aligned with indices: id, key, split, speaker, character,
-label) and ``labels`` (int64 numpy) for class weights and metrics.
+label), ``labels`` (int64 numpy) for class weights and metrics, and
+``classes`` (the task's class list, see ``crossemotion.labels.TASKS``; the
+config's ``task`` picks the label column, see ``shards.task_labels``).
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from crossemotion.labels import EMOTIONS
 from crossemotion.training.shards import (
     DEV_FRACTION,
     augment_image,
     cache_for,
+    classes_of,
     decode_jpeg,
     frame_indices,
     label_indices,
@@ -30,6 +34,7 @@ from crossemotion.training.shards import (
     normalize,
     read_shards,
     stratified_group_split,
+    task_labels,
     to_uint8_chw,
 )
 from crossemotion.training.speaker_crop import (
@@ -67,8 +72,9 @@ class ClipDataset(Dataset):
         self.t = int(cfg.get("frames", 8))
         self.size = int(cfg.get("size", 112))
         self.augment = augment
-        self.labels = label_indices(frame["label"].to_list())
-        self.meta = meta_frame(frame)
+        self.classes = classes_of(cfg)
+        self.labels = label_indices(frame["label"].to_list(), self.classes)
+        self.meta = meta_frame(frame, self.classes)
         self.cache = cache_for(cfg)
 
     def __len__(self) -> int:
@@ -105,8 +111,9 @@ class FaceDataset(Dataset):
         self.images: list[bytes] = frame["image"].to_list()
         self.size = int(cfg.get("size", 224))
         self.augment = augment
-        self.labels = label_indices(frame["label"].to_list())
-        self.meta = meta_frame(frame)
+        self.classes = classes_of(cfg)
+        self.labels = label_indices(frame["label"].to_list(), self.classes)
+        self.meta = meta_frame(frame, self.classes)
         self.cache = cache_for(cfg)
 
     def __len__(self) -> int:
@@ -158,7 +165,7 @@ def clip_datasets(
         raise ValueError("crop: speaker needs the MELD faces shards of every split")
     out = {}
     for split in ("train", "dev", "test"):
-        frame = _drop_bad_jpegs(read_shards(paths[split]), "frames")
+        frame = task_labels(_drop_bad_jpegs(read_shards(paths[split]), "frames"), cfg.get("task"))
         boxes = None
         if speaker and faces:
             boxes = speaker_boxes(
@@ -212,9 +219,21 @@ def cap_faces_per_key(frame: pl.DataFrame, limit: int | None) -> pl.DataFrame:
 
 
 def face_datasets(
-    cfg: Mapping[str, Any], paths: Mapping[str, Sequence[str | Path]], seed: int
+    cfg: Mapping[str, Any],
+    paths: Mapping[str, Sequence[str | Path]],
+    seed: int,
+    text: Mapping[str, Sequence[str | Path]] | None = None,
 ) -> dict[str, FaceDataset]:
+    """Face datasets per split; ``text`` (MELD text shards) labels faces for ``task: sentiment``."""
     frames = face_splits(paths, seed, float(cfg.get("dev_fraction", DEV_FRACTION)))
+    task = cfg.get("task")
+    if classes_of(cfg) != EMOTIONS:
+        sentiments = None
+        if text:
+            sentiments = pl.concat(
+                [read_shards(p, columns=["key", "sentiment"]) for p in text.values() if p]
+            )
+        frames = {split: task_labels(f, task, sentiments) for split, f in frames.items()}
     limit = cfg.get("faces_per_utterance")
     frames = {split: cap_faces_per_key(f, limit) for split, f in frames.items()}
     augment = bool(cfg.get("augment", False))
@@ -243,4 +262,5 @@ def labels_of(ds: Dataset) -> np.ndarray:
     labels = getattr(ds, "labels", None)
     if labels is not None:
         return np.asarray(labels, dtype=np.int64)
-    return label_indices(ds.meta["label"].to_list())  # type: ignore[attr-defined]
+    classes = getattr(ds, "classes", EMOTIONS)
+    return label_indices(ds.meta["label"].to_list(), classes)  # type: ignore[attr-defined]

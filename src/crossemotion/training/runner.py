@@ -13,6 +13,12 @@ detected are *not* dropped: they get the training class prior as their
 probabilities (so they count, usually as errors, in the main metrics, which
 cover every utterance like the other MELD models), and metrics.json reports
 the coverage and the metrics over utterances with faces separately.
+
+The global config's ``task`` (``emotion``, default, or ``sentiment``: MELD's
+negative/neutral/positive) picks the classes: the datasets' labels, the
+model's output width, the metrics' per-class entries and confusion matrix, the
+``p_{class}`` columns of predictions.parquet, the majority baseline and the
+checkpoint's ``labels`` (which decide the classes at inference).
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from crossemotion.config import config_hash
 from crossemotion.evaluation.metrics import classification_metrics, majority_baseline
 from crossemotion.evaluation.timing import measure_inference
 from crossemotion.io import atomic_path, write_json, write_parquet
-from crossemotion.labels import EMOTIONS
+from crossemotion.labels import DEFAULT_TASK, EMOTIONS, task_classes
 from crossemotion.models.registry import ModelSpec, ShardInputs, get_spec
 from crossemotion.training import checkpoint
 from crossemotion.training.datasets import labels_of
@@ -51,11 +57,19 @@ from crossemotion.training.shards import (
     label_indices,
     meta_frame,
     read_shards,
+    task_labels,
 )
 
 log = logging.getLogger(__name__)
 
 PROB_COLUMNS = [f"p_{name}" for name in EMOTIONS]
+
+
+def prob_columns(classes: tuple[str, ...] = EMOTIONS) -> list[str]:
+    """predictions.parquet's probability columns of a class list (``p_anger``, ``p_negative``)."""
+    return [f"p_{name}" for name in classes]
+
+
 OUTPUT_FILES = ("model.pt", "metrics.json", "predictions.parquet", "train_log.csv")
 RESUME_DIR = ".resume"
 _SHARD_RE = re.compile(
@@ -97,17 +111,31 @@ def preprocess_info(spec: ModelSpec, cfg: Mapping[str, Any]) -> dict[str, Any]:
         "mean": list(IMAGENET_MEAN),
         "std": list(IMAGENET_STD),
     }
-    for key in ("size", "frames", "max_length", "context", "encoder", "faces"):
+    for key in (
+        "size",
+        "frames",
+        "max_length",
+        "context",
+        "future",
+        "speakers",
+        "encoder",
+        "faces",
+    ):
         if key in cfg:
             info[key] = cfg[key]
     return info
 
 
-def prediction_frame(meta: pl.DataFrame, probs: np.ndarray) -> pl.DataFrame:
-    pred = [EMOTIONS[i] for i in probs.argmax(1)] if len(probs) else []
+def prediction_frame(
+    meta: pl.DataFrame, probs: np.ndarray, classes: tuple[str, ...] = EMOTIONS
+) -> pl.DataFrame:
+    pred = [classes[i] for i in probs.argmax(1)] if len(probs) else []
     return meta.with_columns(
         pl.Series("prediction", pred, dtype=pl.Utf8),
-        *[pl.Series(c, probs[:, i].astype(np.float64)) for i, c in enumerate(PROB_COLUMNS)],
+        *[
+            pl.Series(c, probs[:, i].astype(np.float64))
+            for i, c in enumerate(prob_columns(classes))
+        ],
     )
 
 
@@ -138,7 +166,7 @@ def aggregate_faces(
             .with_columns(pl.col("key").alias("id"))
         )
     utterances = utterances.with_columns(pl.col("key").alias("id"))
-    out = np.empty((utterances.height, len(EMOTIONS)), dtype=np.float64)
+    out = np.empty((utterances.height, len(prior)), dtype=np.float64)
     n_faces = np.zeros(utterances.height, dtype=np.int32)
     for i, key in enumerate(utterances["key"].to_list()):
         rows = groups.get(key)
@@ -150,31 +178,44 @@ def aggregate_faces(
     return utterances.with_columns(pl.Series("n_faces", n_faces)), out
 
 
-def _utterance_meta(inputs: ShardInputs, split: str) -> pl.DataFrame | None:
+def _utterance_meta(
+    inputs: ShardInputs, split: str, task: str = DEFAULT_TASK
+) -> pl.DataFrame | None:
     paths = inputs.text.get(split)
     if not paths:
         return None
-    return meta_frame(read_shards(paths, columns=["key", "split", "speaker", "character", "label"]))
+    classes = task_classes(task)
+    columns = ["key", "split", "speaker", "character", "label"]
+    if classes != EMOTIONS:
+        columns.append("sentiment")
+    return meta_frame(task_labels(read_shards(paths, columns=columns), task), classes)
 
 
 class Evaluator:
     """Turns model probabilities on a split into (meta, probs) at the reported level."""
 
     def __init__(
-        self, spec: ModelSpec, dataset: str, datasets: Mapping[str, Any], inputs: ShardInputs
+        self,
+        spec: ModelSpec,
+        dataset: str,
+        datasets: Mapping[str, Any],
+        inputs: ShardInputs,
+        task: str = DEFAULT_TASK,
     ) -> None:
         self.aggregate = spec.aggregate_by_key and dataset == "meld"
         self.datasets = datasets
+        self.task = task
+        self.classes = task_classes(task)
         self.utterances: dict[str, pl.DataFrame | None] = {}
         train_labels = labels_of(datasets["train"])
         if self.aggregate:
             for split in ("train", "dev", "test"):
-                self.utterances[split] = _utterance_meta(inputs, split)
+                self.utterances[split] = _utterance_meta(inputs, split, task)
             train_utts = self.utterances["train"]
             if train_utts is not None:
-                train_labels = label_indices(train_utts["label"].to_list())
+                train_labels = label_indices(train_utts["label"].to_list(), self.classes)
         self.train_labels = train_labels
-        counts = np.bincount(train_labels, minlength=len(EMOTIONS)).astype(np.float64)
+        counts = np.bincount(train_labels, minlength=len(self.classes)).astype(np.float64)
         self.prior = counts / max(1.0, counts.sum())
 
     def level(self, probs: np.ndarray, split: str) -> tuple[pl.DataFrame, np.ndarray]:
@@ -183,9 +224,12 @@ class Evaluator:
             return meta, probs
         return aggregate_faces(meta, probs, self.utterances.get(split), self.prior)
 
+    def labels(self, meta: pl.DataFrame) -> np.ndarray:
+        return label_indices(meta["label"].to_list(), self.classes)
+
     def dev_score(self, probs: np.ndarray) -> dict[str, float]:
         meta, p = self.level(probs, "dev")
-        m = classification_metrics(label_indices(meta["label"].to_list()), p.argmax(1))
+        m = classification_metrics(self.labels(meta), p.argmax(1), self.classes)
         return {"accuracy": m["accuracy"] or 0.0, "weighted_f1": m["weighted_f1"] or 0.0}
 
 
@@ -210,12 +254,14 @@ def train_and_evaluate(
     t_start = time.perf_counter()
     model_cfg = dict(model_cfg)
     seed = int(global_cfg.get("seed", 13))
+    task = str(global_cfg.get("task") or DEFAULT_TASK)
+    classes = task_classes(task)
     threads = int(threads or model_cfg.get("threads", 1))
     torch.set_num_threads(threads)
     device = resolve_device(global_cfg.get("device", "auto"))
     seed_everything(seed)
     spec = get_spec(model_name)
-    datasets = spec.make_datasets({**model_cfg, "seed": seed}, dataset, inputs)
+    datasets = spec.make_datasets({**model_cfg, "seed": seed, "task": task}, dataset, inputs)
     for split in ("train", "dev", "test"):
         if len(datasets[split]) == 0:
             raise ValueError(f"{model_name}/{dataset}: the {split} split has no items")
@@ -225,12 +271,14 @@ def train_and_evaluate(
         device, threads,
     )  # fmt: skip
     seed_everything(seed)
-    model = spec.build(model_cfg, len(EMOTIONS))
-    evaluator = Evaluator(spec, dataset, datasets, inputs)
+    model = spec.build(model_cfg, len(classes))
+    evaluator = Evaluator(spec, dataset, datasets, inputs, task)
     tcfg = TrainConfig.from_cfg(model_cfg, seed)
     key = config_hash(
         {"model": model_name, "dataset": dataset, "cfg": model_cfg, "seed": seed,
-         "device": device.type, "inputs": inputs_fingerprint(inputs)}
+         "device": device.type, "inputs": inputs_fingerprint(inputs),
+         # only when not the default, so emotion runs keep their resume keys
+         **({"task": task} if task != DEFAULT_TASK else {})}
     )  # fmt: skip
     state_dir = out_dir / RESUME_DIR
     result = fit(
@@ -265,7 +313,13 @@ def evaluate_and_write(
     out_dir: Path,
     seed: int,
 ) -> dict[str, Any]:
-    metrics: dict[str, Any] = {"model": spec.name, "dataset": dataset}
+    classes = evaluator.classes
+    metrics: dict[str, Any] = {
+        "model": spec.name,
+        "dataset": dataset,
+        "task": evaluator.task,
+        "classes": list(classes),
+    }
     frames = []
     face_level: dict[str, Any] = {}
     coverage: dict[str, Any] = {}
@@ -273,20 +327,22 @@ def evaluate_and_write(
     for split in ("dev", "test"):
         probs = predict_probs(model, datasets[split], spec.collate, tcfg.batch_size, device)
         meta, level_probs = evaluator.level(probs, split)
-        labels = label_indices(meta["label"].to_list())
-        metrics[split] = classification_metrics(labels, level_probs.argmax(1))
-        frames.append(prediction_frame(meta, level_probs))
+        labels = evaluator.labels(meta)
+        metrics[split] = classification_metrics(labels, level_probs.argmax(1), classes)
+        frames.append(prediction_frame(meta, level_probs, classes))
         if evaluator.aggregate:
             face_labels = labels_of(datasets[split])
-            face_level[split] = classification_metrics(face_labels, probs.argmax(1))
+            face_level[split] = classification_metrics(face_labels, probs.argmax(1), classes)
             has = meta["n_faces"].to_numpy() > 0
             coverage[split] = {
                 "with_faces": int(has.sum()),
                 "total": len(has),
                 "fraction": float(has.mean()) if len(has) else 0.0,
             }
-            with_faces[split] = classification_metrics(labels[has], level_probs[has].argmax(1))
-    test_labels = label_indices(frames[-1]["label"].to_list())
+            with_faces[split] = classification_metrics(
+                labels[has], level_probs[has].argmax(1), classes
+            )
+    test_labels = evaluator.labels(frames[-1])
     metrics["level"] = "utterance" if evaluator.aggregate else spec.unit
     if evaluator.aggregate:
         metrics["face_level"] = face_level
@@ -295,7 +351,7 @@ def evaluate_and_write(
         metrics["no_face_policy"] = (
             "utterances without a detected face get the training class prior"
         )
-    metrics["baseline"] = majority_baseline(evaluator.train_labels, test_labels)
+    metrics["baseline"] = majority_baseline(evaluator.train_labels, test_labels, classes)
     metrics["inference"] = measure_inference(
         model, datasets["test"], spec.collate, spec.unit, tcfg.batch_size, device
     )
@@ -342,7 +398,8 @@ def write_outputs(
             "model": spec.name,
             "dataset": dataset,
             "config": dict(model_cfg),
-            "labels": list(EMOTIONS),
+            "task": metrics["task"],
+            "labels": list(metrics["classes"]),
             "state_dict": checkpoint.cpu_state_dict(model),
             "preprocess": preprocess_info(spec, model_cfg),
             "epoch": result.best_epoch,

@@ -19,7 +19,7 @@ import polars as pl
 import torch
 from torch import Tensor
 
-from crossemotion.labels import EMOTION_TO_INDEX, EMOTIONS, normalize_label
+from crossemotion.labels import EMOTIONS, normalize_class, task_classes
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +39,60 @@ def read_shards(paths: Sequence[str | Path], columns: Sequence[str] | None = Non
     return pl.concat(frames, how="diagonal_relaxed")
 
 
-def label_indices(labels: Sequence[Any]) -> np.ndarray:
-    return np.array([EMOTION_TO_INDEX[normalize_label(str(v))] for v in labels], dtype=np.int64)
+def label_indices(labels: Sequence[Any], classes: Sequence[str] = EMOTIONS) -> np.ndarray:
+    """Class indices (positions in ``classes``) of label names in any known spelling."""
+    names = tuple(classes)
+    index = {name: i for i, name in enumerate(names)}
+    return np.array([index[normalize_class(str(v), names)] for v in labels], dtype=np.int64)
 
 
-def meta_frame(frame: pl.DataFrame) -> pl.DataFrame:
-    """The per-item identity columns predictions.parquet carries."""
+def classes_of(cfg: Mapping[str, Any]) -> tuple[str, ...]:
+    """The class list of the config's ``task`` (the runner puts it there; default emotion)."""
+    return task_classes(cfg.get("task"))
+
+
+def task_labels(
+    frame: pl.DataFrame, task: str | None, sentiment_by_key: pl.DataFrame | None = None
+) -> pl.DataFrame:
+    """``frame`` with ``label`` holding the task's class of each row.
+
+    The emotion task keeps the shards' ``label``. The sentiment task takes
+    MELD's ``sentiment`` column: from the rows themselves (text and clips
+    shards carry it) or, for faces shards (which do not), from
+    ``sentiment_by_key`` (columns key, sentiment; the text shards) by
+    utterance key. IFEED rows have no sentiment and fail here.
+    """
+    classes = task_classes(task)
+    if classes == EMOTIONS:
+        return frame
+    if "sentiment" not in frame.columns:
+        if sentiment_by_key is None or "key" not in frame.columns:
+            raise ValueError(
+                "the sentiment task needs MELD's Sentiment column, which these rows lack "
+                "(IFEED has no sentiment labels)"
+            )
+        lookup = sentiment_by_key.select("key", "sentiment").unique("key", keep="first")
+        frame = frame.join(lookup, on="key", how="left", maintain_order="left")
+    missing = frame.filter(pl.col("sentiment").is_null()).height
+    if missing:
+        raise ValueError(
+            f"the sentiment task: {missing} of {frame.height} rows have no MELD sentiment "
+            "(IFEED rows, or faces whose utterance is not in the text shards)"
+        )
+    return frame.with_columns(pl.col("sentiment").alias("label"))
+
+
+def meta_frame(frame: pl.DataFrame, classes: Sequence[str] = EMOTIONS) -> pl.DataFrame:
+    """The identity columns predictions.parquet carries; labels canonical in ``classes``."""
     if "id" not in frame.columns:
         frame = frame.with_columns(pl.col("key").alias("id"))
     for col in META_COLUMNS:
         if col not in frame.columns:
             frame = frame.with_columns(pl.lit(None, dtype=pl.Utf8).alias(col))
     return frame.select([pl.col(c).cast(pl.Utf8) for c in META_COLUMNS]).with_columns(
-        pl.col("label").map_elements(normalize_label, return_dtype=pl.Utf8)
+        pl.col("label").map_elements(
+            lambda v: normalize_class(v, tuple(classes)), return_dtype=pl.Utf8
+        )
     )
 
 
@@ -185,5 +226,5 @@ def stratified_group_split(
     return frame.filter(~is_dev), frame.filter(is_dev)
 
 
-def class_counts(labels: np.ndarray) -> np.ndarray:
-    return np.bincount(labels, minlength=len(EMOTIONS))
+def class_counts(labels: np.ndarray, n_classes: int = len(EMOTIONS)) -> np.ndarray:
+    return np.bincount(labels, minlength=n_classes)
