@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 import torch
@@ -10,11 +11,18 @@ from crossemotion.labels import EMOTIONS
 from crossemotion.models.encoders import EncoderNotFoundError, load_tokenizer
 from crossemotion.models.registry import ShardInputs, build_model, get_spec
 from crossemotion.models.text import preprocess_text, tokenizer_for
+from crossemotion.training.buckets import LengthBucketBatchSampler
+from crossemotion.training.loop import predict_probs
 from crossemotion.training.text_data import (
+    DialogueFormat,
+    DialogueWindow,
     TextDataset,
-    build_contexts,
+    Turn,
     collate_text,
-    encode_pair,
+    dialogue_windows,
+    encode_dialogue,
+    split_room,
+    window_of,
 )
 
 CFG = {"encoder": "minilm", "max_length": 32, "context": 0, "pooling": "mean", "lr": 5e-5}
@@ -45,30 +53,177 @@ def utterances() -> pl.DataFrame:
     )
 
 
-def test_context_uses_only_previous_turns_of_the_same_dialogue() -> None:
+def test_windows_take_neighbours_of_the_same_dialogue_only() -> None:
     frame = utterances()
-    ctx = dict(zip(frame["key"], build_contexts(frame, 2), strict=True))
-    assert ctx["dia1_utt0"] == ""
-    assert ctx["dia2_utt0"] == ""
-    assert ctx["dia1_utt1"] == "Monica: Welcome to the party."
-    assert ctx["dia1_utt2"] == (
-        "Monica: Welcome to the party. [SEP] Chandler: Could this BE any louder?"
+    windows = dict(zip(frame["key"], dialogue_windows(frame, 2, 1), strict=True))
+    assert windows["dia1_utt0"].past == ()
+    assert windows["dia2_utt0"].past == ()
+    assert windows["dia1_utt1"].target == Turn("Chandler", "Could this BE any louder?")
+    assert windows["dia1_utt1"].past == (Turn("Monica", "Welcome to the party."),)
+    assert windows["dia1_utt1"].future == (Turn("Joey", "How you doin'?"),)
+    # two turns back only, oldest first; nothing after the dialogue's last turn
+    assert windows["dia2_utt2"].past == (
+        Turn("Rachel", "You slept with her."),
+        Turn("Ross", "We were on a break!"),
     )
-    # two turns back only: Rachel's first line and Ross, nothing from dialogue 1
-    assert ctx["dia2_utt2"] == "Rachel: You slept with her. [SEP] Ross: We were on a break!"
-    assert build_contexts(frame, 0) == [""] * frame.height
+    assert windows["dia2_utt2"].future == ()
+    assert windows["dia1_utt2"].future == ()
+    assert all(w.past == () and w.future == () for w in dialogue_windows(frame, 0, 0))
 
 
-def test_long_context_is_cut_from_the_left_keeping_the_target() -> None:
+def _segments(tok, enc: dict[str, list[int]]) -> list[tuple[int, str]]:
+    """(token type, decoded text) per run of equal token types."""
+    out: list[tuple[int, list[int]]] = []
+    for i, t in zip(enc["input_ids"], enc["token_type_ids"], strict=True):
+        if out and out[-1][0] == t:
+            out[-1][1].append(i)
+        else:
+            out.append((t, [i]))
+    return [(t, tok.decode(ids)) for t, ids in out]
+
+
+def test_target_turn_sits_in_its_own_segment_with_its_speaker() -> None:
     tok = tokenizer_for("minilm")
-    context = " [SEP] ".join(f"Ross: line number {i}" for i in range(40))
-    enc = encode_pair(tok, "I can't believe this.", context, max_length=24)
-    ids = enc["input_ids"]
-    assert len(ids) == 24 and len(enc["token_type_ids"]) == 24
-    text = tok.decode(ids)
-    assert text.endswith("believe this. [SEP]")
-    assert "39" in text and "line number 0 " not in text
-    assert enc["token_type_ids"][-1] == 1 and enc["token_type_ids"][0] == 0
+    window = DialogueWindow(
+        Turn("Ross", "We were on a break!"),
+        past=(Turn("Rachel", "You slept with her."),),
+        future=(Turn("Rachel", "I cannot believe this."),),
+    )
+    fmt = DialogueFormat(past=2, future=1, speakers=True, max_length=64)
+    assert _segments(tok, encode_dialogue(tok, window, fmt)) == [
+        (0, "[CLS] rachel : you slept with her. [SEP]"),
+        (1, "ross : we were on a break! [SEP]"),
+        (0, "rachel : i cannot believe this. [SEP]"),
+    ]
+    # a turn with no past keeps the target in segment 1 (the model's constant marking)
+    first = DialogueWindow(Turn("Rachel", "You slept with her."))
+    assert _segments(tok, encode_dialogue(tok, first, fmt)) == [
+        (0, "[CLS]"),
+        (1, "rachel : you slept with her. [SEP]"),
+    ]
+    # no context configured: the plain single-segment input, speakers optional
+    plain = DialogueFormat(speakers=False, max_length=64)
+    assert _segments(tok, encode_dialogue(tok, window, plain)) == [
+        (0, "[CLS] we were on a break! [SEP]")
+    ]
+
+
+def test_long_context_is_cut_from_its_far_ends_keeping_the_target() -> None:
+    tok = tokenizer_for("minilm")
+    window = DialogueWindow(
+        Turn("Rachel", "I cannot believe this."),
+        past=tuple(Turn("Ross", f"past line {i}") for i in range(30)),
+        future=tuple(Turn("Joey", f"next line {i}") for i in range(30)),
+    )
+    fmt = DialogueFormat(past=30, future=30, speakers=True, max_length=40)
+    enc = encode_dialogue(tok, window, fmt)
+    assert len(enc["input_ids"]) == 40 and len(enc["token_type_ids"]) == 40
+    (t0, past), (t1, target), (t2, future) = _segments(tok, enc)
+    assert (t0, t1, t2) == (0, 1, 0)
+    assert target == "rachel : i cannot believe this. [SEP]"
+    # the nearest turns survive: the last past line and the first future line
+    assert past.endswith("past line 29 [SEP]") and "past line 0 " not in past
+    assert future.startswith("joey : next line 0 ") and "next line 29" not in future
+    # the past gets at least half the room the target leaves
+    n_target = len(tok.encode("Rachel: I cannot believe this.", add_special_tokens=False))
+    n_past = enc["token_type_ids"].index(1)  # [CLS] + past + [SEP]
+    assert n_past - 1 >= (40 - 2 - n_target) // 2
+    # only the past given: it takes all the room
+    past_only = encode_dialogue(tok, DialogueWindow(window.target, past=window.past), fmt)
+    assert len(past_only["input_ids"]) == 40 and past_only["token_type_ids"][-1] == 1
+    # a target longer than max_length alone is cut, never dropped
+    long = DialogueWindow(Turn("Ross", "word " * 100), past=window.past)
+    enc = encode_dialogue(tok, long, fmt)
+    assert len(enc["input_ids"]) == 40 and enc["token_type_ids"][1:] == [1] * 39
+
+
+@pytest.mark.parametrize(
+    ("room", "n_past", "n_future", "expected"),
+    [
+        (20, 5, 5, (5, 5)),  # both fit with their [SEP]s
+        (10, 20, 20, (4, 4)),  # half each, one [SEP] each
+        (11, 20, 20, (5, 4)),  # the odd token goes to the past
+        (10, 20, 2, (6, 2)),  # the future needs less: the past takes the rest
+        (10, 2, 20, (2, 6)),
+        (10, 0, 20, (0, 9)),
+        (2, 20, 20, (1, 0)),  # room for one side only: the past
+        (1, 20, 20, (0, 0)),
+    ],
+)
+def test_split_room(room: int, n_past: int, n_future: int, expected: tuple[int, int]) -> None:
+    assert split_room(room, n_past, n_future) == expected
+    kept_p, kept_f = expected
+    assert kept_p + (kept_p > 0) + kept_f + (kept_f > 0) <= room
+
+
+def test_serving_units_are_formatted_as_in_training() -> None:
+    cfg = {**CFG, "context": 2, "future": 1, "max_length": 64}
+    data = TextDataset(utterances(), cfg, tokenizer_for("minilm"))
+    keys = data.meta["key"].to_list()
+    units = [
+        {
+            "text": "Could this BE any louder?",
+            "speaker": "Chandler",
+            "context": [{"speaker": "Monica", "text": "Welcome to the party."}],
+            # more future turns than the model uses: only the first counts
+            "future": [{"speaker": "Joey", "text": "How you doin'?"}, "Not used."],
+        },
+        {
+            "text": "How you doin'?",
+            "speaker": "Joey",
+            # more past turns than the model uses: only the last two count
+            "context": [
+                "Not used.",
+                {"speaker": "Monica", "text": "Welcome to the party."},
+                {"speaker": "Chandler", "text": "Could this BE any louder?"},
+            ],
+        },
+    ]
+    batch = preprocess_text([*units, "Fine."], cfg)
+    for i, key in enumerate(["dia1_utt1", "dia1_utt2"]):
+        expected = data.encoded[keys.index(key)]
+        n = len(expected["input_ids"])
+        assert batch["input_ids"][i, :n].tolist() == expected["input_ids"]
+        assert batch["token_type_ids"][i, :n].tolist() == expected["token_type_ids"]
+        assert int(batch["attention_mask"][i].sum()) == n
+    assert window_of("Fine.") == DialogueWindow(Turn(None, "Fine."))
+    with pytest.raises(ValueError, match="text unit"):
+        window_of(42)
+    with pytest.raises(ValueError, match="dialogue turn"):
+        window_of({"text": "hi", "context": [{"speaker": "Ross"}]})
+
+
+def test_length_buckets_cover_every_item_once_deterministically() -> None:
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 200, 1003).tolist()
+    sampler = LengthBucketBatchSampler(lengths, batch_size=16, seed=7, pool_batches=8)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 63  # ceil(1003 / 16)
+    assert sorted(i for b in batches for i in b) == list(range(1003))
+    assert sum(len(b) < 16 for b in batches) == 1
+    assert batches == list(LengthBucketBatchSampler(lengths, 16, 7, 8))
+    assert batches != list(LengthBucketBatchSampler(lengths, 16, 8, 8))
+    # padded cost (batch width x rows) well under that of random batches
+    padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    order = rng.permutation(1003)
+    random_cost = sum(
+        max(lengths[i] for i in order[s : s + 16]) * len(order[s : s + 16])
+        for s in range(0, 1003, 16)
+    )
+    assert padded < 0.75 * random_cost
+    assert padded >= sum(lengths)
+
+
+def test_length_ordered_prediction_returns_dataset_order() -> None:
+    torch.manual_seed(0)
+    cfg = {**CFG, "context": 2, "future": 1}
+    data = TextDataset(utterances(), cfg, tokenizer_for("minilm"))
+    assert len(set(data.lengths)) > 1
+    model = build_model("text", cfg, len(EMOTIONS)).eval()
+    probs = predict_probs(model, data, collate_text, 4, torch.device("cpu"))
+    with torch.no_grad():
+        one_by_one = [model(collate_text([data[i]]))[0].softmax(-1) for i in range(len(data))]
+    np.testing.assert_allclose(probs, torch.stack(one_by_one).numpy(), atol=1e-5)
 
 
 def test_text_forward_backward_shapes() -> None:

@@ -30,7 +30,8 @@ from crossemotion.training.loop import autocast, resolve_device, to_device
 
 def _fusion_adapter(module: Any) -> Any:
     def preprocess(units: list[Any], cfg: Mapping[str, Any]) -> dict[str, Any]:
-        texts = [str(u["text"]) if isinstance(u, Mapping) else str(u) for u in units]
+        # a mapping unit is also the text's dialogue window (speaker, context, future)
+        texts = [u if isinstance(u, Mapping) else str(u) for u in units]
         images = [list(u.get("images", [])) if isinstance(u, Mapping) else [] for u in units]
         return module.preprocess(texts, images, cfg)
 
@@ -45,7 +46,9 @@ def preprocess_hook(spec: ModelSpec) -> Any:
     if spec.name == "fusion" and hasattr(module, "preprocess"):
         return _fusion_adapter(module)
     if hasattr(module, "preprocess_text"):
-        return lambda units, cfg: module.preprocess_text([str(u) for u in units], cfg)
+        return lambda units, cfg: module.preprocess_text(
+            [u if isinstance(u, Mapping) else str(u) for u in units], cfg
+        )
     raise ValueError(f"model {spec.name!r} has no inference preprocessing hook")
 
 

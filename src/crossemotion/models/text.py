@@ -4,8 +4,9 @@ Config: ``encoder`` (``minilm`` or a Hugging Face name/path; with
 ``pretrained_fallback: random`` an uncached ``bert-base-uncased`` becomes a
 random-init model of its size, see crossemotion.models.encoders), ``pooling``
 (``cls`` or ``mean`` over the attention mask), ``dropout``, ``freeze`` (train
-the head only), ``max_length`` and ``context`` (previous turns of the dialogue,
-see crossemotion.training.text_data). ``head_lr`` sets the head's learning rate
+the head only), ``max_length``, ``context`` and ``future`` (previous and next
+turns of the dialogue) and ``speakers`` (speaker names on the turns; see
+crossemotion.training.text_data for the input layout). ``head_lr`` sets the head's learning rate
 (default 20x ``lr``) for frameworks that honour ``param_groups``.
 """
 
@@ -106,17 +107,16 @@ def make_datasets(cfg: Mapping[str, Any], dataset: str, shards: ShardInputs) -> 
     return dict(text_data.text_datasets(cfg, shards.text, tokenizer))
 
 
-def preprocess_text(
-    texts: list[str], cfg: Mapping[str, Any], contexts: list[str] | None = None
-) -> dict[str, Tensor]:
-    """Inference hook: raw utterances -> batch dict for ``TextClassifier``."""
+def preprocess_text(units: list[Any], cfg: Mapping[str, Any]) -> dict[str, Tensor]:
+    """Inference hook: utterances, or ``{"text", "speaker", "context", "future"}``
+    dialogue windows (see text_data.window_of) -> batch dict for ``TextClassifier``."""
     tokenizer = tokenizer_for(cfg)
-    return text_data.preprocess_text(texts, cfg, tokenizer, contexts)
+    return text_data.preprocess_text(units, cfg, tokenizer)
 
 
 @torch.no_grad()
-def predict_texts(model: nn.Module, texts: list[str], cfg: Mapping[str, Any]) -> Tensor:
-    """Class probabilities [N, 7] for raw utterances."""
+def predict_texts(model: nn.Module, texts: list[Any], cfg: Mapping[str, Any]) -> Tensor:
+    """Class probabilities [N, number of classes] for raw utterances or dialogue windows."""
     model.eval()
     return model(preprocess_text(texts, cfg)).softmax(-1)
 

@@ -9,6 +9,9 @@
 - deterministic on CPU for one seed: every RNG is seeded, each epoch's
   shuffle comes from its own generator (seed + epoch), and the resume state
   carries the RNG states, so a resumed run equals an uninterrupted one;
+- datasets with ``lengths`` (token counts: text, fusion) train in
+  length-bucketed batches (``length_buckets``, default on) and are evaluated in
+  length order, outputs restored to dataset order (crossemotion.training.buckets);
 - CUDA with AMP (fp16 autocast + GradScaler) when the device is CUDA;
 - resumable: after every epoch ``state_dir/last.pt`` is written atomically and
   read back on the next start when its ``config_key`` matches.
@@ -35,6 +38,7 @@ from tqdm.auto import tqdm
 
 from crossemotion.labels import EMOTIONS
 from crossemotion.training import checkpoint
+from crossemotion.training.buckets import LengthBucketBatchSampler, length_order, ordered_batches
 from crossemotion.training.datasets import labels_of
 
 log = logging.getLogger(__name__)
@@ -56,6 +60,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 13
     num_workers: int = 0
+    length_buckets: bool = True
 
     @classmethod
     def from_cfg(cls, cfg: Mapping[str, Any], seed: int) -> TrainConfig:
@@ -125,6 +130,11 @@ def to_device(batch: Mapping[str, Any], device: torch.device) -> Batch:
     }
 
 
+def num_classes(ds: Dataset) -> int:
+    """Classes of a dataset's task (datasets carry ``classes``; default the 7 emotions)."""
+    return len(getattr(ds, "classes", EMOTIONS))
+
+
 def make_loader(
     ds: Dataset,
     batch_size: int,
@@ -132,8 +142,18 @@ def make_loader(
     shuffle: bool,
     seed: int = 0,
     num_workers: int = 0,
+    length_buckets: bool = False,
 ) -> DataLoader:
     generator = torch.Generator().manual_seed(seed) if shuffle else None
+    lengths = getattr(ds, "lengths", None)
+    if shuffle and length_buckets and lengths is not None:
+        return DataLoader(
+            ds,
+            batch_sampler=LengthBucketBatchSampler(lengths, batch_size, seed),
+            collate_fn=collate,
+            generator=generator,
+            num_workers=num_workers,
+        )
     return DataLoader(
         ds,
         batch_size=batch_size,
@@ -153,10 +173,21 @@ def predict_probs(
     device: torch.device,
     progress: bool | None = None,
 ) -> np.ndarray:
-    """Softmax probabilities [N, 7] in dataset order."""
+    """Softmax probabilities [N, classes] in dataset order.
+
+    Datasets with ``lengths`` run shortest first (batches of similar widths,
+    the least padding) and the rows are put back in dataset order.
+    """
     model.eval()
     out = []
-    loader = make_loader(ds, batch_size, collate, shuffle=False)
+    lengths = getattr(ds, "lengths", None)
+    order = length_order(lengths) if lengths is not None else None
+    if order is not None:
+        loader = DataLoader(
+            ds, batch_sampler=ordered_batches(order, batch_size), collate_fn=collate
+        )
+    else:
+        loader = make_loader(ds, batch_size, collate, shuffle=False)
     for batch in tqdm(
         loader, desc="predict", leave=False, disable=not progress if progress is not None else None
     ):
@@ -165,8 +196,13 @@ def predict_probs(
             logits = model(batch)
         out.append(logits.float().softmax(-1).cpu())
     if not out:
-        return np.zeros((0, len(EMOTIONS)), dtype=np.float32)
-    return torch.cat(out).numpy()
+        return np.zeros((0, num_classes(ds)), dtype=np.float32)
+    probs = torch.cat(out).numpy()
+    if order is None:
+        return probs
+    restored = np.empty_like(probs)
+    restored[order] = probs
+    return restored
 
 
 def autocast(device: torch.device) -> Any:
@@ -212,7 +248,9 @@ def fit(
     model.to(device)
     train_labels = labels_of(train_ds)
     dev_labels = labels_of(dev_ds)
-    weight = class_weights(train_labels).to(device) if cfg.class_weights else None
+    weight = (
+        class_weights(train_labels, num_classes(train_ds)).to(device) if cfg.class_weights else None
+    )
     criterion = nn.CrossEntropyLoss(weight=weight)
     steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
     optimizer = _optimizer(model, cfg)
@@ -324,7 +362,13 @@ def _train_epoch(
 ) -> float:
     model.train()
     loader = make_loader(
-        ds, cfg.batch_size, collate, True, cfg.seed * 1000 + epoch, cfg.num_workers
+        ds,
+        cfg.batch_size,
+        collate,
+        True,
+        cfg.seed * 1000 + epoch,
+        cfg.num_workers,
+        length_buckets=cfg.length_buckets,
     )
     total, count = 0.0, 0
     bar = tqdm(

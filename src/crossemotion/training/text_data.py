@@ -1,20 +1,45 @@
 """Datasets over MELD text shards (and text + faces shards for fusion).
 
 Text is tokenized once at construction; items hold unpadded token ids and the
-collate functions pad each batch to its own longest sequence (dynamic padding),
-which is what keeps CPU fine-tuning affordable.
+collate functions pad each batch to its own longest sequence (dynamic padding);
+``lengths`` lets the training loop batch similar lengths together (see
+crossemotion.training.buckets), which is what keeps CPU fine-tuning affordable.
 
-Dialogue context (``context: N``) prepends the N previous utterances of the same
-dialogue, speaker names first ("Ross: ... [SEP] Rachel: ..."), as the first
-segment of a sentence pair whose second segment is the target utterance. When
-the pair is too long the context is cut from the left (its oldest tokens), so
-the target and the most recent turns always survive.
+Dialogue context. ``context: N`` takes the N previous turns of the utterance's
+dialogue, ``future: M`` the M next ones, and ``speakers`` (default true) puts
+each turn's speaker name first ("Ross: We were on a break!"), the target's
+own turn included. One model input is
+
+    [CLS] past turns [SEP] target turn [SEP] future turns [SEP]
+
+with token type 1 on the target turn and its [SEP] and 0 elsewhere; a side
+with no turns is left out with its [SEP]. The target is marked by the segment
+(token type) rather than by marker tokens: BERT-family encoders were
+pretrained with two segments, so type 1 has a trained embedding, whereas the
+vocabulary's spare tokens ([unused0]...) never occurred in pretraining and
+their embeddings would have to be learnt from MELD's 10k utterances; [SEP]
+already exists and bounds the target on both sides. Turns within the past or
+future are joined by a space, their speaker names marking where a turn starts.
+A model without context (N = M = 0) gets the plain single-segment form
+[CLS] target [SEP] with token type 0, as in pretraining.
+
+Truncation keeps the target whole (it is cut only when it alone exceeds
+``max_length``) and cuts the context from its far end: the past loses its
+oldest tokens, the future its latest ones. When both sides do not fit, the
+past gets at least half of the room left by the target (more when the future
+needs less), the future the rest.
+
+``encode_dialogue`` is the one formatting function: the datasets call it for
+every utterance and ``preprocess_text`` (inference, serving) for requests of
+the form ``{"text", "speaker", "context": [{"speaker", "text"}...],
+"future": [...]}``, so a served model sees what it was trained on.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +49,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from crossemotion.labels import EMOTION_TO_INDEX, normalize_label
+from crossemotion.training.shards import classes_of, label_indices, meta_frame, task_labels
 
 META_COLUMNS = ("id", "key", "split", "speaker", "character", "label")
-CONTEXT_SEP = " [SEP] "
 
 
 def read_shards(paths: Sequence[str | Path]) -> pl.DataFrame:
@@ -37,73 +61,193 @@ def read_shards(paths: Sequence[str | Path]) -> pl.DataFrame:
     return pl.concat(frames, how="diagonal_relaxed")
 
 
-def label_index(label: Any) -> int:
-    if isinstance(label, int | np.integer):
-        return int(label)
-    return EMOTION_TO_INDEX[normalize_label(str(label))]
+@dataclass(frozen=True)
+class Turn:
+    """One utterance of a dialogue: its speaker (may be unknown) and text."""
+
+    speaker: str | None
+    text: str
+
+    def render(self, speakers: bool) -> str:
+        return f"{self.speaker}: {self.text}" if speakers and self.speaker else self.text
 
 
-def turn(speaker: str | None, text: str) -> str:
-    return f"{speaker}: {text}" if speaker else text
+@dataclass(frozen=True)
+class DialogueWindow:
+    """The target turn with the turns before it (oldest first) and after it."""
+
+    target: Turn
+    past: tuple[Turn, ...] = ()
+    future: tuple[Turn, ...] = ()
 
 
-def build_contexts(frame: pl.DataFrame, context: int) -> list[str]:
-    """Per row: the ``context`` previous turns of its dialogue, oldest first.
+@dataclass(frozen=True)
+class DialogueFormat:
+    """How a model turns a dialogue window into tokens (its config's keys)."""
 
-    Order within a dialogue is by ``utterance_id``; rows of other dialogues
-    (and later utterances) never leak in. Returns "" where there is none.
+    past: int = 0
+    future: int = 0
+    speakers: bool = True
+    max_length: int = 128
+
+    @classmethod
+    def from_cfg(cls, cfg: Mapping[str, Any]) -> DialogueFormat:
+        fmt = cls(
+            past=int(cfg.get("context", 0) or 0),
+            future=int(cfg.get("future", 0) or 0),
+            speakers=bool(cfg.get("speakers", True)),
+            max_length=int(cfg.get("max_length", 128)),
+        )
+        if fmt.past < 0 or fmt.future < 0:
+            raise ValueError(f"context and future must be >= 0, got {fmt.past} and {fmt.future}")
+        if fmt.max_length < 3:
+            raise ValueError(f"max_length must be at least 3, got {fmt.max_length}")
+        return fmt
+
+    @property
+    def uses_context(self) -> bool:
+        return self.past > 0 or self.future > 0
+
+
+def _turn(value: Any) -> Turn:
+    if isinstance(value, Turn):
+        return value
+    if isinstance(value, str):
+        return Turn(None, value)
+    if isinstance(value, Mapping) and isinstance(value.get("text"), str):
+        speaker = value.get("speaker")
+        return Turn(str(speaker) if speaker else None, value["text"])
+    raise ValueError(f"a dialogue turn is a string or {{'speaker', 'text'}}, not {value!r}")
+
+
+def window_of(unit: Any) -> DialogueWindow:
+    """An inference unit as a dialogue window.
+
+    A unit is an utterance string, a ``DialogueWindow``, or a mapping with
+    ``text`` and optional ``speaker``, ``context`` (previous turns, oldest
+    first) and ``future`` (next turns), each turn ``{"speaker", "text"}`` or a
+    string. Other keys (fusion's ``images``) are ignored.
     """
-    if context <= 0:
-        return [""] * frame.height
+    if isinstance(unit, DialogueWindow):
+        return unit
+    if isinstance(unit, str):
+        return DialogueWindow(Turn(None, unit))
+    if isinstance(unit, Mapping):
+        target = _turn(unit)
+        return DialogueWindow(
+            target,
+            tuple(_turn(t) for t in unit.get("context") or ()),
+            tuple(_turn(t) for t in unit.get("future") or ()),
+        )
+    raise ValueError(f"a text unit is a string or a mapping with 'text', not {type(unit).__name__}")
+
+
+def dialogue_windows(frame: pl.DataFrame, past: int, future: int) -> list[DialogueWindow]:
+    """Per row of ``frame`` (in its order): its turn with up to ``past``/``future`` neighbours.
+
+    Neighbours come from the same dialogue, ordered by ``utterance_id``; rows
+    of other dialogues never leak in.
+    """
+    out: list[DialogueWindow | None] = [None] * frame.height
     rows = frame.select("dialogue_id", "utterance_id", "speaker", "text").with_row_index("_row")
-    out = [""] * frame.height
-    for group in rows.sort("dialogue_id", "utterance_id").partition_by("dialogue_id"):
-        turns = [turn(s, t) for s, t in zip(group["speaker"], group["text"], strict=True)]
+    for group in rows.sort("dialogue_id", "utterance_id").partition_by(
+        "dialogue_id", maintain_order=True
+    ):
+        turns = [
+            Turn(str(s) if s else None, str(t or ""))
+            for s, t in zip(group["speaker"], group["text"], strict=True)
+        ]
         for pos, row in enumerate(group["_row"]):
-            out[row] = CONTEXT_SEP.join(turns[max(0, pos - context) : pos])
-    return out
+            out[row] = DialogueWindow(
+                turns[pos],
+                tuple(turns[max(0, pos - past) : pos]) if past else (),
+                tuple(turns[pos + 1 : pos + 1 + future]) if future else (),
+            )
+    return [w for w in out if w is not None]
 
 
-def encode_pair(tokenizer: Any, target: str, context: str, max_length: int) -> dict[str, list[int]]:
-    """Token ids for [CLS] context [SEP] target [SEP], context cut from the left.
+def split_room(room: int, n_past: int, n_future: int) -> tuple[int, int]:
+    """Tokens of past and future context that fit in ``room`` (each kept side costs a [SEP]).
+
+    Both fit: all of both. Otherwise the past gets at least half the room
+    (the odd token included), or more when the future needs less; room for
+    one side only goes to the past.
+    """
+    want_p = n_past + 1 if n_past else 0
+    want_f = n_future + 1 if n_future else 0
+    if want_p + want_f <= room:
+        return n_past, n_future
+    give_p = min(want_p, max(room - room // 2, room - want_f))
+    give_f = min(want_f, room - give_p)
+    # a side worth keeping holds at least one token besides its [SEP]; when
+    # both cannot, one side takes all the room, the past first
+    if give_p < 2 or give_f < 2:
+        if want_p and room >= 2 and (give_p >= 2 or give_f < 2):
+            give_p, give_f = min(want_p, room), 0
+        else:
+            give_p, give_f = 0, min(want_f, room)
+    return (give_p - 1 if give_p >= 2 else 0), (give_f - 1 if give_f >= 2 else 0)
+
+
+TokenIds = Callable[[str], list[int]]
+
+
+def token_ids_for(tokenizer: Any) -> TokenIds:
+    """Text -> word-piece ids without special tokens, memoised per call site.
+
+    WordPiece splits on whitespace first, so joining turns by a space and
+    concatenating their ids gives the ids of the joined text: each distinct
+    turn is tokenized once however many windows it appears in.
+    """
+    memo: dict[str, list[int]] = {}
+
+    def ids(text: str) -> list[int]:
+        if text not in memo:
+            memo[text] = list(tokenizer.encode(text, add_special_tokens=False))
+        return memo[text]
+
+    return ids
+
+
+def encode_dialogue(
+    tokenizer: Any, window: DialogueWindow, fmt: DialogueFormat, ids: TokenIds | None = None
+) -> dict[str, list[int]]:
+    """Token ids and token types of one window in the layout of this module's docstring.
 
     Built by hand (BERT layout) because transformers 5 tokenizers no longer
-    expose build_inputs_with_special_tokens and left-only truncation of the
-    first segment is not a built-in strategy.
+    expose build_inputs_with_special_tokens and cutting a segment from its far
+    end is not a built-in truncation strategy.
     """
+    ids = ids or token_ids_for(tokenizer)
     cls, sep = int(tokenizer.cls_token_id), int(tokenizer.sep_token_id)
-    tgt = tokenizer.encode(target, add_special_tokens=False)
-    if context:
-        tgt = tgt[: max_length - 4]
-        room = max_length - 3 - len(tgt)
-        ctx = tokenizer.encode(context, add_special_tokens=False)
-        ctx = ctx[len(ctx) - room :] if room > 0 else []
-        if ctx:
-            first = [cls, *ctx, sep]
-            second = [*tgt, sep]
-            return {
-                "input_ids": first + second,
-                "token_type_ids": [0] * len(first) + [1] * len(second),
-            }
-    ids = [cls, *tgt[: max_length - 2], sep]
-    return {"input_ids": ids, "token_type_ids": [0] * len(ids)}
+    target = ids(window.target.render(fmt.speakers))[: fmt.max_length - 2]
+    if not fmt.uses_context:
+        plain = [cls, *target, sep]
+        return {"input_ids": plain, "token_type_ids": [0] * len(plain)}
+    past_turns = window.past[max(0, len(window.past) - fmt.past) :] if fmt.past else ()
+    future_turns = window.future[: fmt.future]
+    past = [i for t in past_turns for i in ids(t.render(fmt.speakers))]
+    future = [i for t in future_turns for i in ids(t.render(fmt.speakers))]
+    keep_p, keep_f = split_room(fmt.max_length - 2 - len(target), len(past), len(future))
+    first = [cls, *past[len(past) - keep_p :], sep] if keep_p else [cls]
+    middle = [*target, sep]
+    last = [*future[:keep_f], sep] if keep_f else []
+    return {
+        "input_ids": first + middle + last,
+        "token_type_ids": [0] * len(first) + [1] * len(middle) + [0] * len(last),
+    }
 
 
 def preprocess_text(
-    texts: Sequence[str],
-    cfg: Mapping[str, Any],
-    tokenizer: Any,
-    contexts: Sequence[str] | None = None,
+    units: Sequence[Any], cfg: Mapping[str, Any], tokenizer: Any
 ) -> dict[str, Tensor]:
-    """Raw utterances (and optional context strings) -> a padded model batch.
+    """Raw units (utterances or dialogue windows, see ``window_of``) -> a padded model batch.
 
     The inference hook: ``model(preprocess_text(["Oh my God!"], cfg, tok))``.
     """
-    contexts = contexts if contexts is not None else [""] * len(texts)
-    items = [
-        encode_pair(tokenizer, t, c, int(cfg.get("max_length", 128)))
-        for t, c in zip(texts, contexts, strict=True)
-    ]
+    fmt = DialogueFormat.from_cfg(cfg)
+    ids = token_ids_for(tokenizer)
+    items = [encode_dialogue(tokenizer, window_of(u), fmt, ids) for u in units]
     return pad_text([{k: torch.tensor(v) for k, v in it.items()} for it in items], tokenizer)
 
 
@@ -131,30 +275,23 @@ def collate_text(items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
     return batch
 
 
-def meta_frame(frame: pl.DataFrame) -> pl.DataFrame:
-    if "id" not in frame.columns:
-        frame = frame.with_columns(pl.col("key").alias("id"))
-    for col in META_COLUMNS:
-        if col not in frame.columns:
-            frame = frame.with_columns(pl.lit(None, dtype=pl.Utf8).alias(col))
-    return frame.select(META_COLUMNS)
-
-
 class TextDataset(Dataset):
-    """One item per utterance: token ids, token types and the label index."""
+    """One item per utterance: token ids, token types and the label index.
+
+    The label is the config's ``task`` class (emotion or MELD's sentiment).
+    """
 
     def __init__(self, frame: pl.DataFrame, cfg: Mapping[str, Any], tokenizer: Any) -> None:
-        frame = frame.sort("dialogue_id", "utterance_id")
-        contexts = build_contexts(frame, int(cfg.get("context", 0)))
-        max_length = int(cfg.get("max_length", 128))
-        texts = [str(t or "") for t in frame["text"]]
-        self.encoded = [
-            encode_pair(tokenizer, t, c, max_length) for t, c in zip(texts, contexts, strict=True)
-        ]
-        self.labels = [label_index(v) for v in frame["label"]]
-        # token counts, for length-bucketed samplers
+        frame = task_labels(frame.sort("dialogue_id", "utterance_id"), cfg.get("task"))
+        self.format = DialogueFormat.from_cfg(cfg)
+        windows = dialogue_windows(frame, self.format.past, self.format.future)
+        ids = token_ids_for(tokenizer)
+        self.encoded = [encode_dialogue(tokenizer, w, self.format, ids) for w in windows]
+        self.classes = classes_of(cfg)
+        self.labels = label_indices(frame["label"].to_list(), self.classes)
+        # token counts, for length-bucketed batches
         self.lengths = [len(e["input_ids"]) for e in self.encoded]
-        self.meta = meta_frame(frame)
+        self.meta = meta_frame(frame, self.classes)
 
     def __len__(self) -> int:
         return len(self.encoded)
@@ -164,7 +301,7 @@ class TextDataset(Dataset):
         return {
             "input_ids": torch.tensor(enc["input_ids"], dtype=torch.long),
             "token_type_ids": torch.tensor(enc["token_type_ids"], dtype=torch.long),
-            "label": torch.tensor(self.labels[index], dtype=torch.long),
+            "label": torch.tensor(int(self.labels[index]), dtype=torch.long),
         }
 
 
@@ -203,6 +340,10 @@ class FusionDataset(Dataset):
     ) -> None:
         self.text = TextDataset(frame, cfg, tokenizer)
         self.meta = self.text.meta
+        self.classes = self.text.classes
+        self.labels = self.text.labels
+        # the text's token count: faces add a fixed cost per item
+        self.lengths = self.text.lengths
         self.k = int(cfg.get("faces", 3))
         self.size = int(cfg.get("size", 224))
         by_key = select_faces(faces, self.k) if faces is not None else {}
