@@ -529,43 +529,47 @@ def _decode_clip(path: Path, s: DecodeSettings, as_rgb: bool) -> ClipResult:
         return ClipResult(MISSING, f"file not found: {path.name}")
     if path.stat().st_size == 0:
         return ClipResult(EMPTY, "zero-byte clip file")
-    info: VideoInfo | None = None
     try:
         with Clip(path, s.limits, threads=s.threads) as clip:
-            info = clip.info
-            if not info.has_video:
-                return ClipResult(NO_VIDEO, "no video stream", duration=info.duration,
-                                  has_audio=info.has_audio)  # fmt: skip
-            overlong = info.duration is None or info.duration > s.max_duration
-            span = min(info.video_duration or info.duration or s.max_duration, s.max_duration)
-            size = output_size(info.width, info.height, s.height)
-            result = ClipResult(OVERLONG if overlong else OK, None, info.duration,
-                                info.fps, size[0], size[1], info.has_audio, overlong)  # fmt: skip
-            if overlong:
-                result.reason = (
-                    f"duration {info.duration:.1f}s > max_duration {s.max_duration:g}s; "
-                    f"first {span:g}s sampled" if info.duration
-                    else "duration unknown; first max_duration seconds sampled"
-                )  # fmt: skip
-            times = sample_times(span, s.frames)
-
-            def convert(frame: av.VideoFrame) -> Any:
-                return to_rgb(frame, size) if as_rgb else to_jpeg(frame, size, s.jpeg_quality)
-
-            seek = span / s.frames >= s.seek_gap
-            result.frames, picked = clip.sample(times, convert, exact=s.exact, seek=seek)
-            # frames that stop well short of the header's duration: a truncated file, or
-            # timestamps that do not advance (a zero or absurd frame rate)
-            shown_until = picked[-1] + (1 / info.fps if info.fps else 0.0)
-            if clip.exhausted and shown_until < span / 2:
-                cause = f" ({clip.errors[0]})" if clip.errors else ""
-                return _failed(result, f"the video's frames end at {shown_until:.3g}s of the "
-                                       f"{span:.3g}s its header claims{cause}")  # fmt: skip
+            return sample_clip(clip, s, as_rgb=as_rgb)
     except VideoError as err:
-        if info is None:
-            return ClipResult(CORRUPT, str(err))
-        return _failed(ClipResult(CORRUPT, None, info.duration, info.fps,
-                                  has_audio=info.has_audio), str(err))  # fmt: skip
+        return ClipResult(CORRUPT, str(err))
+
+
+def sample_clip(clip: Clip, s: DecodeSettings, *, as_rgb: bool = False) -> ClipResult:
+    """``decode_clip`` on a clip already open (e.g. after checks on ``clip.info``)."""
+    info = clip.info
+    if not info.has_video:
+        return ClipResult(NO_VIDEO, "no video stream", duration=info.duration,
+                          has_audio=info.has_audio)  # fmt: skip
+    overlong = info.duration is None or info.duration > s.max_duration
+    span = min(info.video_duration or info.duration or s.max_duration, s.max_duration)
+    size = output_size(info.width, info.height, s.height)
+    result = ClipResult(OVERLONG if overlong else OK, None, info.duration, info.fps,
+                        size[0], size[1], info.has_audio, overlong)  # fmt: skip
+    if overlong:
+        result.reason = (
+            f"duration {info.duration:.1f}s > max_duration {s.max_duration:g}s; "
+            f"first {span:g}s sampled" if info.duration
+            else "duration unknown; first max_duration seconds sampled"
+        )  # fmt: skip
+    times = sample_times(span, s.frames)
+
+    def convert(frame: av.VideoFrame) -> Any:
+        return to_rgb(frame, size) if as_rgb else to_jpeg(frame, size, s.jpeg_quality)
+
+    try:
+        result.frames, picked = clip.sample(times, convert, exact=s.exact,
+                                            seek=span / s.frames >= s.seek_gap)  # fmt: skip
+    except VideoError as err:
+        return _failed(result, str(err))
+    # frames that stop well short of the header's duration: a truncated file, or
+    # timestamps that do not advance (a zero or absurd frame rate)
+    shown_until = picked[-1] + (1 / info.fps if info.fps else 0.0)
+    if clip.exhausted and shown_until < span / 2:
+        cause = f" ({clip.errors[0]})" if clip.errors else ""
+        return _failed(result, f"the video's frames end at {shown_until:.3g}s of the "
+                               f"{span:.3g}s its header claims{cause}")  # fmt: skip
     result.timestamps = [round(t, 4) for t in times]
     return result
 

@@ -134,10 +134,10 @@ def make_datasets(cfg: Mapping[str, Any], dataset: str, shards: ShardInputs) -> 
 
 
 def preprocess(
-    texts: list[Any], images: list[list[bytes]], cfg: Mapping[str, Any]
+    texts: list[Any], images: list[list[Any]], cfg: Mapping[str, Any]
 ) -> dict[str, Tensor]:
     """Inference hook: utterances (or dialogue windows, see text_data.window_of) + their
-    face JPEGs (any count, may be empty)."""
+    faces as JPEG bytes or RGB arrays (any count, may be empty)."""
     tokenizer = tokenizer_for(cfg)
     batch = text_data.preprocess_text(texts, cfg, tokenizer)
     k, size = int(cfg.get("faces", 3)), int(cfg.get("size", 224))

@@ -10,7 +10,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -26,26 +25,20 @@ from crossemotion.training.speaker_crop import (
 )
 
 ImageInput = str | Path | bytes | np.ndarray
-ClipInput = str | Path | Sequence[ImageInput]
+# a video file, its frames, or {"frames": [...], "boxes": {frame index: speaker box}}
+# (frames whose faces were already found, as the server has them)
+ClipInput = str | Path | Sequence[ImageInput] | Mapping[str, Any]
 
 
 def read_video(path: str | Path, frames: int) -> list[np.ndarray]:
-    """``frames`` evenly spaced RGB frames of a video file (decodes sequentially)."""
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise ValueError(f"cannot open video {path}")
-    all_frames = []
-    try:
-        while True:
-            ok, img = cap.read()
-            if not ok:
-                break
-            all_frames.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
-    finally:
-        cap.release()
-    if not all_frames:
-        raise ValueError(f"no decodable frames in {path}")
-    return [all_frames[i] for i in frame_indices(len(all_frames), frames)]
+    """``frames`` RGB frames of a video file, sampled as the workflow samples MELD clips
+    (the pipeline decoder with its default settings and limits), then evenly picked."""
+    from crossemotion.data.video import DecodeSettings, decode_clip
+
+    result = decode_clip(path, DecodeSettings(), as_rgb=True)
+    if result.status not in ("ok", "overlong") or not result.frames:
+        raise ValueError(f"cannot read video {Path(path).name}: {result.status}: {result.reason}")
+    return [result.frames[i] for i in frame_indices(len(result.frames), frames)]
 
 
 def preprocess_images(units: list[ImageInput], cfg: Mapping[str, Any]) -> dict[str, Tensor]:
@@ -56,14 +49,20 @@ def preprocess_images(units: list[ImageInput], cfg: Mapping[str, Any]) -> dict[s
 
 def clip_tensor(unit: ClipInput, t: int, size: int, crop_scale: float | None = None) -> Tensor:
     """A clip -> normalised [t, 3, size, size]; ``crop_scale`` set: speaker-centred."""
+    known: Mapping[int, Any] | None = None
     if isinstance(unit, str | Path):
         imgs = read_video(unit, t)
     else:
-        decoded = [load_image(f) for f in unit]
-        imgs = [decoded[i] for i in frame_indices(len(decoded), t)]
+        frames = unit["frames"] if isinstance(unit, Mapping) else unit
+        picked = frame_indices(len(frames), t)
+        imgs = [load_image(frames[i]) for i in picked]
+        if isinstance(unit, Mapping) and unit.get("boxes") is not None:
+            found = unit["boxes"]
+            known = {k: found[i] for k, i in enumerate(picked) if i in found}
     if crop_scale is not None:
         # the training crops came from the faces stage's detector; use the same
-        windows = clip_windows(detect_boxes(imgs, get_detector("haar")), len(imgs), crop_scale)
+        boxes = known if known is not None else detect_boxes(imgs, get_detector("haar"))
+        windows = clip_windows(boxes, len(imgs), crop_scale)
         imgs = [crop_window(img, w) for img, w in zip(imgs, windows, strict=True)]
     return normalize(torch.stack([to_uint8_chw(img, size) for img in imgs]))
 

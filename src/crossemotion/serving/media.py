@@ -15,8 +15,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from crossemotion.data.pool import WorkerPool
+    from crossemotion.data.video import DecodeSettings
 
 IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "WEBP")
 
@@ -93,9 +98,13 @@ def temp_upload(data: bytes, tmp_dir: Path, suffix: str) -> Iterator[Path]:
 @dataclass(frozen=True)
 class ClipFrames:
     duration: float | None
-    frames: list[bytes]
+    frames: list[np.ndarray]  # RGB uint8 (H, W, 3), at the requested height
     has_audio: bool | None
     status: str
+
+
+# seconds a decode worker gets beyond the decoder's own timeout before it is killed
+KILL_GRACE = 1.0
 
 
 def read_clip(
@@ -106,35 +115,49 @@ def read_clip(
     height: int,
     max_seconds: float,
     timeout: float,
+    pool: WorkerPool,
 ) -> ClipFrames:
-    """Probe, enforce the length limit, and sample frames with the pipeline's decoder."""
-    from crossemotion.data import manifest as mf
-    from crossemotion.data.decode import DecodeError, DecodeSettings, decode_clip, probe
+    """Check the container type here, then probe, enforce the length limit and sample
+    frames in a ``pool`` worker (killed past ``timeout``) with the pipeline's decoder."""
+    from crossemotion.data.decode import DecodeSettings
+    from crossemotion.data.pool import WorkerCrashed, WorkerTimeout
 
     container = sniff_video(data)
     suffix = {"mp4": ".mp4", "matroska": ".mkv", "avi": ".avi"}[container]
+    settings = DecodeSettings(frames=frames, height=height, max_duration=max_seconds,
+                              timeout=timeout)  # fmt: skip
     with temp_upload(data, tmp_dir, suffix) as path:
         try:
-            info = probe(path, timeout=timeout)
-        except DecodeError as exc:
-            raise MediaError(f"the clip could not be read: {_hide(exc, path)}") from None
-        if not info.has_video:
-            raise MediaError("the upload has no video stream")
-        if info.duration is None:
-            raise MediaError("the clip's duration cannot be determined")
-        if info.duration > max_seconds:
-            raise MediaError(
-                f"clip of {info.duration:.1f}s exceeds the limit of {max_seconds:g}s"
-            )
-        settings = DecodeSettings(frames=frames, height=height, max_duration=max_seconds,
-                                  timeout=timeout)  # fmt: skip
-        result = decode_clip(path, settings)
-        if result.status not in (mf.OK, mf.OVERLONG) or not result.frames:
-            reason = _hide(result.reason, path)
-            raise MediaError(f"the clip could not be decoded ({result.status}): {reason}")
+            return pool.call(read_clip_file, path, settings, timeout=timeout + KILL_GRACE)
+        except WorkerTimeout:
+            raise MediaError(f"the clip could not be decoded within {timeout:g}s") from None
+        except WorkerCrashed:
+            raise MediaError("the clip could not be decoded (the decoder crashed)") from None
+
+
+def read_clip_file(path: Path, settings: DecodeSettings) -> ClipFrames:
+    """Runs in a decode worker: one open, the checks on the stream headers, the frames."""
+    from crossemotion.data.video import Clip, VideoError, sample_clip
+
+    try:
+        with Clip(path, settings.limits, settings.threads) as clip:
+            info = clip.info
+            if not info.has_video:
+                raise MediaError("the upload has no video stream")
+            if info.duration is None:
+                raise MediaError("the clip's duration cannot be determined")
+            if info.duration > settings.max_duration:
+                raise MediaError(f"clip of {info.duration:.1f}s exceeds the limit of "
+                                 f"{settings.max_duration:g}s")  # fmt: skip
+            result = sample_clip(clip, settings, as_rgb=True)
+    except VideoError as exc:
+        raise MediaError(f"the clip could not be read: {_hide(exc, path)}") from None
+    if result.status not in ("ok", "overlong") or not result.frames:
+        reason = _hide(result.reason, path)
+        raise MediaError(f"the clip could not be decoded ({result.status}): {reason}")
     return ClipFrames(result.duration, result.frames, result.has_audio, result.status)
 
 
 def _hide(message: object, path: Path) -> str:
-    """Tool messages name the server's temp file; clients need not see server paths."""
-    return str(message).replace(str(path), "<upload>")
+    """Decoder messages may name the server's temp file; clients need not see it."""
+    return str(message).replace(str(path), "<upload>").replace(path.name, "<upload>")

@@ -6,9 +6,9 @@ what ``crossemotion.inference`` takes for that model (the same library call as
 ``crossemotion predict``):
 
 - ``face``:   RGB uint8 face crops (``resnet50``)
-- ``clip``:   a clip as a list of JPEG frames (``cnn_lstm``, ``c3d``)
+- ``clip``:   ``{"frames": [RGB frames], "boxes": {index: speaker box}}`` (``cnn_lstm``, ``c3d``)
 - ``text``:   an utterance string (``text``)
-- ``fusion``: ``{"text": str, "images": [face JPEG bytes]}`` (``fusion``)
+- ``fusion``: ``{"text": str, "images": [RGB face crops]}`` (``fusion``)
 """
 
 from __future__ import annotations

@@ -3,6 +3,13 @@
 Models load once (``Service.load``, at application start-up); every predict
 method is synchronous and CPU-bound, so the API runs it in a worker thread.
 Results are plain dataclasses; the API turns them into its pydantic schemas.
+
+Uploaded clips are decoded in a pool of worker processes (``decode_pool``,
+one worker per concurrent prediction), each call killed at
+``decode_timeout``. A clip is decoded once per request: its RGB frames and
+the speaker face found in each are shared by every model that scores it
+(clip models get the frames with those boxes, face and fusion models the
+crops, no JPEG round trip).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from crossemotion.data.pool import WorkerPool
 from crossemotion.labels import EMOTIONS
 from crossemotion.serving import media
 from crossemotion.serving.models import ServedModel, discover, load_model
@@ -23,6 +31,8 @@ from crossemotion.serving.settings import Settings
 log = logging.getLogger(__name__)
 
 FACE_CROP = 160  # crop side handed to face models; each resizes to its own input size
+# per decode worker: address space for Python, PyAV and the frames of one clip
+WORKER_MEMORY_MB = 2048
 
 
 # which models each request needs: the API checks before reading the upload
@@ -94,8 +104,8 @@ class ClipResult:
     boxes: list[tuple[int, int, int, int] | None]
     text_predictions: list[Prediction] = field(default_factory=list)
     fusion: list[Prediction] = field(default_factory=list)
-    # the sampled frames themselves (JPEG), for display; not part of the API response
-    sampled: list[bytes] = field(default_factory=list, repr=False)
+    # the sampled frames themselves (RGB), for display; not part of the API response
+    sampled: list[np.ndarray] = field(default_factory=list, repr=False)
 
 
 class Service:
@@ -104,6 +114,7 @@ class Service:
         self.models: list[ServedModel] = []
         self.load_errors: dict[str, str] = {}
         self.tmp_dir: Path | None = None
+        self.decode_pool: WorkerPool | None = None
         self._detector: Any = None
 
     # -- life cycle -------------------------------------------------------------
@@ -115,6 +126,9 @@ class Service:
 
         torch.set_num_threads(self.settings.torch_threads)
         self.tmp_dir = media.private_tmp_dir(self.settings.tmp_root)
+        self.decode_pool = WorkerPool(self.settings.max_concurrency, memory_mb=WORKER_MEMORY_MB,
+                                      preload=["crossemotion.serving.media",
+                                               "crossemotion.data.video"])  # fmt: skip
         self._detector = get_detector(
             self.settings.detector, min_size=self.settings.face_min_size,
             max_faces=self.settings.max_faces,
@@ -132,6 +146,9 @@ class Service:
                         self.settings.models_dir)  # fmt: skip
 
     def close(self) -> None:
+        if self.decode_pool is not None:
+            self.decode_pool.close()
+            self.decode_pool = None
         if self.tmp_dir is not None:
             shutil.rmtree(self.tmp_dir, ignore_errors=True)
             self.tmp_dir = None
@@ -221,13 +238,19 @@ class Service:
 
     def _clip(self, data: bytes, text: str | None) -> ClipResult:
         s = self.settings
-        assert self.tmp_dir is not None, "Service.load() was not called"
+        assert self.tmp_dir is not None and self.decode_pool is not None, \
+            "Service.load() was not called"
         clip = media.read_clip(
             data, self.tmp_dir, frames=s.clip_frames, height=s.clip_height,
-            max_seconds=s.max_clip_seconds, timeout=s.decode_timeout,
+            max_seconds=s.max_clip_seconds, pool=self.decode_pool,
+            # the decode never outlives the request that waits for it
+            timeout=min(s.decode_timeout, s.request_timeout),
         )  # fmt: skip
         speaker_crops, boxes = self._speaker_faces(clip.frames)
-        clip_preds = [Prediction.of(m, m.predict([clip.frames])[0]) for m in self.of_kind("clip")]
+        # clip models in speaker-crop mode take these boxes instead of detecting again
+        unit = {"frames": clip.frames,
+                "boxes": {i: box for i, box in enumerate(boxes) if box is not None}}  # fmt: skip
+        clip_preds = [Prediction.of(m, m.predict([unit])[0]) for m in self.of_kind("clip")]
         face_preds = []
         if speaker_crops:
             for m in self.of_kind("face"):
@@ -238,21 +261,19 @@ class Service:
             result.text_predictions = [
                 Prediction.of(m, m.predict([text])[0]) for m in self.of_kind("text")
             ]
-            jpegs = [_jpeg(c) for c in speaker_crops]
-            unit = {"text": text, "images": jpegs}
-            result.fusion = [Prediction.of(m, m.predict([unit])[0]) for m in self.of_kind("fusion")]
+            utterance = {"text": text, "images": speaker_crops}
+            result.fusion = [Prediction.of(m, m.predict([utterance])[0])
+                             for m in self.of_kind("fusion")]  # fmt: skip
         return result
 
     def _speaker_faces(
-        self, frames: list[bytes]
+        self, frames: list[np.ndarray]
     ) -> tuple[list[np.ndarray], list[tuple[int, int, int, int] | None]]:
         """The speaker's face (first detection) in each sampled frame that has one."""
         from crossemotion.data.faces import square_crop
-        from crossemotion.training.shards import decode_jpeg
 
         crops, boxes = [], []
-        for jpeg in frames:
-            rgb = decode_jpeg(jpeg)
+        for rgb in frames:
             found = self._detector.detect(rgb)
             if not found:
                 boxes.append(None)
@@ -272,13 +293,3 @@ class Service:
             out.append({"name": m.name, "model": m.model, "dataset": m.dataset, "kind": m.kind,
                         "checkpoint": rel, "test": m.metrics})  # fmt: skip
         return out
-
-
-def _jpeg(rgb: np.ndarray, quality: int = 92) -> bytes:
-    import cv2
-
-    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]),
-                           [cv2.IMWRITE_JPEG_QUALITY, quality])  # fmt: skip
-    if not ok:
-        raise RuntimeError("JPEG encoding failed")
-    return buf.tobytes()

@@ -115,12 +115,10 @@ class DemoHandler:
     @staticmethod
     def _first_face_frame(clip: ClipResult) -> np.ndarray | None:
         """The first sampled frame with its speaker box, for display."""
-        from crossemotion.training.shards import decode_jpeg
-
-        for jpeg, box in zip(clip.sampled, clip.boxes, strict=False):
+        for rgb, box in zip(clip.sampled, clip.boxes, strict=False):
             if box is not None:
-                return _draw_boxes(decode_jpeg(jpeg), [box])
-        return decode_jpeg(clip.sampled[0]) if clip.sampled else None
+                return _draw_boxes(rgb, [box])
+        return clip.sampled[0] if clip.sampled else None
 
 
 def build_blocks(service: Service) -> gr.Blocks:

@@ -305,12 +305,17 @@ class TextDataset(Dataset):
         }
 
 
-def decode_image(data: bytes, size: int) -> Tensor:
-    """JPEG bytes -> normalized float [3, size, size] (ImageNet statistics)."""
+def decode_image(data: bytes | np.ndarray, size: int) -> Tensor:
+    """JPEG bytes, or an RGB uint8 array (a crop served without a JPEG round trip)
+    -> normalized float [3, size, size] (ImageNet statistics)."""
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as img:
-        rgb = img.convert("RGB").resize((size, size))
+    if isinstance(data, np.ndarray):
+        rgb = Image.fromarray(np.ascontiguousarray(data[..., :3], dtype=np.uint8))
+        rgb = rgb.resize((size, size))
+    else:
+        with Image.open(io.BytesIO(data)) as img:
+            rgb = img.convert("RGB").resize((size, size))
     arr = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
