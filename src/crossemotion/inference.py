@@ -2,10 +2,14 @@
 
 ``load_predictor(path)`` accepts a model directory (``results/models/{m}/{d}``)
 or its ``model.pt`` and returns a ``Predictor`` whose ``predict(units)`` gives
-class probabilities [N, 7] (order: ``crossemotion.labels.EMOTIONS``). A unit is
+class probabilities [N, classes] in the order of the checkpoint's ``labels``
+(``Predictor.labels``: the 7 EMOTIONS, or the 3 SENTIMENTS of a model trained
+with ``task: sentiment``). A unit is
 what the model's unit is: an image (path, JPEG bytes, RGB array) for
 ``resnet50``, a clip (video path or list of frames) for ``cnn_lstm``/``c3d``, a
-str for ``text``, ``{"text": str, "images": [JPEG bytes, ...]}`` for ``fusion``.
+str for ``text`` (or a dialogue window ``{"text", "speaker", "context": [{"speaker",
+"text"}...], "future": [...]}``, see crossemotion.training.text_data.window_of),
+``{"text": str, "images": [JPEG bytes, ...]}`` (plus the window's keys) for ``fusion``.
 Preprocessing is the model spec's ``preprocess`` hook with the checkpoint's own
 config, i.e. the sizes the model was trained with.
 """
@@ -22,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from crossemotion.labels import EMOTIONS
+from crossemotion.labels import EMOTIONS, task_of_classes
 from crossemotion.models.registry import MODULES, ModelSpec, get_spec
 from crossemotion.training import checkpoint
 from crossemotion.training.loop import autocast, resolve_device, to_device
@@ -61,6 +65,7 @@ class Predictor:
     spec: ModelSpec
     device: torch.device
     batch_size: int = 16
+    labels: tuple[str, ...] = EMOTIONS
 
     @property
     def name(self) -> str:
@@ -72,7 +77,7 @@ class Predictor:
 
     @torch.no_grad()
     def predict(self, units: Sequence[Any]) -> np.ndarray:
-        """Class probabilities [len(units), 7]."""
+        """Class probabilities [len(units), len(self.labels)]."""
         hook = preprocess_hook(self.spec)
         out = []
         for start in range(0, len(units), self.batch_size):
@@ -82,15 +87,15 @@ class Predictor:
             with autocast(self.device):
                 out.append(self.net(batch).float().softmax(-1).cpu())
         if not out:
-            return np.zeros((0, len(EMOTIONS)), dtype=np.float32)
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
         return torch.cat(out).numpy()
 
     def predict_labels(self, units: Sequence[Any]) -> list[dict[str, Any]]:
         probs = self.predict(units)
         return [
             {
-                "label": EMOTIONS[int(p.argmax())],
-                "probabilities": dict(zip(EMOTIONS, map(float, p), strict=True)),
+                "label": self.labels[int(p.argmax())],
+                "probabilities": dict(zip(self.labels, map(float, p), strict=True)),
             }
             for p in probs
         ]
@@ -107,12 +112,15 @@ def checkpoint_path(path: str | Path) -> Path:
 
 def load_predictor(path: str | Path, device: str = "auto") -> Predictor:
     ckpt = checkpoint.load(checkpoint_path(path))
-    if list(ckpt["labels"]) != list(EMOTIONS):
-        raise ValueError(f"checkpoint labels {ckpt['labels']} differ from {list(EMOTIONS)}")
+    labels = tuple(ckpt["labels"])
+    try:
+        task_of_classes(labels)
+    except ValueError:
+        raise ValueError(f"checkpoint labels {list(labels)} are no task's class list") from None
     spec = get_spec(ckpt["model"])
     # the checkpoint holds the trained weights: never fetch pretrained ones again
     cfg = {**ckpt["config"], "weights": None}
-    model = spec.build(cfg, len(EMOTIONS))
+    model = spec.build(cfg, len(labels))
     model.load_state_dict(ckpt["state_dict"])
     dev = resolve_device(device)
     model.to(dev).eval()
@@ -124,4 +132,5 @@ def load_predictor(path: str | Path, device: str = "auto") -> Predictor:
         spec=spec,
         device=dev,
         batch_size=int(ckpt["config"].get("batch_size", 16)),
+        labels=labels,
     )

@@ -2,6 +2,7 @@ import re
 import sys
 from pathlib import Path
 
+from snakemake.logging import logger
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -26,6 +27,26 @@ TEXT_ONLY_MODELS = ["text"]
 
 def text_only():
     return bool(config["meld"].get("text_only", False))
+
+
+def task():
+    """emotion (7 classes, MELD and IFEED) or sentiment (MELD's 3, MELD only)."""
+    return config.get("task", "emotion")
+
+
+if task() != "emotion":
+    _off = [
+        f"{name}/{d}"
+        for name, cfg in config["models"].items()
+        if cfg.get("enabled", True)
+        for d in cfg.get("datasets", ["meld"])
+        if d != "meld"
+    ]
+    if _off or config.get("transfer", {}).get("enabled", False):
+        logger.warning(
+            f"task: {task()}: IFEED has no sentiment labels, so the IFEED runs "
+            f"({', '.join(_off) or 'none'}) and the transfer grid are off"
+        )
 
 
 def demo_data():
@@ -70,7 +91,8 @@ def model_runs():
         if text_only() and name not in TEXT_ONLY_MODELS:
             continue
         for dataset in cfg.get("datasets", ["meld"]):
-            if text_only() and dataset != "meld":
+            # text-only has no faces; IFEED has no sentiment labels
+            if (text_only() or task() != "emotion") and dataset != "meld":
                 continue
             runs.append((name, dataset))
     return runs
@@ -83,7 +105,7 @@ def model_dir(model, dataset):
 def transfer_cells():
     """(source, target, mode) cells of the transfer grid."""
     tcfg = config.get("transfer", {})
-    if text_only() or not tcfg.get("enabled", False):
+    if text_only() or task() != "emotion" or not tcfg.get("enabled", False):
         return []
     modes = ["zero_shot"] + [f"finetune_{f:g}" for f in tcfg.get("fractions", [])]
     cells = []

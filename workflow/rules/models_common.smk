@@ -47,6 +47,8 @@ def train_params(model):
         "model": model,
         "model_cfg": model_cfg(model),
         "seed": config.get("seed", 13),
+        # only when not the default: emotion runs keep their params (no rerun)
+        **({"task": task()} if task() != "emotion" else {}),
         "device": config.get("device", "auto"),
         "demo": demo_data(),
     }

@@ -14,7 +14,12 @@ train_and_evaluate(
     params.model,
     snakemake.wildcards.dataset,
     params.model_cfg,
-    {"seed": params.seed, "device": params.device, "demo": params.demo},
+    {
+        "seed": params.seed,
+        "task": params.get("task", "emotion"),
+        "device": params.device,
+        "demo": params.demo,
+    },
     shard_inputs_from_paths(snakemake.input),
     out_dir,
     threads=snakemake.threads,

@@ -3,7 +3,7 @@ training curves. matplotlib with the Agg backend; PNG written atomically."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from crossemotion.io import atomic_path
-from crossemotion.labels import CHARACTERS, EMOTIONS
+from crossemotion.labels import CHARACTERS, classes_containing
 
 DEMO_NOTE = "DEMO DATA (generated)"
 
@@ -32,28 +32,44 @@ def _stamp(fig: plt.Figure, demo: bool) -> None:
         fig.text(0.99, 0.005, DEMO_NOTE, ha="right", va="bottom", fontsize=7, color="#b00")
 
 
-def confusion_counts(labels: pd.Series, predictions: pd.Series) -> np.ndarray:
-    """7x7 counts, rows = true class, columns = predicted, canonical class order."""
+def confusion_counts(
+    labels: pd.Series, predictions: pd.Series, classes: Sequence[str] | None = None
+) -> np.ndarray:
+    """KxK counts, rows = true class, columns = predicted, in the task's class order.
+
+    ``classes`` defaults to the task class list holding every name (7 emotions
+    or 3 sentiments).
+    """
     from sklearn.metrics import confusion_matrix
 
-    return confusion_matrix(list(labels), list(predictions), labels=list(EMOTIONS))
+    if classes is None:
+        classes = classes_containing([*labels, *predictions])
+    return confusion_matrix(list(labels), list(predictions), labels=list(classes))
 
 
 def confusion_figure(
     frame: pd.DataFrame, target: str | Path, title: str, demo: bool = False
 ) -> np.ndarray:
-    """Row-normalised confusion matrix annotated with counts; returns the counts."""
-    counts = confusion_counts(frame["label"], frame["prediction"])
+    """Row-normalised confusion matrix annotated with counts; returns the counts.
+
+    The classes are those the predictions declare (``p_{class}`` columns).
+    """
+    from crossemotion.reporting.scores import prediction_classes
+
+    classes = prediction_classes(list(frame.columns)) or classes_containing(
+        [*frame["label"], *frame["prediction"]]
+    )
+    counts = confusion_counts(frame["label"], frame["prediction"], classes)
     totals = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, totals, out=np.zeros(counts.shape, dtype=float), where=totals > 0)
     fig, ax = plt.subplots(figsize=(5.6, 4.8))
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(EMOTIONS)), EMOTIONS, rotation=45, ha="right")
-    ax.set_yticks(range(len(EMOTIONS)), EMOTIONS)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    for i in range(len(EMOTIONS)):
-        for j in range(len(EMOTIONS)):
+    for i in range(len(classes)):
+        for j in range(len(classes)):
             if counts[i, j]:
                 color = "white" if share[i, j] > 0.5 else "black"
                 ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7, color=color)

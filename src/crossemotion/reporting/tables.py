@@ -11,9 +11,15 @@ from typing import Any
 import pandas as pd
 
 from crossemotion.io import write_text
+from crossemotion.labels import DEFAULT_TASK, task_of_classes
 from crossemotion.reporting.provenance import markdown_header
 from crossemotion.reporting.runs import Run, primary_level
-from crossemotion.reporting.scores import classification_scores, levels_in, read_predictions
+from crossemotion.reporting.scores import (
+    classification_scores,
+    levels_in,
+    prediction_classes,
+    read_predictions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +33,7 @@ BENCHMARK_COLUMNS: tuple[str, ...] = (
     "source",
     "model",
     "dataset",
+    "task",
     "n",
     "accuracy",
     "weighted_f1",
@@ -162,6 +169,14 @@ def _check_against_metrics(run: Run, metrics: Mapping[str, Any], scores: Mapping
         )
 
 
+def _task(frame: pd.DataFrame, metrics: Mapping[str, Any]) -> str:
+    """The run's task: what its predictions' ``p_{class}`` columns declare, else metrics.json."""
+    classes = prediction_classes(list(frame.columns))
+    if classes is not None:
+        return task_of_classes(classes)
+    return str(metrics.get("task") or DEFAULT_TASK)
+
+
 def benchmark_row(run: Run, demo: bool) -> dict[str, Any]:
     metrics = run.metrics()
     level = primary_level(run.dataset)
@@ -173,6 +188,7 @@ def benchmark_row(run: Run, demo: bool) -> dict[str, Any]:
         "source": MEASURED,
         "model": run.model,
         "dataset": run.dataset,
+        "task": _task(test, metrics),
         **scores,
         "baseline_weighted_f1": _baseline_wf1(metrics, dev, test),
         "inference_ms": _get(metrics, "inference", "ms_per_unit_batch1"),
@@ -186,9 +202,12 @@ def benchmark_row(run: Run, demo: bool) -> dict[str, Any]:
 
 
 def benchmark_table(runs: Iterable[Run], demo: bool, reference_rows: bool = True) -> pd.DataFrame:
+    """Measured rows, then the reference rows, which are all emotion figures:
+    they are left out when every measured run is of another task (sentiment),
+    whose own reference is its majority baseline column."""
     rows = [benchmark_row(run, demo) for run in runs]
-    if reference_rows:
-        rows += [{**ref, "data": "reference"} for ref in REFERENCE_ROWS]
+    if reference_rows and (not rows or any(r["task"] == DEFAULT_TASK for r in rows)):
+        rows += [{**ref, "task": DEFAULT_TASK, "data": "reference"} for ref in REFERENCE_ROWS]
     return pd.DataFrame(rows, columns=list(BENCHMARK_COLUMNS))
 
 

@@ -1,13 +1,14 @@
 """Checkpoint discovery and the one place that calls the prediction library.
 
 Every loaded model is wrapped as a ``ServedModel`` whose ``predict(units)``
-returns ``[N, 7]`` probabilities over ``EMOTIONS``. The units per kind are
+returns ``[N, classes]`` probabilities over its checkpoint's ``labels`` (the 7
+EMOTIONS, or the 3 SENTIMENTS of a ``task: sentiment`` model). The units per kind are
 what ``crossemotion.inference`` takes for that model (the same library call as
 ``crossemotion predict``):
 
 - ``face``:   RGB uint8 face crops (``resnet50``)
 - ``clip``:   ``{"frames": [RGB frames], "boxes": {index: speaker box}}`` (``cnn_lstm``, ``c3d``)
-- ``text``:   an utterance string (``text``)
+- ``text``:   an utterance string, or ``{"text", "speaker", "context", "future"}`` (``text``)
 - ``fusion``: ``{"text": str, "images": [RGB face crops]}`` (``fusion``)
 """
 
@@ -52,13 +53,18 @@ class ServedModel:
     def name(self) -> str:
         return f"{self.model}/{self.dataset}"
 
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The checkpoint's classes, in the order of ``predict``'s columns."""
+        return tuple(getattr(self.predictor, "labels", EMOTIONS))
+
     def predict(self, units: list[Any]) -> np.ndarray:
         if not units:
-            return np.zeros((0, len(EMOTIONS)), dtype=np.float64)
+            return np.zeros((0, len(self.labels)), dtype=np.float64)
         with self.lock:
             probs = self.predictor.predict(units)
         probs = np.asarray(probs, dtype=np.float64)
-        if probs.shape != (len(units), len(EMOTIONS)):
+        if probs.shape != (len(units), len(self.labels)):
             raise RuntimeError(f"{self.name} returned probabilities of shape {probs.shape}")
         return probs
 

@@ -65,6 +65,9 @@ def task_labels(
     classes = task_classes(task)
     if classes == EMOTIONS:
         return frame
+    # IFEED faces keep their MELD source key: a lookup by key would mislabel them
+    if "dataset" in frame.columns and frame.filter(pl.col("dataset") != "meld").height:
+        raise ValueError("the sentiment task is MELD-only: IFEED has no sentiment labels")
     if "sentiment" not in frame.columns:
         if sentiment_by_key is None or "key" not in frame.columns:
             raise ValueError(
