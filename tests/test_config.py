@@ -9,9 +9,30 @@ from crossemotion.config import ConfigError, config_hash, deep_merge, load_confi
 from tests.conftest import ROOT, run_snakemake
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "demo.yaml"])
+def _leaves(tree: dict, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], object]:
+    out: dict[tuple[str, ...], object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_leaves(value, (*prefix, key)))
+        else:
+            out[(*prefix, key)] = value
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "config").glob("*.yaml")))
 def test_shipped_configs_validate(name: str) -> None:
-    load_config(ROOT / "config" / "config.yaml", ROOT / "config" / name)
+    """Every shipped config loads on top of config.yaml, and each of its keys wins."""
+    base = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    overlay = yaml.safe_load((ROOT / "config" / name).read_text())
+    merged = load_config(ROOT / "config" / "config.yaml", ROOT / "config" / name)
+    merged_leaves = _leaves(merged)
+    for path, value in _leaves(overlay).items():
+        assert merged_leaves[path] == value, (name, path)
+    # keys the overlay leaves alone keep config.yaml's values
+    overlaid = list(_leaves(overlay))
+    for path, value in _leaves(base).items():
+        if not any(path[: len(o)] == o or o[: len(path)] == path for o in overlaid):
+            assert merged_leaves[path] == value, (name, path)
 
 
 def test_misspelled_key_names_the_key() -> None:

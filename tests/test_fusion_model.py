@@ -66,9 +66,20 @@ def test_utterance_without_faces_ignores_face_pixels() -> None:
 
 
 def test_batch_with_no_faces_at_all_runs() -> None:
+    torch.manual_seed(0)
     model = FusionModel(CFG, len(EMOTIONS))
     batch = preprocess(["Hi.", "Bye."], [[], []], CFG)
-    model(batch).sum().backward()
+    logits = model(batch)
+    assert logits.shape == (2, len(EMOTIONS)) and torch.isfinite(logits).all()
+    logits.sum().backward()
+    # text alone carries the batch: the image backbone never runs, the text encoder learns
+    assert all(p.grad is None for p in model.image.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.text.parameters())
+    model.eval()
+    with torch.no_grad():
+        before = model(batch)
+        batch["faces"] = torch.randn_like(batch["faces"]) * 5
+        torch.testing.assert_close(model(batch), before)
 
 
 def test_modality_dropout_never_hides_both_modalities() -> None:
