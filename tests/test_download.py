@@ -121,9 +121,17 @@ def test_404_fails_at_once_without_retries(server: LocalServer, tmp_path: Path) 
 
 def test_unreachable_host_says_what_to_do(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{closed_port()}/x.tar.gz"
-    with pytest.raises(DownloadError, match=r"after 3 attempts.*connection.*meld\.archive"):
+    with pytest.raises(DownloadError, match=r"after 3 attempts.*connection.*meld\.archive") as err:
         download(url, tmp_path / "x.tar.gz", retries=2, hint=HINT, **FAST)
     assert not (tmp_path / "x.tar.gz").exists()
+    assert "partial file" not in str(err.value)  # nothing arrived, so nothing is kept
+
+
+def test_failed_download_keeps_its_partial_file(server: LocalServer, tmp_path: Path) -> None:
+    url = server.add("/p.zip", BODY, cut_after=1000, cut_times=10)
+    with pytest.raises(DownloadError, match=r"partial file .*p\.zip\.part is kept"):
+        download(url, tmp_path / "p.zip", md5=MD5, retries=1, chunk=256, **FAST)
+    assert 0 < (tmp_path / "p.zip.part").stat().st_size < len(BODY)
 
 
 def test_existing_verified_file_is_not_fetched_again(server: LocalServer, tmp_path: Path) -> None:

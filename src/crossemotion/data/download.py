@@ -127,10 +127,14 @@ def download(
             # ChunkedEncodingError and friends: the body broke off mid-stream
             last_error = f"transfer interrupted: {_short(err)}"
     else:
+        kept = (
+            f"; the partial file {part} is kept and resumed by the next run"
+            if part.exists()
+            else ""
+        )
         raise DownloadError(
             f"cannot download {url} after {retries + 1} attempts: {last_error}. "
-            f"Check the network and the URL; the partial file {part} is kept and "
-            f"resumed by the next run. {hint}"
+            f"Check the network and the URL{kept}. {hint}"
         )
     _finish(part, dest, url, md5, sha256, size, hint, md5_in)
     return dest
