@@ -205,7 +205,10 @@ def _routes(app: FastAPI, service: Service, run: Callable[..., Any]) -> None:
               responses=_ERROR_DOCS)  # fmt: skip
     async def predict_text(body: schemas.TextRequest) -> schemas.TextResponse:
         service.require_for("text")
-        preds = await run(service.predict_text, body.text)
+        preds = await run(
+            service.predict_text, body.text, body.speaker,
+            [t.model_dump() for t in body.context], [t.model_dump() for t in body.future],
+        )  # fmt: skip
         return schemas.TextResponse.model_validate({"predictions": preds}, from_attributes=True)
 
     @app.post("/v1/predict/video", response_model=schemas.VideoResponse, tags=["predict"],

@@ -6,19 +6,48 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from crossemotion.labels import EMOTIONS
+from crossemotion.labels import EMOTIONS, SENTIMENTS
 
 Box = tuple[int, int, int, int]
+# dialogue turns a text request may carry on either side (Service checks it too)
+MAX_TURNS = 50
+
+
+class Turn(BaseModel):
+    speaker: str | None = Field(None, description="who said it", examples=["Rachel"])
+    text: str = Field(..., description="what was said", examples=["You slept with her."])
 
 
 class TextRequest(BaseModel):
+    """An utterance, optionally with its speaker and dialogue turns around it.
+
+    A model uses as many turns as it was trained with (its ``context`` past and
+    ``future`` next turns, the nearest ones) and formats them exactly as in
+    training; speaker names count where it was trained with ``speakers``.
+    """
+
     text: str = Field(..., description="one utterance", examples=["Oh my God, this is amazing!"])
+    speaker: str | None = Field(None, description="speaker of the utterance", examples=["Ross"])
+    context: list[Turn] = Field(
+        default_factory=list,
+        max_length=MAX_TURNS,
+        description="previous turns of the dialogue, oldest first",
+    )
+    future: list[Turn] = Field(
+        default_factory=list,
+        max_length=MAX_TURNS,
+        description="next turns of the dialogue, in order (offline use)",
+    )
 
 
 class ModelPrediction(BaseModel):
     model: str = Field(..., examples=["resnet50"])
     dataset: str = Field(..., description="dataset the model was trained on", examples=["ifeed"])
-    label: str = Field(..., description=f"most probable class, one of {', '.join(EMOTIONS)}")
+    label: str = Field(
+        ...,
+        description=f"most probable class: one of {', '.join(EMOTIONS)}, "
+        f"or of {', '.join(SENTIMENTS)} for a sentiment model",
+    )
     probabilities: dict[str, float] = Field(..., description="probability per class (sums to 1)")
 
 
@@ -62,6 +91,7 @@ class ModelInfo(BaseModel):
     dataset: str
     kind: Literal["face", "clip", "text", "fusion"]
     checkpoint: str = Field(..., description="path relative to the models dir")
+    labels: list[str] = Field(..., description="the model's classes (its checkpoint's)")
     test: dict[str, float | int | None] | None = Field(
         None, description="test-split figures from metrics.json"
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,14 +24,15 @@ from typing import Any
 import numpy as np
 
 from crossemotion.data.pool import WorkerPool
-from crossemotion.labels import EMOTIONS
 from crossemotion.serving import media
 from crossemotion.serving.models import ServedModel, discover, load_model
+from crossemotion.serving.schemas import MAX_TURNS
 from crossemotion.serving.settings import Settings
 
 log = logging.getLogger(__name__)
 
 FACE_CROP = 160  # crop side handed to face models; each resizes to its own input size
+MAX_SPEAKER_CHARS = 100
 # per decode worker: address space for Python, PyAV and the frames of one clip
 WORKER_MEMORY_MB = 2048
 
@@ -62,11 +64,12 @@ class Prediction:
     @classmethod
     def of(cls, served: ServedModel, probs: np.ndarray) -> Prediction:
         probs = np.asarray(probs, dtype=np.float64)
+        labels = served.labels  # the checkpoint's classes: emotions or sentiments
         return cls(
             served.model,
             served.dataset,
-            EMOTIONS[int(probs.argmax())],
-            {name: round(float(p), 6) for name, p in zip(EMOTIONS, probs, strict=True)},
+            labels[int(probs.argmax())],
+            {name: round(float(p), 6) for name, p in zip(labels, probs, strict=True)},
         )
 
 
@@ -209,10 +212,45 @@ class Service:
         ]  # fmt: skip
         return ImageResult(int(rgb.shape[1]), int(rgb.shape[0]), results)
 
-    def predict_text(self, text: str) -> list[Prediction]:
+    def predict_text(
+        self,
+        text: str,
+        speaker: str | None = None,
+        context: Sequence[Mapping[str, Any]] = (),
+        future: Sequence[Mapping[str, Any]] = (),
+    ) -> list[Prediction]:
+        """Text models on an utterance, with its speaker and dialogue turns when given.
+
+        The unit is what crossemotion.training.text_data.window_of reads, so
+        each model formats it with its training code and config.
+        """
         models = self.require("text", "text")
+        unit = self.dialogue_unit(text, speaker, context, future)
+        return [Prediction.of(m, m.predict([unit])[0]) for m in models]
+
+    def dialogue_unit(
+        self,
+        text: str,
+        speaker: str | None = None,
+        context: Sequence[Mapping[str, Any]] = (),
+        future: Sequence[Mapping[str, Any]] = (),
+    ) -> str | dict[str, Any]:
+        """A cleaned utterance, or ``{"text", "speaker", "context", "future"}`` with turns."""
         text = self._clean_text(text)
-        return [Prediction.of(m, m.predict([text])[0]) for m in models]
+        if not (speaker or context or future):
+            return text
+        turns: dict[str, list[dict[str, str | None]]] = {}
+        for side, given in (("context", context), ("future", future)):
+            if len(given) > MAX_TURNS:
+                raise InputError(f"{side} has {len(given)} turns; the limit is {MAX_TURNS}")
+            turns[side] = []
+            for i, turn in enumerate(given):
+                try:
+                    cleaned = self._clean_text(str(turn.get("text") or ""))
+                except InputError as err:
+                    raise InputError(f"{side} turn {i + 1}: {err}") from None
+                turns[side].append({"speaker": _speaker(turn.get("speaker")), "text": cleaned})
+        return {"text": text, "speaker": _speaker(speaker), **turns}
 
     def require_for(self, request: str) -> None:
         what, kinds = NEEDS[request]
@@ -291,5 +329,12 @@ class Service:
             except ValueError:
                 rel = m.path.name
             out.append({"name": m.name, "model": m.model, "dataset": m.dataset, "kind": m.kind,
-                        "checkpoint": rel, "test": m.metrics})  # fmt: skip
+                        "checkpoint": rel, "labels": list(m.labels),
+                        "test": m.metrics})  # fmt: skip
         return out
+
+
+def _speaker(name: Any) -> str | None:
+    """A speaker name on one line, at most MAX_SPEAKER_CHARS; None when blank."""
+    name = " ".join(str(name or "").split())
+    return name[:MAX_SPEAKER_CHARS] or None

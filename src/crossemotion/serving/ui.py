@@ -24,7 +24,6 @@ import numpy as np
 import pandas as pd
 from fastapi import FastAPI
 
-from crossemotion.labels import EMOTIONS
 from crossemotion.serving.media import MediaError
 from crossemotion.serving.service import (
     ClipResult,
@@ -40,8 +39,9 @@ BOX_COLOUR = (40, 220, 60)
 
 
 def _bars(pred: Prediction) -> pd.DataFrame:
+    # the model's own classes in its order: the 7 emotions, or a sentiment model's 3
     return pd.DataFrame(
-        {"emotion": list(EMOTIONS), "probability": [pred.probabilities[e] for e in EMOTIONS]}
+        {"emotion": list(pred.probabilities), "probability": list(pred.probabilities.values())}
     )
 
 
@@ -106,7 +106,7 @@ class DemoHandler:
         preds = [p for _, group in sections for p in group]
         if fused is None and preds:
             fused = preds[0]
-        label = {e: fused.probabilities[e] for e in EMOTIONS} if fused else None
+        label = dict(fused.probabilities) if fused else None
         plots = [gr.update(visible=True, value=_bars(p), label=f"{p.model}/{p.dataset}")
                  for p in preds[:MAX_PLOTS]]  # fmt: skip
         plots += [gr.update(visible=False, value=None)] * (MAX_PLOTS - len(plots))
@@ -143,7 +143,7 @@ def build_blocks(service: Service) -> gr.Blocks:
                 summary = gr.Markdown(elem_id="summary")
         with gr.Row():
             plots = [
-                gr.BarPlot(x="emotion", y="probability", y_lim=[0, 1], sort=list(EMOTIONS),
+                gr.BarPlot(x="emotion", y="probability", y_lim=[0, 1], sort=None,
                            visible=False, show_label=True, elem_id=f"bars-{i}")
                 for i in range(MAX_PLOTS)
             ]
