@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import socket
+import struct
 import subprocess
 import sys
 import tarfile
 import time
 import zipfile
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -168,8 +171,10 @@ def start_server(models: Path, workdir: Path, env: dict[str, str] | None = None,
 
 @pytest.fixture(scope="module")
 def server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    # with the Gradio UI mounted, as `crossemotion serve` runs by default
     yield from start_server(models_dir, tmp_path_factory.mktemp("server"),
-                            env={"CROSSEMOTION_MAX_UPLOAD_BYTES": str(2 * 1024 * 1024)})
+                            env={"CROSSEMOTION_MAX_UPLOAD_BYTES": str(2 * 1024 * 1024)},
+                            ui=True)  # fmt: skip
 
 
 def assert_prediction(pred: dict) -> None:
@@ -292,8 +297,11 @@ def test_upload_too_large_chunked(server: Server) -> None:
         yield f"\r\n--{boundary}--\r\n".encode()
 
     with server.client() as c:
-        r = c.post("/v1/predict/image", content=chunks(),
-                   headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+        r = c.post(
+            "/v1/predict/image",
+            content=chunks(),
+            headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+        )
     assert r.status_code == 413, r.text
 
 
@@ -373,8 +381,10 @@ def test_no_temp_files_left_and_garbage_burst(server: Server, media: Media) -> N
 
 def test_cors_off_by_default(server: Server) -> None:
     with server.client() as c:
-        r = c.options("/v1/predict/text", headers={"Origin": "http://evil.example",
-                                                   "Access-Control-Request-Method": "POST"})
+        r = c.options(
+            "/v1/predict/text",
+            headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"},
+        )
         get = c.get("/health", headers={"Origin": "http://evil.example"})
     assert "access-control-allow-origin" not in r.headers
     assert "access-control-allow-origin" not in get.headers
@@ -392,7 +402,7 @@ def strict_server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
         os.symlink(models_dir / name, only / name)
     env = {"CROSSEMOTION_REQUEST_TIMEOUT": "0.001",
            "CROSSEMOTION_CORS_ORIGINS": "http://allowed.example"}  # fmt: skip
-    yield from start_server(only, work, env=env)
+    yield from start_server(only, work, env=env, ui=True)
 
 
 def test_strict_limits(strict_server: Server, media: Media) -> None:
@@ -402,8 +412,10 @@ def test_strict_limits(strict_server: Server, media: Media) -> None:
         # no face model here: the image endpoint says so
         img = c.post("/v1/predict/image", files={"file": ("f.jpg", media.face)})
         assert img.status_code == 503 and "no face model" in img.json()["detail"]
-        ok = c.options("/v1/predict/text", headers={"Origin": "http://allowed.example",
-                                                    "Access-Control-Request-Method": "POST"})
+        ok = c.options(
+            "/v1/predict/text",
+            headers={"Origin": "http://allowed.example", "Access-Control-Request-Method": "POST"},
+        )
         assert ok.headers.get("access-control-allow-origin") == "http://allowed.example"
         other = c.get("/health", headers={"Origin": "http://evil.example"})
         assert "access-control-allow-origin" not in other.headers
@@ -418,6 +430,7 @@ def test_no_models_is_degraded(tmp_path: Path, media: Media) -> None:
             health = c.get("/health").json()
             assert health["status"] == "degraded" and health["models_loaded"] == 0
             assert "no models found" in health["detail"]
+            assert str(empty) not in c.get("/health").text
             assert c.get("/v1/models").json()["models"] == []
             r = c.post("/v1/predict/text", json={"text": "hi"})
             assert r.status_code == 503 and "no text model is loaded" in r.json()["detail"]
@@ -433,8 +446,13 @@ def test_no_models_is_degraded(tmp_path: Path, media: Media) -> None:
 def test_settings_from_env_rejects_bad_values() -> None:
     from crossemotion.serving.settings import SettingsError, settings_from_env
 
-    s = settings_from_env({"CROSSEMOTION_MAX_UPLOAD_MB": "3", "CROSSEMOTION_CORS_ORIGINS":
-                           "http://a.example, http://b.example", "CROSSEMOTION_MODELS": "m"})
+    s = settings_from_env(
+        {
+            "CROSSEMOTION_MAX_UPLOAD_MB": "3",
+            "CROSSEMOTION_CORS_ORIGINS": "http://a.example, http://b.example",
+            "CROSSEMOTION_MODELS": "m",
+        }
+    )
     assert s.max_upload_bytes == 3 * 1024 * 1024 and s.models_dir == Path("m")
     assert s.cors_origins == ("http://a.example", "http://b.example")
     assert settings_from_env({}).cors_origins == ()
@@ -448,3 +466,155 @@ def test_cli_registers_commands() -> None:
     out = subprocess.run([sys.executable, "-m", "crossemotion.cli", "--help"], capture_output=True,
                          text=True, check=True, cwd=ROOT).stdout  # fmt: skip
     assert "serve" in out and "demo-ui" in out
+
+
+# -- error hygiene: ids, no server paths, decompression bombs, the UI's limits --------
+
+# an absolute path: "/" not inside a word, a URL ("https://") or a relative path
+ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])/[\w.~-]+")
+
+
+def png_1bit(width: int, height: int) -> bytes:
+    """A black 1-bit PNG, built row by row: 30000 x 30000 is ~110 kB on disk."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    comp = zlib.compressobj(9)
+    row = bytes(1 + (width + 7) // 8)  # filter byte, then the packed pixels
+    idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat)
+            + chunk(b"IEND", b""))  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def bomb_png() -> bytes:
+    data = png_1bit(30000, 30000)
+    assert len(data) < 1_000_000
+    return data
+
+
+def assert_clean_error(server: Server, r: httpx.Response, status: int) -> dict:
+    """The error names no server path, shows no traceback, and carries the request id
+    that the server logged."""
+    assert r.status_code == status, r.text
+    body = r.json()
+    rid = r.headers["x-request-id"]
+    assert body["request_id"] == rid and len(rid) >= 16
+    for secret in (str(ROOT), str(server.tmp_root), str(server.tmp_root.parent), "/tmp/"):
+        assert secret not in r.text
+    assert not ABSOLUTE_PATH.search(r.text), r.text
+    assert "Traceback" not in r.text and 'File "' not in r.text
+    deadline = time.monotonic() + 10
+    while rid not in server.log.read_text():
+        assert time.monotonic() < deadline, f"request id {rid} not in the server log"
+        time.sleep(0.1)
+    return body
+
+
+def test_errors_carry_a_request_id_and_no_server_paths(server: Server, media: Media) -> None:
+    half = media.frame[: len(media.frame) // 2]
+    with server.client() as c:
+        checks = [
+            (c.post("/v1/predict/image", files={"file": ("f", b"plain text")}), 415),
+            (c.post("/v1/predict/image", files={"file": ("f.jpg", half)}), 422),
+            (c.post("/v1/predict/video", files={"file": ("f", b"\0\0\0\x18ftypmp42"
+                                                           + os.urandom(4096))}), 422),
+            (c.post("/v1/predict/video", files={"file": ("f", media.long_clip)}), 422),
+            (c.post("/v1/predict/text", content=b"{not json"), 422),
+            (c.post("/v1/predict/image", files={"file": ("big.jpg", b"\0" * (3 << 20))}), 413),
+            (c.get("/no/such/route"), 404),
+        ]  # fmt: skip
+        ok = c.get("/health")
+        given = c.get("/health", headers={"X-Request-ID": "trace-42.a"})
+        forged = c.get("/health", headers={"X-Request-ID": "x" * 65})
+    bodies = [assert_clean_error(server, r, status) for r, status in checks]
+    assert len({b["request_id"] for b in bodies}) == len(bodies)
+    # PIL's own words (why the JPEG is truncated) stay in the server log
+    assert bodies[1]["detail"] == "the JPEG image could not be decoded"
+    assert ok.status_code == 200 and len(ok.headers["x-request-id"]) == 32
+    assert given.headers["x-request-id"] == "trace-42.a"
+    assert forged.headers["x-request-id"] != "x" * 65
+
+
+def test_strict_server_errors_are_clean(strict_server: Server, media: Media) -> None:
+    with strict_server.client() as c:
+        no_model = c.post("/v1/predict/image", files={"file": ("f.jpg", media.face)})
+        slow = c.post("/v1/predict/text", json={"text": "hello there"})
+    body = assert_clean_error(strict_server, no_model, 503)
+    assert body["detail"] == "no face model is loaded (loaded: c3d/meld, text/meld)"
+    assert_clean_error(strict_server, slow, 504)
+
+
+def test_decompression_bomb_is_422(server: Server, bomb_png: bytes) -> None:
+    with server.client() as c:
+        bomb = c.post("/v1/predict/image", files={"file": ("bomb.png", bomb_png, "image/png")})
+        # under PIL's own cap (89M pixels) but over the server's (25M)
+        big = c.post("/v1/predict/image", files={"file": ("big.png", png_1bit(6000, 5000))})
+    assert assert_clean_error(server, bomb, 422)["detail"] == (
+        "image exceeds the limit of 25000000 pixels"
+    )
+    assert assert_clean_error(server, big, 422)["detail"] == (
+        "image of 6000x5000 pixels exceeds the limit of 25000000"
+    )
+    assert server.proc.poll() is None
+
+
+def test_decompression_bomb_warning_as_error_is_a_media_error() -> None:
+    """Where warnings are errors, PIL raises its warning (over 89M pixels) in open()."""
+    import warnings
+
+    from PIL import Image
+
+    from crossemotion.serving.media import MediaError, decode_image
+
+    data = png_1bit(10000, 10000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with pytest.raises(MediaError, match="exceeds the limit of 25000000 pixels"):
+            decode_image(data, 25_000_000)
+
+
+def ui_predict(server: Server, image: Path | None = None, video: Path | None = None,
+               text: str = "") -> str:  # fmt: skip
+    """Calls the demo's `predict` through Gradio's HTTP API; returns its error message."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    client = Client(f"{server.url}/ui/", verbose=False, download_files=False)
+    args = (handle_file(str(image)) if image else None,
+            handle_file(str(video)) if video else None, text)  # fmt: skip
+    with pytest.raises(AppError) as err:
+        client.predict(*args, api_name="/predict")
+    return str(err.value)
+
+
+def test_ui_enforces_the_api_limits(server: Server, media: Media, bomb_png: bytes,
+                                    tmp_path: Path) -> None:  # fmt: skip
+    (tmp_path / "bomb.png").write_bytes(bomb_png)
+    (tmp_path / "big.png").write_bytes(png_1bit(6000, 5000))
+    (tmp_path / "long.mp4").write_bytes(media.long_clip)
+    with server.client() as c:
+        api = {name: c.post(f"/v1/predict/{kind}", files={"file": (name, data)}).json()["detail"]
+               for name, kind, data in (("bomb.png", "image", bomb_png),
+                                        ("big.png", "image", png_1bit(6000, 5000)),
+                                        ("long.mp4", "video", media.long_clip))}  # fmt: skip
+    ui = {
+        "bomb.png": ui_predict(server, image=tmp_path / "bomb.png"),
+        "big.png": ui_predict(server, image=tmp_path / "big.png"),
+        "long.mp4": ui_predict(server, video=tmp_path / "long.mp4"),
+    }
+    for name, detail in api.items():
+        assert "exceeds the limit" in detail
+        assert ui[name] == f"cannot use this input: {detail}", (name, ui[name])
+    assert server.proc.poll() is None
+
+
+def test_ui_enforces_the_request_timeout(strict_server: Server) -> None:
+    with strict_server.client() as c:
+        api = c.post("/v1/predict/text", json={"text": "hello there"})
+    assert api.status_code == 504
+    message = ui_predict(strict_server, text="hello there")
+    assert message == api.json()["detail"] == "prediction did not finish within 0.001s"

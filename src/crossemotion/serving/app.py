@@ -1,34 +1,48 @@
 """The FastAPI application: ``create_app(models_dir, settings)``.
 
 Models load once in the lifespan; each prediction runs in a worker thread
-(bounded by ``max_concurrency``) under ``request_timeout``. Errors map to
-status codes in one place (``_ERRORS``), so a bad upload is a 4xx with a
-message and never takes the worker down.
+(bounded by ``max_concurrency``) under ``request_timeout`` (``limits.Runner``,
+shared with the Gradio UI). Errors map to status codes in one place
+(``_ERRORS``), so a bad upload is a 4xx with a message and never takes the
+worker down.
+
+Every response carries an ``X-Request-ID`` header; an error body is
+``{"detail": ..., "request_id": ...}``. Details never carry server paths or
+exception text: those go to the server log, under the same request id.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
+import re
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import anyio
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crossemotion.serving import schemas
+from crossemotion.serving.limits import PredictionTimeout, Runner
 from crossemotion.serving.media import MediaError, MediaTypeError
 from crossemotion.serving.service import InputError, NoModelError, Service
 from crossemotion.serving.settings import Settings, settings_from_env
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
+REQUEST_ID_HEADER = "X-Request-ID"
+# a client's own id is kept only when it cannot forge log lines or headers
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# an absolute path: "/" not inside a word, a URL or a relative path
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])/[^\s'\",;()\[\]]*")
 # module level: FastAPI resolves the (string) annotations in the module's namespace
 Upload = Annotated[UploadFile, File(description="the upload (multipart field `file`)")]
 UtteranceText = Annotated[str, Form(description="the utterance's text")]
@@ -36,6 +50,7 @@ UtteranceText = Annotated[str, Form(description="the utterance's text")]
 # most specific first: MediaTypeError is a MediaError
 _ERRORS: list[tuple[type[Exception], int]] = [
     (NoModelError, 503),
+    (PredictionTimeout, 504),
     (MediaTypeError, 415),
     (MediaError, 422),
     (InputError, 422),
@@ -50,6 +65,41 @@ _ERROR_DOCS: dict[int | str, dict[str, Any]] = {
         (504, "prediction exceeded the request timeout"),
     ]
 }
+
+
+class RequestId:
+    """Gives every HTTP request an id: the client's ``X-Request-ID`` when it is a plain
+    token, else a fresh one. Handlers find it in ``scope["state"]``; the response
+    carries it in the ``X-Request-ID`` header."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        rid = given if _CLIENT_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = list(message.get("headers", []))
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = rid
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def request_id(scope: Scope) -> str:
+    return str(scope.get("state", {}).get("request_id", "-"))
+
+
+def public_detail(message: str) -> str:
+    """A message for clients: any absolute path in it replaced (defence in depth; the
+    messages themselves name uploads, limits and models, not server files)."""
+    return _ABSOLUTE_PATH.sub("<path>", message)
 
 
 class BodySizeLimit:
@@ -69,10 +119,10 @@ class BodySizeLimit:
             try:
                 size = int(declared)
             except ValueError:
-                await _send_json(send, 400, "invalid Content-Length header")
+                await _send_json(scope, send, 400, "invalid Content-Length header")
                 return
             if size > self.limit:
-                await _send_json(send, 413, self._message(size))
+                await _send_json(scope, send, 413, self._message(size))
                 return
         received = 0
 
@@ -93,8 +143,10 @@ class BodySizeLimit:
                 f"{self.limit} bytes")  # fmt: skip
 
 
-async def _send_json(send: Send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
+async def _send_json(scope: Scope, send: Send, status: int, detail: str) -> None:
+    rid = request_id(scope)
+    log.info("request %s %s %r -> %d: %s", rid, scope["method"], scope["path"], status, detail)
+    body = json.dumps({"detail": detail, "request_id": rid}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode()),
@@ -111,11 +163,10 @@ def create_app(models_dir: str | Path | None = None, settings: Settings | None =
 
         settings = replace(settings, models_dir=Path(models_dir))
     service = Service(settings)
-    limiter: dict[str, anyio.CapacityLimiter] = {}
+    run = Runner(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        limiter["cpu"] = anyio.CapacityLimiter(settings.max_concurrency)
         await anyio.to_thread.run_sync(service.load)
         try:
             yield
@@ -130,21 +181,12 @@ def create_app(models_dir: str | Path | None = None, settings: Settings | None =
     )
     app.state.service = service
     app.state.settings = settings
-
-    async def run(fn: Callable[..., T], *args: Any) -> T:
-        try:
-            return await asyncio.wait_for(
-                anyio.to_thread.run_sync(partial(fn, *args), abandon_on_cancel=True,
-                                         limiter=limiter["cpu"]),
-                timeout=settings.request_timeout,
-            )  # fmt: skip
-        except TimeoutError:
-            raise HTTPException(
-                504, f"prediction did not finish within {settings.request_timeout:g}s"
-            ) from None
+    app.state.runner = run
 
     for exc_type, code in _ERRORS:
         app.add_exception_handler(exc_type, _handler(code))
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _internal_error)
 
     _routes(app, service, run)
@@ -154,25 +196,49 @@ def create_app(models_dir: str | Path | None = None, settings: Settings | None =
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                            allow_methods=["GET", "POST"], allow_headers=["*"])  # fmt: skip
     app.add_middleware(BodySizeLimit, limit=settings.max_upload_bytes)
+    app.add_middleware(RequestId)  # outermost: every response, 413s included, gets the id
     if settings.mount_ui:
         from crossemotion.serving.ui import mount_ui
 
-        mount_ui(app, service, path="/ui")
+        mount_ui(app, service, path="/ui", runner=run)
     return app
+
+
+def _error(request: Request, code: int, detail: Any, logged: str,
+           headers: dict[str, str] | None = None) -> JSONResponse:  # fmt: skip
+    rid = request_id(request.scope)
+    log.info("request %s %s %r -> %d: %s", rid, request.method, request.url.path, code, logged)
+    # set here too: a 500 leaves through Starlette's outermost middleware, past RequestId
+    headers = {**(headers or {}), REQUEST_ID_HEADER: rid}
+    return JSONResponse({"detail": detail, "request_id": rid}, status_code=code, headers=headers)
 
 
 def _handler(code: int) -> Callable[[Request, Exception], Any]:
     async def handle(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=code)
+        # the message is written for clients; what caused it (a decoder's own words) is not
+        cause = f" (cause: {exc.__cause__!r})" if exc.__cause__ is not None else ""
+        return _error(request, code, public_detail(str(exc)), f"{exc}{cause}")
 
     return handle
 
 
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = public_detail(exc.detail) if isinstance(exc.detail, str) else exc.detail
+    return _error(request, exc.status_code, detail, str(exc.detail), exc.headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = jsonable_encoder(exc.errors())
+    return _error(request, 422, errors, f"invalid request: {len(errors)} errors")
+
+
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
-    log.error("unexpected error on %s", request.url.path, exc_info=exc)
-    return JSONResponse(
-        {"detail": f"internal error ({type(exc).__name__}); see the server log"}, status_code=500
-    )
+    rid = request_id(request.scope)
+    log.error("request %s %s %r -> 500", rid, request.method, request.url.path, exc_info=exc)
+    detail = "internal error; the server log has the details under this request id"
+    return _error(request, 500, detail, type(exc).__name__)
 
 
 def _routes(app: FastAPI, service: Service, run: Callable[..., Any]) -> None:
@@ -181,11 +247,13 @@ def _routes(app: FastAPI, service: Service, run: Callable[..., Any]) -> None:
         if service.models:
             detail = f"{len(service.models)} models loaded"
         else:
-            detail = f"no models found in {service.settings.models_dir}; predictions answer 503"
+            detail = "no models found in the models dir; predictions answer 503"
         if service.load_errors:
             detail += f"; {len(service.load_errors)} failed to load"
+        # why a checkpoint failed (paths, exception text) is in the server log only
+        errors = {name: "failed to load; see the server log" for name in service.load_errors}
         return schemas.HealthResponse(status=service.status, models_loaded=len(service.models),
-                                      detail=detail, load_errors=service.load_errors)  # fmt: skip
+                                      detail=detail, load_errors=errors)  # fmt: skip
 
     @app.get("/v1/models", response_model=schemas.ModelsResponse, tags=["service"])
     async def models() -> schemas.ModelsResponse:
@@ -222,9 +290,7 @@ def _routes(app: FastAPI, service: Service, run: Callable[..., Any]) -> None:
 
     @app.post("/v1/predict/utterance", response_model=schemas.UtteranceResponse,
               tags=["predict"], responses=_ERROR_DOCS)  # fmt: skip
-    async def predict_utterance(
-        file: Upload, text: UtteranceText
-    ) -> schemas.UtteranceResponse:
+    async def predict_utterance(file: Upload, text: UtteranceText) -> schemas.UtteranceResponse:
         """A clip and its text: fusion models plus every single-modality model."""
         service.require_for("utterance")
         result = await run(service.predict_utterance, await file.read(), text)

@@ -46,6 +46,10 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
         raise MediaTypeError(
             f"not an image: expected one of {', '.join(IMAGE_FORMATS)}"
         ) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # PIL's own cap (the warning too, where warnings are errors) trips in open(),
+        # before the size is known here
+        raise MediaError(f"image exceeds the limit of {max_pixels} pixels") from exc
     if img.format not in IMAGE_FORMATS:
         raise MediaTypeError(
             f"unsupported image format {img.format}: expected one of {', '.join(IMAGE_FORMATS)}"
@@ -58,7 +62,8 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     try:
         rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
     except (OSError, ValueError, SyntaxError) as exc:
-        raise MediaError(f"the {img.format} image could not be decoded: {exc}") from None
+        # PIL's words go to the server log (the cause), not to the client
+        raise MediaError(f"the {img.format} image could not be decoded") from exc
     return np.ascontiguousarray(rgb)
 
 

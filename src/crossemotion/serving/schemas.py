@@ -110,4 +110,7 @@ class HealthResponse(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    detail: str
+    detail: str = Field(..., description="what was wrong, for the client: no server paths")
+    request_id: str = Field(
+        ..., description="also in the X-Request-ID header; the server log's lines carry it"
+    )

@@ -168,10 +168,7 @@ class Service:
         found = self.of_kind(*kinds)
         if not found:
             loaded = ", ".join(m.name for m in self.models) or "none"
-            raise NoModelError(
-                f"no {what} model is loaded (loaded: {loaded}; models dir "
-                f"{self.settings.models_dir})"
-            )
+            raise NoModelError(f"no {what} model is loaded (loaded: {loaded})")
         return found
 
     # -- faces ------------------------------------------------------------------
@@ -196,9 +193,13 @@ class Service:
         return [Face(whole.box, False, None, square_crop(rgb, whole, 0.0, FACE_CROP))]
 
     # -- predictions ------------------------------------------------------------
+    def load_image(self, data: bytes) -> np.ndarray:
+        """Upload bytes -> RGB under the pixel limit: the API's and the UI's one check."""
+        return media.decode_image(data, self.settings.max_image_pixels)
+
     def predict_image(self, data: bytes) -> ImageResult:
         self.require("face", "face")
-        return self.predict_image_array(media.decode_image(data, self.settings.max_image_pixels))
+        return self.predict_image_array(self.load_image(data))
 
     def predict_image_array(self, rgb: np.ndarray) -> ImageResult:
         face_models = self.require("face", "face")

@@ -4,11 +4,18 @@ the fused prediction out. It calls the same ``Service`` as the HTTP API.
 Mounted in the API at ``/ui`` (``create_app``) or served alone (``crossemotion
 demo-ui``, ``create_ui_app``). Gradio's analytics are switched off before it is
 imported and nothing is shared: the page and its assets come from this server.
+
+The API's limits hold here through the same code: uploads reach the handler
+as files, unopened, and go through ``Service`` (pixel, clip-length and text
+limits) inside the API's ``Runner`` (concurrency and request timeout); a
+broken limit is a ``gr.Error`` with the API's message.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import uuid
 
 # Must precede `import gradio`: it reads these at import time.
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
@@ -24,6 +31,7 @@ import numpy as np
 import pandas as pd
 from fastapi import FastAPI
 
+from crossemotion.serving.limits import PredictionTimeout, Runner
 from crossemotion.serving.media import MediaError
 from crossemotion.serving.service import (
     ClipResult,
@@ -34,8 +42,24 @@ from crossemotion.serving.service import (
 )
 from crossemotion.serving.settings import Settings, settings_from_env
 
+log = logging.getLogger(__name__)
 MAX_PLOTS = 8  # bar-chart slots; the demo serves at most six models
 BOX_COLOUR = (40, 220, 60)
+
+
+def _unopened_upload(payload: Any) -> str | None:
+    """The image input's preprocess: the upload's path in Gradio's cache, unopened.
+
+    ``gr.Image`` opens every upload with PIL before the handler runs, so a
+    decompression bomb, or an image over the pixel limit, would be Gradio's
+    error rather than the API's check (``Service.load_image``). Set on the
+    instance: a subclass of a Gradio component writes a .pyi beside this file.
+    """
+    if payload is None:
+        return None
+    if not payload.path:
+        raise gr.Error("cannot use this input: upload the image as a file")
+    return str(payload.path)
 
 
 def _bars(pred: Prediction) -> pd.DataFrame:
@@ -69,33 +93,47 @@ def _summary(sections: list[tuple[str, list[Prediction]]]) -> str:
 class DemoHandler:
     """The button callback, kept apart from the layout so it can be reasoned about alone."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, runner: Runner | None = None) -> None:
         self.service = service
+        self.runner = runner or Runner(service.settings)
 
-    def __call__(self, image: np.ndarray | None, video: str | None, text: str | None) -> list[Any]:
+    async def predict(self, image: str | None, video: str | None, text: str | None) -> list[Any]:
+        """``image`` and ``video`` are paths in Gradio's upload cache, not client paths."""
         text = (text or "").strip()
         try:
-            return self._predict(image, video, text)
-        except NoModelError as exc:
+            return await self.runner(self._predict, image, video, text)
+        except gr.Error:
+            raise
+        except (NoModelError, PredictionTimeout) as exc:
             raise gr.Error(str(exc)) from None
         except (MediaError, InputError) as exc:
             raise gr.Error(f"cannot use this input: {exc}") from None
+        except Exception:
+            # as in the API: the details go to the server log, the client gets an id
+            rid = uuid.uuid4().hex
+            log.exception("ui request %s failed", rid)
+            raise gr.Error(f"internal error; the server log has the details under request id "
+                           f"{rid}") from None  # fmt: skip
 
-    def _predict(self, image: np.ndarray | None, video: str | None, text: str) -> list[Any]:
+    def _predict(self, image: str | None, video: str | None, text: str) -> list[Any]:
         svc = self.service
         shown: np.ndarray | None = None
         sections: list[tuple[str, list[Prediction]]] = []
         fused: Prediction | None = None
         if video:
-            data = Path(video).read_bytes()  # Gradio's own upload cache, not a client path
-            clip = svc.predict_utterance(data, text) if text and svc.of_kind("fusion") \
+            data = Path(video).read_bytes()
+            clip = (
+                svc.predict_utterance(data, text)
+                if text and svc.of_kind("fusion")
                 else svc.predict_video(data)
+            )
             shown = self._first_face_frame(clip)
             sections += [("clip", clip.clip_predictions), ("faces", clip.face_predictions),
                          ("text", clip.text_predictions), ("fusion", clip.fusion)]  # fmt: skip
             fused = clip.fusion[0] if clip.fusion else None
         elif image is not None:
-            rgb = np.ascontiguousarray(image[..., :3].astype(np.uint8))
+            svc.require_for("image")
+            rgb = svc.load_image(Path(image).read_bytes())
             result = svc.predict_image_array(rgb)
             shown = _draw_boxes(rgb, [f.box for f in result.faces if f.detected])
             sections.append(("face", result.faces[0].predictions))
@@ -121,8 +159,8 @@ class DemoHandler:
         return clip.sampled[0] if clip.sampled else None
 
 
-def build_blocks(service: Service) -> gr.Blocks:
-    handler = DemoHandler(service)
+def build_blocks(service: Service, runner: Runner | None = None) -> gr.Blocks:
+    handler = DemoHandler(service, runner)
     with gr.Blocks(title="CrossEmotion demo", analytics_enabled=False) as blocks:
         gr.Markdown(
             "# CrossEmotion\nUpload a face image (or a frame) **or** a clip, and optionally "
@@ -131,8 +169,9 @@ def build_blocks(service: Service) -> gr.Blocks:
         )
         with gr.Row():
             with gr.Column():
-                image = gr.Image(label="Face image or frame", type="numpy", sources=["upload"],
-                                 elem_id="image-input")  # fmt: skip
+                image = gr.Image(label="Face image or frame", type="filepath",
+                                 sources=["upload"], elem_id="image-input")  # fmt: skip
+                image.preprocess = _unopened_upload  # type: ignore[method-assign]
                 video = gr.Video(label="Clip (mp4)", sources=["upload"], elem_id="video-input")
                 text = gr.Textbox(label="Utterance", lines=2, elem_id="text-input")
                 button = gr.Button("Predict", variant="primary", elem_id="predict-button")
@@ -143,19 +182,29 @@ def build_blocks(service: Service) -> gr.Blocks:
                 summary = gr.Markdown(elem_id="summary")
         with gr.Row():
             plots = [
-                gr.BarPlot(x="emotion", y="probability", y_lim=[0, 1], sort=None,
-                           visible=False, show_label=True, elem_id=f"bars-{i}")
+                gr.BarPlot(
+                    x="emotion",
+                    y="probability",
+                    y_lim=[0, 1],
+                    sort=None,
+                    visible=False,
+                    show_label=True,
+                    elem_id=f"bars-{i}",
+                )
                 for i in range(MAX_PLOTS)
             ]
         button.click(
-            handler, inputs=[image, video, text], outputs=[faces, fused, summary, *plots],
+            handler.predict, inputs=[image, video, text], outputs=[faces, fused, summary, *plots],
             api_name="predict", concurrency_limit=service.settings.max_concurrency,
         )  # fmt: skip
     return blocks
 
 
-def mount_ui(app: FastAPI, service: Service, path: str = "/ui") -> FastAPI:
-    blocks = build_blocks(service)
+def mount_ui(
+    app: FastAPI, service: Service, path: str = "/ui", runner: Runner | None = None
+) -> FastAPI:
+    """``runner``: the API's, so that both share one concurrency cap."""
+    blocks = build_blocks(service, runner)
     return gr.mount_gradio_app(
         app, blocks, path=path, ssr_mode=False, mcp_server=False, pwa=False,
         max_file_size=service.settings.max_upload_bytes, footer_links=["api"],

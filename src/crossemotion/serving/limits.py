@@ -1,0 +1,49 @@
+"""What every prediction runs under, for the HTTP API and the Gradio UI alike.
+
+Both call the same ``Runner`` (one per application, shared when the UI is
+mounted in the API), so the concurrency cap and the request timeout are one
+piece of code; the pixel, clip-length and text limits live in ``Service``,
+which both call too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from functools import partial
+from typing import Any, TypeVar
+
+import anyio
+
+from crossemotion.serving.settings import Settings
+
+T = TypeVar("T")
+
+
+class PredictionTimeout(RuntimeError):
+    """A prediction ran past ``request_timeout`` (HTTP 504)."""
+
+
+class Runner:
+    """Runs a blocking prediction in a worker thread, at most ``max_concurrency`` at
+    once (more wait their turn), each under ``request_timeout``.
+
+    A prediction past the timeout is abandoned, not stopped (Python cannot kill
+    a thread): its answer is dropped and its slot frees when it ends.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    async def __call__(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._limiter is None:  # created lazily: it needs the running event loop
+            self._limiter = anyio.CapacityLimiter(self.settings.max_concurrency)
+        work = anyio.to_thread.run_sync(partial(fn, *args), abandon_on_cancel=True,
+                                        limiter=self._limiter)  # fmt: skip
+        try:
+            return await asyncio.wait_for(work, timeout=self.settings.request_timeout)
+        except TimeoutError:
+            raise PredictionTimeout(
+                f"prediction did not finish within {self.settings.request_timeout:g}s"
+            ) from None
