@@ -1,6 +1,11 @@
 """MELD-like benchmark clips: 1280x720 H.264 ~24 fps with B-frames, AAC, ~1.5 Mbit/s.
 
-Content: talking-head stills from the demo renderer under camera drift and grain.
+Two contents, so a decoder tuned to one kind of picture cannot hide behind it:
+
+* ``talking_head``: stills from the demo renderer under camera drift and grain
+  (sitcom dialogue: mostly static shots, ~70% B-frames);
+* ``fractal``: a Mandelbrot zoom with film grain and a textured object moving
+  across it (detail and motion everywhere, fewer B-frames, larger P-frames).
 
 Durations are drawn from the real MELD csv's Start/End times so the length
 distribution matches the corpus. Clips are cached under results/bench/clips.
@@ -98,33 +103,78 @@ def make_clip(path: Path, duration: float, seed: int, width: int = 1280, height:
     tmp.replace(path)
 
 
+def make_fractal_clip(path: Path, duration: float, seed: int, width: int = 1280,
+                      height: int = 720) -> None:  # fmt: skip
+    """A zooming Mandelbrot (rendered at half size, scaled up) with film grain and a
+    192x144 test pattern crossing it on a wave: no static background for B-frames."""
+    if path.exists() and path.stat().st_size > 0:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.mp4")
+    rng = random.Random(seed)
+    start = 3.0 * 0.7 ** rng.uniform(0, 6)  # each clip starts at its own depth
+    speed, phase = rng.uniform(180, 340), rng.uniform(0, 6.28)
+    graph = (
+        f"[0:v]scale={width}:{height}:flags=bicubic[bg];"
+        f"[bg][1:v]overlay=x='mod({speed:.0f}*t+{phase * 100:.0f}\\,{width - 192})'"
+        f":y='{height // 2 - 72}+{height // 3}*sin(1.7*t+{phase:.2f})':shortest=1,"
+        f"noise=alls=8:allf=t+u,format=yuv420p[v]"
+    )
+    cmd = [
+        "ffmpeg", "-y", "-loglevel", "error",
+        "-f", "lavfi", "-i", f"mandelbrot=size={width // 2}x{height // 2}:rate=24000/1001:"
+        f"start_scale={start:.5f}:end_scale=0.0001:end_pts=60:maxiter=256:"
+        "outer=normalized_iteration_count:inner=period",
+        "-f", "lavfi", "-i", "testsrc2=size=192x144:rate=24000/1001",
+        "-f", "lavfi", "-i", f"sine=frequency={200 + seed % 400}:duration={duration:.3f}",
+        "-filter_complex", graph, "-map", "[v]", "-map", "2:a", "-t", f"{duration:.3f}",
+        "-c:v", "libx264", "-preset", "veryfast", "-b:v", "1500k", "-maxrate", "1800k",
+        "-bufsize", "3000k", "-g", "48", "-bf", "3", "-pix_fmt", "yuv420p",
+        "-c:a", "aac", "-b:a", "96k", str(tmp),
+    ]  # fmt: skip
+    subprocess.run(cmd, check=True)
+    tmp.replace(path)
+
+
+CONTENTS = {"talking_head": make_clip, "fractal": make_fractal_clip}
+
+
 def frame_types(paths: list[Path]) -> dict[str, float]:
     """Share of I/P/B frames over ``paths`` (what skipping B-frames can save)."""
+    import av
+
     counts: dict[str, int] = {}
     for path in paths:
-        out = subprocess.run(
-            ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
-             "frame=pict_type", "-of", "csv=p=0", str(path)],
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
-        for kind in out.split():
-            kind = kind.strip(",")
-            counts[kind] = counts.get(kind, 0) + 1
+        with av.open(str(path)) as container:
+            for frame in container.decode(video=0):
+                kind = av.video.frame.PictureType(frame.pict_type).name
+                counts[kind] = counts.get(kind, 0) + 1
     total = max(sum(counts.values()), 1)
     return {k: round(v / total, 4) for k, v in sorted(counts.items())}
 
 
-def bench_clips(n: int = 200, seed: int = 0) -> list[Path]:
-    folder = RESULTS / "clips"
+def _folder(content: str) -> Path:
+    # talking-head clips keep the folder they were cached in before there were two contents
+    return RESULTS / "clips" if content == "talking_head" else RESULTS / "clips" / content
+
+
+def bench_clips(n: int = 200, seed: int = 0, content: str = "talking_head") -> list[Path]:
+    make = CONTENTS[content]
     paths = []
     for i, duration in enumerate(meld_durations(n, seed)):
-        path = folder / f"dia{i}_utt0.mp4"
-        make_clip(path, duration, seed=i)
+        path = _folder(content) / f"dia{i}_utt0.mp4"
+        make(path, duration, seed=i)
         paths.append(path)
     return paths
 
 
-def long_clip(minutes: float = 5.0) -> Path:
-    path = RESULTS / "clips" / f"long_{minutes:g}min.mp4"
-    make_clip(path, minutes * 60, seed=999)
+def long_clip(minutes: float = 5.0, content: str = "talking_head") -> Path:
+    path = _folder(content) / f"long_{minutes:g}min.mp4"
+    CONTENTS[content](path, minutes * 60, seed=999)
+    return path
+
+
+def short_clip(seconds: float = 4.0, content: str = "talking_head") -> Path:
+    path = _folder(content) / f"short_{seconds:g}s.mp4"
+    CONTENTS[content](path, seconds, seed=998)
     return path

@@ -35,15 +35,23 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     versions: dict[str, str] = {"python": platform.python_version()}
-    for mod in ("torch", "torchvision", "cv2", "polars", "pyarrow", "snakemake"):
+    for mod in ("torch", "torchvision", "cv2", "polars", "pyarrow", "snakemake", "av",
+                "simplejpeg"):  # fmt: skip
         try:
             versions[mod] = __import__(mod).__version__
         except Exception:  # a missing optional module is just not reported
             continue
+    try:
+        import av
+
+        # the FFmpeg libraries the pipeline decodes with (bundled in PyAV's wheel)
+        versions["pyav_libavcodec"] = ".".join(map(str, av.library_versions["libavcodec"]))
+    except Exception:  # no PyAV: nothing to report
+        pass
     from crossemotion.data.ffmpeg_bin import ffmpeg_exe
 
-    # the pipeline's decoder (static imageio-ffmpeg when installed) and the system one
-    for label, exe in (("ffmpeg_pipeline", ffmpeg_exe()), ("ffmpeg_system", "ffmpeg")):
+    # the full-decode bound's ffmpeg (static imageio-ffmpeg when installed) and the system one
+    for label, exe in (("ffmpeg_bench_bound", ffmpeg_exe()), ("ffmpeg_system", "ffmpeg")):
         try:
             ff = subprocess.run([exe, "-version"], capture_output=True, text=True, check=False)
             versions[label] = ff.stdout.split("\n", 1)[0]

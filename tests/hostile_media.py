@@ -159,7 +159,7 @@ def _replace_box(data: bytes, start: int, end: int, new: bytes) -> bytes:
     """Swap one box for ``new`` and fix the sizes of the boxes around it."""
     delta = len(new) - (end - start)
     out = bytearray(data[:start] + new + data[end:])
-    for a, b in _enclosing(data, start):
+    for a, _ in _enclosing(data, start):
         _put(out, a, int.from_bytes(data[a : a + 4], "big") + delta)
     return bytes(out)
 
@@ -214,7 +214,7 @@ def deep_boxes(path: Path, depth: int = 10_000) -> Path:
 def moov_size_lies(path: Path, src: Path, size: int) -> Path:
     """A valid clip whose moov box claims ``size`` bytes (1: a 64-bit size of 2^62)."""
     data = bytearray(src.read_bytes())
-    (a, _), = find(bytes(data), [b"moov"])
+    ((a, _),) = find(bytes(data), [b"moov"])
     if size == 1:
         # a 64-bit largesize: the 8-byte header grows to 16, so slip it in front of the payload
         data[a : a + 8] = struct.pack(">I", 1) + b"moov" + struct.pack(">Q", 2**62)
@@ -227,7 +227,7 @@ def moov_size_lies(path: Path, src: Path, size: int) -> Path:
 def huge_frame(path: Path, src: Path, width: int = 65535, height: int = 65535) -> Path:
     """A valid clip whose SPS (and sample entry and track header) say ``width`` x ``height``."""
     data = src.read_bytes()
-    (a, b), = _in_video(data, [b"mdia", b"minf", b"stbl", b"stsd"])
+    ((a, b),) = _in_video(data, [b"mdia", b"minf", b"stbl", b"stsd"])
     at = data.index(b"avcC", a, b) - 4
     end = at + int.from_bytes(data[at : at + 4], "big")
     avcc = bytearray(data[at + 8 : end])
@@ -239,10 +239,10 @@ def huge_frame(path: Path, src: Path, width: int = 65535, height: int = 65535) -
     new = bytes(avcc[:6]) + len(sps).to_bytes(2, "big") + sps + bytes(avcc[8 + length :])
     data = _replace_box(data, at, end, box(b"avcC", new))
     out = bytearray(data)
-    (a, _), = _in_video(data, [b"mdia", b"minf", b"stbl", b"stsd"])
+    ((a, _),) = _in_video(data, [b"mdia", b"minf", b"stbl", b"stsd"])
     _put(out, a + 16 + 32, min(width, 65535), 2)  # avc1 width, height
     _put(out, a + 16 + 34, min(height, 65535), 2)
-    (a, b), = _in_video(data, [b"tkhd"])
+    ((a, b),) = _in_video(data, [b"tkhd"])
     _put(out, b - 8, min(width, 65535) << 16)  # tkhd width, height: 16.16 fixed point
     _put(out, b - 4, min(height, 65535) << 16)
     path.write_bytes(bytes(out))
@@ -253,7 +253,7 @@ def _patch_timing(src: Path, path: Path, timescale: int | None, delta: int | Non
                   duration: int | None) -> Path:  # fmt: skip
     """The video track's mdhd timescale/duration and every stts delta, rewritten."""
     data = bytearray(src.read_bytes())
-    (a, _), = _in_video(bytes(data), [b"mdia", b"mdhd"])
+    ((a, _),) = _in_video(bytes(data), [b"mdia", b"mdhd"])
     if data[a + 8] != 0:
         raise ValueError("expected a version-0 mdhd")
     if timescale is not None:
@@ -261,7 +261,7 @@ def _patch_timing(src: Path, path: Path, timescale: int | None, delta: int | Non
     if duration is not None:
         _put(data, a + 8 + 16, duration)
     if delta is not None:
-        (a, _), = _in_video(bytes(data), [b"mdia", b"minf", b"stbl", b"stts"])
+        ((a, _),) = _in_video(bytes(data), [b"mdia", b"minf", b"stbl", b"stts"])
         count = int.from_bytes(data[a + 12 : a + 16], "big")
         for i in range(count):
             _put(data, a + 16 + 8 * i + 4, delta)
@@ -276,12 +276,12 @@ def ten_hour_claim(path: Path, tmp: Path) -> Path:
            "-c:v", "mpeg4", "-use_editlist", "0", "-map_metadata", "-1", "-fflags",
            "+bitexact", str(src))  # fmt: skip
     data = bytearray(src.read_bytes())
-    (a, _), = find(bytes(data), [b"moov", b"mvhd"])
+    ((a, _),) = find(bytes(data), [b"moov", b"mvhd"])
     movie_scale = int.from_bytes(data[a + 20 : a + 24], "big")
     _put(data, a + 24, 36_000 * movie_scale)
-    (a, _), = _in_video(bytes(data), [b"tkhd"])
+    ((a, _),) = _in_video(bytes(data), [b"tkhd"])
     _put(data, a + 28, 36_000 * movie_scale)
-    (a, _), = _in_video(bytes(data), [b"mdia", b"mdhd"])
+    ((a, _),) = _in_video(bytes(data), [b"mdia", b"mdhd"])
     scale = int.from_bytes(data[a + 20 : a + 24], "big")
     src.write_bytes(bytes(data))
     out = _patch_timing(src, path, None, 36_000 * scale, 36_000 * scale)

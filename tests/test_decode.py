@@ -212,8 +212,20 @@ def test_probe_matches_ffprobe(clips: dict[str, Path], counter_clip: Path) -> No
     from crossemotion.data.decode import probe
 
     for path in (clips["av"], clips["noaudio"], clips["long"], counter_clip):
-        out = subprocess.run(["ffprobe", "-v", "error", "-print_format", "json", "-show_format",
-                              "-show_streams", str(path)], capture_output=True, check=True)
+        out = subprocess.run(
+            [
+                "ffprobe",
+                "-v",
+                "error",
+                "-print_format",
+                "json",
+                "-show_format",
+                "-show_streams",
+                str(path),
+            ],
+            capture_output=True,
+            check=True,
+        )
         info = json.loads(out.stdout)  # fmt: skip
         video = next(s for s in info["streams"] if s["codec_type"] == "video")
         num, den = video["avg_frame_rate"].split("/")

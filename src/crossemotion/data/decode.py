@@ -136,11 +136,32 @@ class LogStream:
 
 def _clip_row(row: dict[str, Any], r: ClipResult) -> dict[str, Any]:
     return {
-        **{k: row.get(k) for k in ("split", "dialogue_id", "utterance_id", "key", "speaker",
-                                   "character", "label", "sentiment", "text", "season",
-                                   "episode", "start_time", "end_time", "file")},
-        "duration": r.duration, "fps": r.fps, "width": r.width, "height": r.height,
-        "has_audio": r.has_audio, "overlong": r.overlong, "timestamps": r.timestamps,
+        **{
+            k: row.get(k)
+            for k in (
+                "split",
+                "dialogue_id",
+                "utterance_id",
+                "key",
+                "speaker",
+                "character",
+                "label",
+                "sentiment",
+                "text",
+                "season",
+                "episode",
+                "start_time",
+                "end_time",
+                "file",
+            )
+        },
+        "duration": r.duration,
+        "fps": r.fps,
+        "width": r.width,
+        "height": r.height,
+        "has_audio": r.has_audio,
+        "overlong": r.overlong,
+        "timestamps": r.timestamps,
         "frames": r.frames,
     }
 
@@ -148,8 +169,12 @@ def _clip_row(row: dict[str, Any], r: ClipResult) -> dict[str, Any]:
 def _status_row(row: dict[str, Any], r: ClipResult) -> dict[str, Any]:
     return {
         **{k: row.get(k) for k in ("split", "dialogue_id", "utterance_id", "key", "file")},
-        "status": r.status, "reason": r.reason, "duration": r.duration,
-        "has_audio": r.has_audio, "n_frames": len(r.frames), "decode_seconds": r.seconds,
+        "status": r.status,
+        "reason": r.reason,
+        "duration": r.duration,
+        "has_audio": r.has_audio,
+        "n_frames": len(r.frames),
+        "decode_seconds": r.seconds,
     }
 
 

@@ -1,15 +1,16 @@
-"""Which ffmpeg executable decodes the clips.
+"""Which ffmpeg executable the benchmarks run as the full-decode bound.
 
-Decoding spawns one ffmpeg process per clip, so the process start is paid
-13,708 times on MELD. A distribution ffmpeg links ~200 shared libraries:
-on the 2-core box here ``ffmpeg -version`` alone costs ~0.1 s, about a third
-of sampling a 3-second 720p clip. The static build shipped in the
-``imageio-ffmpeg`` wheel starts in ~0.02 s and its newer H.264 decoder is
-faster too, so it is preferred when installed.
+No read path starts ffmpeg any more: clips are read in-process by PyAV
+(``crossemotion.data.video``). The executable is still what *writes* clips
+(the demo generator and the bench clips call ``ffmpeg`` on PATH, which has
+libx264) and what the decode benchmark times as ``ffmpeg -threads 1 -i clip
+-an -f null -``. For that bound the static build shipped in the
+``imageio-ffmpeg`` wheel is preferred: a recent FFmpeg like PyAV's, and a
+~0.02 s process start where a distribution build linking ~200 shared
+libraries takes ~0.1 s, which would flatter the in-process decoder.
 
 Order: ``$CROSSEMOTION_FFMPEG`` (a path or a name on PATH), the
-``imageio-ffmpeg`` binary, ``ffmpeg`` on PATH. ffprobe is only a fallback of
-the in-process header probe and always comes from PATH.
+``imageio-ffmpeg`` binary, ``ffmpeg`` on PATH.
 """
 
 from __future__ import annotations

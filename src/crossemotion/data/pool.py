@@ -142,8 +142,10 @@ class WorkerPool:
                     code = worker.proc.wait(timeout=2)
                 except subprocess.TimeoutExpired:
                     code = None
-                how = f"exit status {code}" if code is not None and code >= 0 else \
-                    f"signal {-code}" if code is not None else type(err).__name__
+                if code is None:
+                    how = type(err).__name__
+                else:
+                    how = f"exit status {code}" if code >= 0 else f"signal {-code}"
                 raise WorkerCrashed(f"the worker process died ({how})") from None
             healthy = True
         finally:

@@ -193,8 +193,7 @@ def to_jpeg(frame: av.VideoFrame, size: tuple[int, int], quality: int) -> bytes:
                          src_colorspace=_MATRIX.get(frame.colorspace),
                          dst_colorspace="ITU601")  # fmt: skip
     planes = [
-        np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width]
-        for p in yuv.planes
+        np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width] for p in yuv.planes
     ]
     return simplejpeg.encode_jpeg_yuv_planes(*planes, quality=int(quality))
 
@@ -386,8 +385,12 @@ class Clip:
         assert self.stream is not None
         self.stream.codec_context.skip_frame = "NONKEY"
         for packet in self._packets():
-            if packet.is_keyframe and known is not None and packet.pts is not None \
-                    and self._time(packet, None) == known:
+            if (
+                packet.is_keyframe
+                and known is not None
+                and packet.pts is not None
+                and self._time(packet, None) == known
+            ):
                 return known, None
             frames = self._decode(packet)
             if not frames and packet.is_keyframe:
@@ -482,14 +485,18 @@ def iter_frames(path: str | Path, *, height: int | None = None, exact: bool = Tr
     (every reference frame with ``exact=False``), scaled to ``height`` when given.
 
     Frames are yielded one at a time, so a caller that reads a clip densely
-    holds one frame, not the clip.
+    holds one frame, not the clip. Raises ``VideoError`` when no frame can be read.
     """
     with Clip(path, limits) as clip:
         if clip.stream is None:
             raise VideoError("no video stream")
         size = output_size(clip.info.width, clip.info.height, height) if height else None
+        any_frame = False
         for t, frame in clip.frames(skip_b=not exact):
+            any_frame = True
             yield t, to_rgb(frame, size)
+        if not any_frame:
+            raise VideoError(clip._no_frames())
 
 
 def frames_at(path: str | Path, times: Sequence[float], *, height: int | None = None,
