@@ -303,3 +303,20 @@ def test_dataset_on_real_meld_utterances(meld_csvs: Path) -> None:
     with torch.no_grad():
         logits = model(collate_text([data[i] for i in range(8)]))
     assert logits.shape == (8, len(EMOTIONS)) and torch.isfinite(logits).all()
+
+
+def test_fusion_formats_text_like_the_text_model() -> None:
+    from crossemotion.models.fusion import preprocess as fusion_preprocess
+
+    cfg = {**CFG, "context": 2, "future": 1, "max_length": 64, "faces": 2, "size": 32}
+    unit = {
+        "text": "We were on a break!",
+        "speaker": "Ross",
+        "context": [{"speaker": "Rachel", "text": "You slept with her."}],
+        "images": [],
+    }
+    text_batch = preprocess_text([unit], cfg)
+    fusion_batch = fusion_preprocess([unit], [[]], cfg)
+    for key in ("input_ids", "token_type_ids", "attention_mask"):
+        assert torch.equal(text_batch[key], fusion_batch[key])
+    assert int(text_batch["token_type_ids"].max()) == 1
