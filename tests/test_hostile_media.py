@@ -113,6 +113,19 @@ def test_public_readers_reject_hostile_files(hostile: dict[str, Path]) -> None:
     assert probe(hostile["audio_only"]).has_video is False
 
 
+def test_predict_reads_video_through_the_bounded_decoder(hostile: dict[str, Path]) -> None:
+    """`crossemotion predict` on a clip file: the same limits, a clear error."""
+    from crossemotion.models.vision import read_video
+
+    for name in ("frame_16000", "truncated", "audio_only"):
+        t0 = time.perf_counter()
+        with pytest.raises(ValueError, match=f"cannot read video {name}.mp4: "):
+            read_video(hostile[name], 8)
+        assert time.perf_counter() - t0 < 2.0, name
+    frames = read_video(hostile["fps_1e-5"], 8)  # overlong: its first 30 s, bounded
+    assert len(frames) == 8 and frames[0].shape == (360, 480, 3)
+
+
 def test_shard_of_hostile_files(hostile: dict[str, Path], garbage_clip: Path,
                                 tmp_path: Path) -> None:  # fmt: skip
     """The workflow's own path: one shard through the worker pool, every clip a status."""
