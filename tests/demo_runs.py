@@ -1,7 +1,7 @@
 """One completed local demo run per test session, shared by the scale-out tests.
 
-The rerun, kill/resume and SLURM tests all compare against (or start from) the
-same finished run; it is built once, on first use, and each test works on a
+The rerun and kill/resume tests compare against (or start from) the same
+finished run; it is built once, on first use, and each test works on a
 copy (`clone`) so none of them disturbs the others.
 """
 
@@ -18,8 +18,9 @@ from tests.conftest import ROOT, run_snakemake
 
 SOURCES = ("Snakefile", "workflow", "config", "src", "profiles", "envs")
 DEMO = ["--configfile", "config/demo.yaml"]
-# What the scale-out tests need finished: ingestion of both datasets and the
-# deterministic c3d model. `all` would add every model and the report.
+# What the rerun and kill/resume tests need finished: ingestion of both datasets
+# and the deterministic c3d model. `all` would add every model and the report
+# (tests/test_slurm.py runs `all`, shrunk, on SLURM).
 TARGETS = [
     "results/meld/manifest.parquet",
     "results/ifeed/manifest.parquet",

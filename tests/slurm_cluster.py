@@ -33,8 +33,10 @@ from pathlib import Path
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "scontrol", "sinfo", "scancel", "srun")
 MISSING_HINT = "run `make test-deps` (as root) to install Debian's slurm-wlm and munge"
-# Jobs stay in squeue this long after they end; the executor reads their final state there.
-MIN_JOB_AGE = 600
+# Jobs stay in squeue this long after they end: the executor reads their final
+# state there, and the tests read every job's record after a whole-demo run
+# (about an hour on 2 busy cores), so no job may be purged before that.
+MIN_JOB_AGE = 4 * 3600
 # At least the largest request in profiles/slurm/config.yaml.
 DECLARED_MIN_MEM_MB = 32000
 DEFAULT_CONF = Path("/etc/slurm/slurm.conf")
