@@ -51,8 +51,6 @@ from torch.utils.data import Dataset
 
 from crossemotion.training.shards import classes_of, label_indices, meta_frame, task_labels
 
-META_COLUMNS = ("id", "key", "split", "speaker", "character", "label")
-
 
 def read_shards(paths: Sequence[str | Path]) -> pl.DataFrame:
     frames = [pl.read_parquet(p) for p in paths]
