@@ -51,3 +51,16 @@ def test_paired_bootstrap_rejects_unaligned_input() -> None:
         paired_bootstrap([0, 1], [0, 1, 1], [0, 1])
     with pytest.raises(ValueError, match="at least one"):
         paired_bootstrap([], [], [])
+
+
+def test_paired_bootstrap_over_seeds_is_the_mean_difference() -> None:
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 3, 400)
+    a = np.stack([np.where(rng.random(400) < 0.7, y, rng.integers(0, 3, 400)) for _ in range(3)])
+    b = np.stack([np.where(rng.random(400) < 0.5, y, rng.integers(0, 3, 400)) for _ in range(3)])
+    ci = paired_bootstrap(y, a, b, rounds=300)
+    want = np.mean([f1_score(y, r, average="weighted") for r in a]) - np.mean(
+        [f1_score(y, r, average="weighted") for r in b]
+    )
+    assert ci.difference == pytest.approx(want)
+    assert ci.low < ci.difference < ci.high

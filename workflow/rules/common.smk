@@ -16,6 +16,7 @@ if SRC not in sys.path:
 
 validate(config, schema="../schemas/config.schema.yaml")
 
+from crossemotion.layout import config_seeds, seed_of_subdir, seed_subdir
 
 MELD_SPLITS = ["train", "dev", "test"]
 IFEED_SPLITS = ["train", "test"]
@@ -102,6 +103,16 @@ def model_dir(model, dataset):
     return f"results/models/{model}/{dataset}"
 
 
+def seeds():
+    """Seeds every training run is repeated with; the first writes the contract paths."""
+    return config_seeds(config)
+
+
+def seed_dirs():
+    """Wildcard values of ``{seeddir}``: empty for the first seed, else its folder and a slash."""
+    return [f"{d}/" if d else "" for d in (seed_subdir(s, seeds()) for s in seeds())]
+
+
 def transfer_cells():
     """(source, target, mode) cells of the transfer grid."""
     tcfg = config.get("transfer", {})
@@ -119,7 +130,7 @@ def final_targets():
     targets = ["results/meld/manifest.parquet"] if not text_only() else []
     targets += meld_shards("text")
     for model, dataset in model_runs():
-        targets.append(f"{model_dir(model, dataset)}/metrics.json")
+        targets += [f"{model_dir(model, dataset)}/{d}metrics.json" for d in seed_dirs()]
     if not text_only():
         targets += [
             "results/ifeed/manifest.parquet",

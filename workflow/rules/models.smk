@@ -13,11 +13,12 @@ rule train_cnn_lstm:
     output:
         train_outputs("cnn_lstm"),
     log:
-        "logs/models/cnn_lstm/{dataset}.log",
+        "logs/models/cnn_lstm/{seeddir}{dataset}.log",
     benchmark:
-        "logs/benchmarks/train_cnn_lstm_{dataset}.tsv"
+        "logs/benchmarks/{seeddir}train_cnn_lstm_{dataset}.tsv"
     wildcard_constraints:
         dataset=model_datasets("cnn_lstm"),
+        seeddir=SEED_DIR_PATTERN,
     conda:
         "../../envs/crossemotion.yaml"
     threads: model_cfg("cnn_lstm").get("threads", 2)
@@ -35,11 +36,12 @@ rule train_c3d:
     output:
         train_outputs("c3d"),
     log:
-        "logs/models/c3d/{dataset}.log",
+        "logs/models/c3d/{seeddir}{dataset}.log",
     benchmark:
-        "logs/benchmarks/train_c3d_{dataset}.tsv"
+        "logs/benchmarks/{seeddir}train_c3d_{dataset}.tsv"
     wildcard_constraints:
         dataset=model_datasets("c3d"),
+        seeddir=SEED_DIR_PATTERN,
     conda:
         "../../envs/crossemotion.yaml"
     threads: model_cfg("c3d").get("threads", 2)
@@ -57,11 +59,12 @@ rule train_resnet50:
     output:
         train_outputs("resnet50"),
     log:
-        "logs/models/resnet50/{dataset}.log",
+        "logs/models/resnet50/{seeddir}{dataset}.log",
     benchmark:
-        "logs/benchmarks/train_resnet50_{dataset}.tsv"
+        "logs/benchmarks/{seeddir}train_resnet50_{dataset}.tsv"
     wildcard_constraints:
         dataset=model_datasets("resnet50"),
+        seeddir=SEED_DIR_PATTERN,
     conda:
         "../../envs/crossemotion.yaml"
     threads: model_cfg("resnet50").get("threads", 2)
@@ -79,11 +82,12 @@ rule train_text:
     output:
         train_outputs("text"),
     log:
-        "logs/models/text/{dataset}.log",
+        "logs/models/text/{seeddir}{dataset}.log",
     benchmark:
-        "logs/benchmarks/train_text_{dataset}.tsv"
+        "logs/benchmarks/{seeddir}train_text_{dataset}.tsv"
     wildcard_constraints:
         dataset=model_datasets("text"),
+        seeddir=SEED_DIR_PATTERN,
     conda:
         "../../envs/crossemotion.yaml"
     threads: model_cfg("text").get("threads", 2)
@@ -101,11 +105,12 @@ rule train_fusion:
     output:
         train_outputs("fusion"),
     log:
-        "logs/models/fusion/{dataset}.log",
+        "logs/models/fusion/{seeddir}{dataset}.log",
     benchmark:
-        "logs/benchmarks/train_fusion_{dataset}.tsv"
+        "logs/benchmarks/{seeddir}train_fusion_{dataset}.tsv"
     wildcard_constraints:
         dataset=model_datasets("fusion"),
+        seeddir=SEED_DIR_PATTERN,
     conda:
         "../../envs/crossemotion.yaml"
     threads: model_cfg("fusion").get("threads", 2)

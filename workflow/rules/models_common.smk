@@ -46,7 +46,7 @@ def train_params(model):
     return {
         "model": model,
         "model_cfg": model_cfg(model),
-        "seed": config.get("seed", 13),
+        "seed": lambda wildcards: seed_of_subdir(wildcards.seeddir, seeds()),
         # only when not the default: emotion runs keep their params (no rerun)
         **({"task": task()} if task() != "emotion" else {}),
         "device": config.get("device", "auto"),
@@ -77,7 +77,11 @@ def train_resources(model):
 
 
 def train_outputs(model):
-    return multiext(f"results/models/{model}/{{dataset}}/", *TRAIN_FILES)
+    # {seeddir} is empty for the first seed (the contract paths), a seed folder otherwise
+    return multiext(f"results/models/{model}/{{dataset}}/{{seeddir}}", *TRAIN_FILES)
 
+
+# empty (first seed) or a seed folder such as seed17, slash included
+SEED_DIR_PATTERN = r"(seed\d+/)?"
 
 TRAIN_FILES = ("model.pt", "metrics.json", "predictions.parquet", "train_log.csv")

@@ -20,7 +20,11 @@ def transfer_targets():
 def run_files(names):
     files = []
     for model, dataset in model_runs():
-        files += [f"{model_dir(model, dataset)}/{name}" for name in names]
+        files += [
+            f"{model_dir(model, dataset)}/{d}{name}"
+            for d in seed_dirs()
+            for name in names
+        ]
     return files
 
 

@@ -90,29 +90,37 @@ def paired_bootstrap(
 ) -> PairedInterval:
     """Percentile CI of wF1(a) - wF1(b), resampling items with replacement.
 
-    ``labels``, ``preds_a`` and ``preds_b`` are aligned on the same items.
+    ``labels`` holds N items; ``preds_a``/``preds_b`` are aligned with them,
+    either [N] or [seeds, N]: with several seeds the statistic is the mean
+    over seeds of each model's weighted F1, and every round resamples the
+    same items for all seeds of both models.
     """
     y = np.asarray(labels, dtype=np.int64)
-    a = np.asarray(preds_a, dtype=np.int64)
-    b = np.asarray(preds_b, dtype=np.int64)
-    if not (y.shape == a.shape == b.shape) or y.ndim != 1:
+    a = np.atleast_2d(np.asarray(preds_a, dtype=np.int64))
+    b = np.atleast_2d(np.asarray(preds_b, dtype=np.int64))
+    if y.ndim != 1 or a.shape[1:] != y.shape or b.shape[1:] != y.shape:
         raise ValueError(
-            f"paired bootstrap needs aligned 1-d arrays, got {y.shape}, {a.shape}, {b.shape}"
+            f"paired bootstrap needs predictions aligned with the labels, got labels "
+            f"{y.shape}, a {a.shape}, b {b.shape}"
         )
     if y.size == 0:
         raise ValueError("paired bootstrap needs at least one item")
     if rounds < 1:
         raise ValueError("rounds must be >= 1")
     k = int(max(y.max(), a.max(), b.max())) + 1
+
+    def mean_diff(idx: np.ndarray | slice) -> float:
+        ys = y[idx]
+        wa = np.mean([_weighted_f1(ys, row[idx], k) for row in a])
+        wb = np.mean([_weighted_f1(ys, row[idx], k) for row in b])
+        return float(wa - wb)
+
     rng = np.random.default_rng(seed)
-    diffs = np.empty(rounds)
-    for r in range(rounds):
-        idx = rng.integers(0, y.size, y.size)
-        diffs[r] = _weighted_f1(y[idx], a[idx], k) - _weighted_f1(y[idx], b[idx], k)
+    diffs = np.array([mean_diff(rng.integers(0, y.size, y.size)) for _ in range(rounds)])
     tail = (1.0 - level) / 2.0
     low, high = np.quantile(diffs, [tail, 1.0 - tail])
     return PairedInterval(
-        difference=_weighted_f1(y, a, k) - _weighted_f1(y, b, k),
+        difference=mean_diff(slice(None)),
         low=float(low),
         high=float(high),
         n=int(y.size),

@@ -42,9 +42,7 @@ def classification_metrics(
             "confusion": [],
             "n": 0,
         }
-    prec, rec, f1, support = precision_recall_fscore_support(
-        y, p, labels=ids, zero_division=0
-    )
+    prec, rec, f1, support = precision_recall_fscore_support(y, p, labels=ids, zero_division=0)
     return {
         "accuracy": float(accuracy_score(y, p)),
         "weighted_f1": float(f1_score(y, p, average="weighted", zero_division=0)),

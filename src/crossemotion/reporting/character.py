@@ -32,6 +32,16 @@ COLUMNS: tuple[str, ...] = (
 )
 
 
+SEED_MEAN_COLUMNS: tuple[str, ...] = (
+    "accuracy",
+    "weighted_f1",
+    "macro_f1",
+    "delta_accuracy",
+    "delta_weighted_f1",
+    "delta_macro_f1",
+)
+
+
 def _delta(part: float | None, whole: float | None) -> float | None:
     return None if part is None or whole is None else part - whole
 
@@ -67,7 +77,8 @@ def character_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def character_table(runs: Iterable[Run]) -> pd.DataFrame:
-    """All runs' character rows from their predictions' test split."""
+    """All runs' character rows from their predictions' test split; the seeds of one
+    model (same model, dataset, source, mode) are averaged, with ``n_seeds``."""
     rows = []
     for run in runs:
         frame = read_predictions(run.predictions_path, "test", level=primary_level(run.dataset))
@@ -81,4 +92,11 @@ def character_table(runs: Iterable[Run]) -> pd.DataFrame:
                     **row,
                 }
             )
-    return pd.DataFrame(rows, columns=list(COLUMNS))
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    keys = ["model", "dataset", "source", "mode", "character"]
+    # the items are the same for every seed: n and the label mix are too
+    agg = {col: "mean" for col in SEED_MEAN_COLUMNS}
+    agg |= {"n": "first", "label_distribution": "first"}
+    seeds = table.groupby(keys, sort=False, dropna=False).size().rename("n_seeds")
+    out = table.groupby(keys, sort=False, dropna=False).agg(agg).join(seeds).reset_index()
+    return out[[*COLUMNS, "n_seeds"]]

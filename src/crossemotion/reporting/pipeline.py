@@ -8,16 +8,32 @@ from typing import Any
 
 import pandas as pd
 
+from crossemotion.layout import config_seeds
 from crossemotion.reporting import figures
 from crossemotion.reporting.character import character_table
 from crossemotion.reporting.provenance import provenance
-from crossemotion.reporting.runs import Run, model_run, primary_level, transfer_run
+from crossemotion.reporting.runs import Run, model_run, primary_level, seed_runs, transfer_run
 from crossemotion.reporting.scores import read_predictions
 from crossemotion.reporting.tables import (
     BENCHMARK_COLUMNS,
     benchmark_table,
     transfer_table,
     write_table,
+)
+
+# in the csv only: the Markdown/HTML note carries the CI in words
+BENCHMARK_CSV_ONLY = frozenset(
+    {
+        "data",
+        "seeds",
+        "accuracy_sd",
+        "macro_f1_sd",
+        "weighted_f1_per_seed",
+        "wf1_difference",
+        "ci_low",
+        "ci_high",
+        "significant",
+    }
 )
 
 TITLES = {
@@ -39,13 +55,14 @@ def build_table(
     transfer_model: str = "resnet50",
     results: str | Path = "results",
 ) -> pd.DataFrame:
-    model_runs = [model_run(m, d, results) for m, d in runs]
+    seeds = config_seeds(settings.get("config") or {})
+    every_seed = [r for m, d in runs for r in seed_runs(m, d, seeds, results)]
     if table == "benchmark":
         return benchmark_table(
-            model_runs, bool(settings.get("demo")), bool(settings.get("reference_rows", True))
+            every_seed, bool(settings.get("demo")), bool(settings.get("reference_rows", True))
         )
     if table == "character_wise":
-        return character_table(model_runs + _cells(cells, transfer_model, results))
+        return character_table(every_seed + _cells(cells, transfer_model, results))
     if table == "transfer":
         targets = {t for _s, t, _m in cells}
         # A target whose own model run is disabled has no reference row (logged).
@@ -70,7 +87,11 @@ def write_named_table(
     prov = provenance(
         settings.get("config", {}), settings.get("data_files", []), settings.get("root", ".")
     )
-    md_columns = [c for c in BENCHMARK_COLUMNS if c != "data"] if table == "benchmark" else None
+    md_columns = (
+        [c for c in BENCHMARK_COLUMNS if c not in BENCHMARK_CSV_ONLY]
+        if table == "benchmark"
+        else None
+    )
     write_table(frame, csv_path, md_path, TITLES[table], prov, md_columns, html_path)
     return frame
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from crossemotion.layout import model_dir as layout_model_dir
+from crossemotion.layout import seed_subdir
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +28,7 @@ class Run:
     directory: Path
     source: str
     mode: str = "trained"
+    seed: int | None = None
 
     @property
     def metrics_path(self) -> Path:
@@ -50,8 +55,22 @@ class Run:
             return {}
 
 
-def model_run(model: str, dataset: str, root: str | Path = "results") -> Run:
-    return Run(model, dataset, Path(root) / "models" / model / dataset, source=dataset)
+def model_run(
+    model: str,
+    dataset: str,
+    root: str | Path = "results",
+    seed: int | None = None,
+    seeds: Sequence[int] = (),
+) -> Run:
+    """The run of one seed (the first of ``seeds`` when ``seed`` is None)."""
+    seed_dir = seed_subdir(seed, seeds) if seed is not None and seeds else ""
+    directory = layout_model_dir(model, dataset, seed_dir, root)
+    return Run(model, dataset, directory, source=dataset, seed=seed)
+
+
+def seed_runs(model: str, dataset: str, seeds: Sequence[int], root: str | Path = "results"):
+    """One run per seed, the first seed's (the contract paths) first."""
+    return [model_run(model, dataset, root, seed, seeds) for seed in seeds]
 
 
 def transfer_run(

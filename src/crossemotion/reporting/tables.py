@@ -10,8 +10,9 @@ from typing import Any
 
 import pandas as pd
 
+from crossemotion.evaluation.bootstrap import paired_bootstrap, seed_summary
 from crossemotion.io import write_text
-from crossemotion.labels import DEFAULT_TASK, task_of_classes
+from crossemotion.labels import DEFAULT_TASK, classes_containing, task_of_classes
 from crossemotion.reporting.provenance import markdown_header
 from crossemotion.reporting.runs import Run, primary_level
 from crossemotion.reporting.scores import (
@@ -26,6 +27,10 @@ log = logging.getLogger(__name__)
 MEASURED = "measured"
 SEED_CLAIM = "seed claim (not measured)"
 SEED_TARGET = "seed target (not measured)"
+PAIRED = "paired bootstrap (95% CI of the weighted-F1 difference)"
+# fusion against each single modality it fuses, on the same MELD test utterances
+CI_PAIRS: tuple[tuple[str, str], ...] = (("fusion", "text"), ("fusion", "resnet50"))
+SCORE_COLUMNS: tuple[str, ...] = ("accuracy", "weighted_f1", "macro_f1")
 EXTERNAL = "external reference (not measured here)"
 DESIGN_REFERENCE = "reference measured by the design author (not measured here)"
 
@@ -46,6 +51,18 @@ BENCHMARK_COLUMNS: tuple[str, ...] = (
     "epochs_run",
     "data",
     "note",
+    # seeds: the score columns above hold the mean over seeds
+    "n_seeds",
+    "seeds",
+    "accuracy_sd",
+    "weighted_f1_sd",
+    "macro_f1_sd",
+    "weighted_f1_per_seed",
+    # paired bootstrap rows (source PAIRED): weighted-F1 difference and its CI
+    "wf1_difference",
+    "ci_low",
+    "ci_high",
+    "significant",
 )
 
 TRANSFER_COLUMNS: tuple[str, ...] = (
@@ -201,11 +218,100 @@ def benchmark_row(run: Run, demo: bool) -> dict[str, Any]:
     }
 
 
-def benchmark_table(runs: Iterable[Run], demo: bool, reference_rows: bool = True) -> pd.DataFrame:
-    """Measured rows, then the reference rows, which are all emotion figures:
-    they are left out when every measured run is of another task (sentiment),
-    whose own reference is its majority baseline column."""
+def _group_by_model(runs: Iterable[Run]) -> dict[tuple[str, str], list[Run]]:
+    """Runs of the same model and dataset (its seeds), in first-seen order."""
+    groups: dict[tuple[str, str], list[Run]] = {}
+    for run in runs:
+        groups.setdefault((run.model, run.dataset), []).append(run)
+    return groups
+
+
+def _seed_row(runs: Sequence[Run], demo: bool) -> dict[str, Any]:
+    """One benchmark row per model: the first seed's row with scores averaged over seeds."""
     rows = [benchmark_row(run, demo) for run in runs]
+    out = dict(rows[0])
+    for col in SCORE_COLUMNS:
+        summary = seed_summary([r[col] for r in rows])
+        out[col] = summary.mean
+        out[f"{col}_sd"] = summary.sd
+    out["n_seeds"] = len(rows)
+    out["seeds"] = " ".join(str(r.seed) for r in runs if r.seed is not None) or None
+    out["weighted_f1_per_seed"] = " ".join(
+        "–" if r["weighted_f1"] is None else f"{r['weighted_f1']:.4f}" for r in rows
+    )
+    if len(rows) > 1:
+        out["note"] = f"{out['note']}, mean ± sd of {len(rows)} seeds"
+    return out
+
+
+def _test_predictions(runs: Sequence[Run]) -> list[pd.DataFrame]:
+    return [
+        read_predictions(r.predictions_path, "test", level=primary_level(r.dataset)).set_index("id")
+        for r in runs
+    ]
+
+
+def paired_row(a: Sequence[Run], b: Sequence[Run], demo: bool) -> dict[str, Any] | None:
+    """Paired bootstrap of model ``a`` minus model ``b`` over the test items both scored."""
+    frames = _test_predictions([*a, *b])
+    common = frames[0].index
+    for frame in frames[1:]:
+        common = common.intersection(frame.index)
+    if common.empty:
+        log.warning("%s and %s share no test items; no CI row", a[0].model, b[0].model)
+        return None
+    labels = frames[0].loc[common, "label"]
+    if any((f.loc[common, "label"] != labels).any() for f in frames[1:]):
+        log.warning(
+            "%s and %s disagree on the labels of shared test ids; no CI row",
+            a[0].model,
+            b[0].model,
+        )
+        return None
+    classes = classes_containing(
+        [*labels, *(p for f in frames for p in f.loc[common, "prediction"])]
+    )
+    index = {name: i for i, name in enumerate(classes)}
+
+    def preds(group: Sequence[pd.DataFrame]) -> list[list[int]]:
+        return [[index[p] for p in f.loc[common, "prediction"]] for f in group]
+
+    ci = paired_bootstrap(
+        [index[x] for x in labels], preds(frames[: len(a)]), preds(frames[len(a) :])
+    )
+    verdict = "significant" if ci.significant else "not significant"
+    return {
+        "source": PAIRED,
+        "model": f"{a[0].model} vs {b[0].model}",
+        "dataset": a[0].dataset,
+        "task": _task(frames[0], {}),
+        "n": ci.n,
+        "n_seeds": min(len(a), len(b)),
+        "wf1_difference": ci.difference,
+        "ci_low": ci.low,
+        "ci_high": ci.high,
+        "significant": ci.significant,
+        "data": "demo (generated)" if demo else "real",
+        "note": (
+            f"wF1 {a[0].model} − {b[0].model} = {ci.difference:+.3f}, 95% CI "
+            f"[{ci.low:+.3f}, {ci.high:+.3f}], {verdict} ({ci.rounds} paired resamples of "
+            f"the {ci.n} test items both scored)"
+        ),
+    }
+
+
+def benchmark_table(runs: Iterable[Run], demo: bool, reference_rows: bool = True) -> pd.DataFrame:
+    """Measured rows (mean over seeds), the paired-bootstrap rows, then the reference
+    rows, which are all emotion figures: they are left out when every measured run is
+    of another task (sentiment), whose own reference is its majority baseline column."""
+    groups = _group_by_model(runs)
+    rows = [_seed_row(group, demo) for group in groups.values()]
+    for model_a, model_b in CI_PAIRS:
+        a, b = groups.get((model_a, "meld")), groups.get((model_b, "meld"))
+        if a and b:
+            row = paired_row(a, b, demo)
+            if row is not None:
+                rows.append(row)
     if reference_rows and (not rows or any(r["task"] == DEFAULT_TASK for r in rows)):
         rows += [{**ref, "task": DEFAULT_TASK, "data": "reference"} for ref in REFERENCE_ROWS]
     return pd.DataFrame(rows, columns=list(BENCHMARK_COLUMNS))
