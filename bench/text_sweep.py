@@ -1,0 +1,159 @@
+"""The real MELD text benchmark's model selection: variants on dev, then seeds.
+
+Not part of ``make bench`` (it trains a dozen models). Runs the library's own
+training job (``crossemotion.training.runner.train_and_evaluate``) on MELD text
+shards, exactly as the ``train_text`` rule does, in parallel worker processes:
+
+1. every variant of ``VARIANTS`` with the first seed; the one with the best
+   **dev** weighted F1 is chosen (test scores are never looked at to choose);
+2. the chosen variant with the other seeds, and the sentiment task with every
+   seed, so the test figures are a mean ± sd over seeds.
+
+    python -m bench.text_sweep --shards results/shards/meld/text --out sweep/ --device auto
+
+The text shards come from ``snakemake --configfile config/meld_text.yaml --
+results/shards/meld/text/{train,dev,test}/part-0000.parquet``. Writes
+``{out}/sweep.json`` (one record per run: variant, seed, task, dev/test scores,
+seconds, device) and every run's outputs under ``{out}/{task}/{variant}/seed{S}/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SEEDS = (13, 14, 15)
+# Each differs from the benchmark config (config/meld_text.yaml) only in the keys named.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "ctx0_nospeaker": {"context": 0, "speakers": False},
+    "ctx0": {"context": 0},
+    "ctx1": {"context": 1, "max_length": 160},
+    "ctx2": {"context": 2, "max_length": 192},
+    "ctx3": {"context": 3, "max_length": 224},
+    "ctx2_future1": {"context": 2, "future": 1, "max_length": 224},
+    "ctx2_classweights": {"context": 2, "max_length": 192, "class_weights": True},
+    "ctx2_lr3e-5_6ep": {"context": 2, "max_length": 192, "lr": 3e-5, "epochs": 6},
+}
+
+
+def base_text_config() -> dict[str, Any]:
+    cfg = yaml.safe_load((ROOT / "config" / "meld_text.yaml").read_text())
+    return dict(cfg["models"]["text"])
+
+
+def _train(job: Mapping[str, Any]) -> dict[str, Any]:
+    from crossemotion.models.registry import ShardInputs
+    from crossemotion.training.runner import train_and_evaluate
+
+    shards = Path(job["shards"])
+    inputs = ShardInputs(
+        clips={},
+        faces={},
+        text={s: sorted((shards / s).glob("part-*.parquet")) for s in ("train", "dev", "test")},
+    )
+    t0 = time.perf_counter()
+    metrics = train_and_evaluate(
+        "text",
+        "meld",
+        job["model_cfg"],
+        {"seed": job["seed"], "device": job["device"], "demo": False, "task": job["task"]},
+        inputs,
+        job["out_dir"],
+        progress=False,
+        threads=job["threads"],
+    )
+    scores = {
+        split: {
+            k: metrics.get(split, {}).get(k) for k in ("n", "accuracy", "weighted_f1", "macro_f1")
+        }
+        for split in ("dev", "test")
+    }
+    return {
+        "variant": job["variant"],
+        "seed": job["seed"],
+        "task": job["task"],
+        "model_cfg": job["model_cfg"],
+        **scores,
+        "baseline_test_weighted_f1": (metrics.get("baseline") or {}).get("weighted_f1"),
+        "seconds": time.perf_counter() - t0,
+        "train_seconds": (metrics.get("train") or {}).get("seconds"),
+        "best_epoch": (metrics.get("train") or {}).get("best_epoch"),
+        "device": job["device_name"],
+    }
+
+
+def _job(args: argparse.Namespace, variant: str, seed: int, task: str) -> dict[str, Any]:
+    return {
+        "shards": str(args.shards),
+        "model_cfg": {
+            **base_text_config(),
+            **VARIANTS[variant],
+            **({"epochs": args.epochs} if args.epochs else {}),
+        },
+        "seed": seed,
+        "task": task,
+        "device": args.device,
+        "threads": args.threads,
+        "variant": variant,
+        "device_name": args.device_name,
+        "out_dir": str(args.out / task / variant / f"seed{seed}"),
+    }
+
+
+def _run_all(jobs: list[dict[str, Any]], workers: int) -> list[dict[str, Any]]:
+    # spawn: CUDA cannot be re-initialised in a forked child
+    with mp.get_context("spawn").Pool(workers) as pool:
+        return pool.map(_train, jobs, chunksize=1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shards", type=Path, required=True, help="results/shards/meld/text")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    parser.add_argument("--epochs", type=int, help="override every variant's epochs (smoke runs)")
+    args = parser.parse_args(argv)
+    import torch
+
+    cuda = torch.cuda.is_available() and args.device != "cpu"
+    args.device_name = torch.cuda.get_device_name(0) if cuda else "cpu"
+    args.out.mkdir(parents=True, exist_ok=True)
+    records: list[dict[str, Any]] = []
+
+    def save() -> None:
+        (args.out / "sweep.json").write_text(json.dumps(records, indent=1, default=str))
+
+    first = SEEDS[0]
+    records += _run_all([_job(args, v, first, "emotion") for v in args.variants], args.workers)
+    save()
+    chosen = max(
+        (r for r in records if r["task"] == "emotion"), key=lambda r: r["dev"]["weighted_f1"]
+    )["variant"]
+    print(f"chosen on dev: {chosen}", flush=True)
+    more = [_job(args, chosen, s, "emotion") for s in SEEDS[1:]]
+    more += [_job(args, chosen, s, "sentiment") for s in SEEDS]
+    records += _run_all(more, args.workers)
+    save()
+    for r in records:
+        print(
+            f"{r['task']:9} {r['variant']:20} seed {r['seed']}: dev wF1 "
+            f"{r['dev']['weighted_f1']:.4f} test wF1 {r['test']['weighted_f1']:.4f} "
+            f"({r['seconds']:.0f} s, {r['device']})",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
