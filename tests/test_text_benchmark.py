@@ -41,6 +41,8 @@ def test_meld_text_config_default_target_on_real_annotations(workdir: Path, meld
         head_csv(meld_csvs / f"{split}_sent_emo.csv", dest, rows)
         annotations[split] = str(dest)
     smoke = {
+        # two of the config's seeds: the table is their mean ± sd
+        "seeds": [13, 14],
         "meld": {"annotations": annotations},
         "models": {"text": {"epochs": 1, "max_length": 32, "context": 1, "batch_size": 16}},
     }
@@ -51,19 +53,26 @@ def test_meld_text_config_default_target_on_real_annotations(workdir: Path, meld
         ["--cores", "2", "--configfile", "config/meld_text.yaml", "smoke.yaml"], cwd=workdir
     )
 
-    metrics = json.loads((workdir / "results/models/text/meld/metrics.json").read_text())
-    assert metrics["test"]["n"] == ROWS["test"]
-    assert metrics["dev"]["n"] == ROWS["dev"]
-    preds = pl.read_parquet(workdir / "results/models/text/meld/predictions.parquet")
-    test = preds.filter(pl.col("split") == "test")
-    assert test.height == ROWS["test"]
-    # the reported score is the one the predictions give
-    wf1 = f1_score(test["label"], test["prediction"], average="weighted", zero_division=0)
-    assert metrics["test"]["weighted_f1"] == pytest.approx(wf1, abs=1e-6)
+    wf1s = []
+    for run in ("results/models/text/meld", "results/models/text/meld/seed14"):
+        metrics = json.loads((workdir / run / "metrics.json").read_text())
+        assert metrics["test"]["n"] == ROWS["test"]
+        assert metrics["dev"]["n"] == ROWS["dev"]
+        preds = pl.read_parquet(workdir / run / "predictions.parquet")
+        test = preds.filter(pl.col("split") == "test")
+        assert test.height == ROWS["test"]
+        # the reported score is the one the predictions give
+        wf1 = f1_score(test["label"], test["prediction"], average="weighted", zero_division=0)
+        assert metrics["test"]["weighted_f1"] == pytest.approx(wf1, abs=1e-6)
+        wf1s.append(wf1)
     table = pl.read_csv(workdir / "results/tables/benchmark.csv")
     text_rows = table.filter((pl.col("model") == "text") & (pl.col("dataset") == "meld"))
     assert text_rows.height == 1
-    assert text_rows["weighted_f1"][0] == pytest.approx(wf1, abs=1e-6)
+    assert text_rows["n_seeds"][0] == 2 and text_rows["seeds"][0] == "13 14"
+    assert text_rows["weighted_f1"][0] == pytest.approx(sum(wf1s) / 2, abs=1e-6)
+    assert text_rows["weighted_f1_sd"][0] == pytest.approx(
+        abs(wf1s[0] - wf1s[1]) / 2**0.5, abs=1e-6
+    )
     # real annotations, so nothing here may be labelled as demo data
     assert text_rows["data"].to_list() == ["real"]
     for page in ("results/report.html", "results/tables/benchmark.md"):
