@@ -112,10 +112,15 @@ def make_fractal_clip(path: Path, duration: float, seed: int, width: int = 1280,
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.mp4")
     rng = random.Random(seed)
-    start = 3.0 * 0.7 ** rng.uniform(0, 6)  # each clip starts at its own depth
+    # each clip starts at its own depth, all where the boundary fills the frame with
+    # detail at 256 iterations (deeper, more of the frame reads as the flat inside)
+    start = 0.06 * 0.6 ** rng.uniform(0, 4)
     speed, phase = rng.uniform(180, 340), rng.uniform(0, 6.28)
+    # past 20 s the zoom repeats (rendering a deep zoom costs more than encoding it);
+    # the object and the grain keep moving, so no two loops encode alike
+    loop = f"format=yuv420p,loop=loop=-1:size={LOOP_FRAMES}," if duration > 20 else ""
     graph = (
-        f"[0:v]scale={width}:{height}:flags=bicubic[bg];"
+        f"[0:v]{loop}scale={width}:{height}:flags=bicubic[bg];"
         f"[bg][1:v]overlay=x='mod({speed:.0f}*t+{phase * 100:.0f}\\,{width - 192})'"
         f":y='{height // 2 - 72}+{height // 3}*sin(1.7*t+{phase:.2f})':shortest=1,"
         f"noise=alls=8:allf=t+u,format=yuv420p[v]"
@@ -123,7 +128,7 @@ def make_fractal_clip(path: Path, duration: float, seed: int, width: int = 1280,
     cmd = [
         "ffmpeg", "-y", "-loglevel", "error",
         "-f", "lavfi", "-i", f"mandelbrot=size={width // 2}x{height // 2}:rate=24000/1001:"
-        f"start_scale={start:.5f}:end_scale=0.0001:end_pts=60:maxiter=256:"
+        f"start_scale={start:.5f}:end_scale=0.0005:end_pts=120:maxiter=256:"
         "outer=normalized_iteration_count:inner=period",
         "-f", "lavfi", "-i", "testsrc2=size=192x144:rate=24000/1001",
         "-f", "lavfi", "-i", f"sine=frequency={200 + seed % 400}:duration={duration:.3f}",
@@ -136,6 +141,7 @@ def make_fractal_clip(path: Path, duration: float, seed: int, width: int = 1280,
     tmp.replace(path)
 
 
+LOOP_FRAMES = 480  # 20 s at 24 fps
 CONTENTS = {"talking_head": make_clip, "fractal": make_fractal_clip}
 
 
