@@ -15,25 +15,10 @@ from crossemotion.reporting.provenance import provenance
 from crossemotion.reporting.runs import Run, model_run, primary_level, seed_runs, transfer_run
 from crossemotion.reporting.scores import read_predictions
 from crossemotion.reporting.tables import (
-    BENCHMARK_COLUMNS,
+    BENCHMARK_MD_COLUMNS,
     benchmark_table,
     transfer_table,
     write_table,
-)
-
-# in the csv only: the Markdown/HTML note carries the CI in words
-BENCHMARK_CSV_ONLY = frozenset(
-    {
-        "data",
-        "seeds",
-        "accuracy_sd",
-        "macro_f1_sd",
-        "weighted_f1_per_seed",
-        "wf1_difference",
-        "ci_low",
-        "ci_high",
-        "significant",
-    }
 )
 
 TITLES = {
@@ -87,11 +72,7 @@ def write_named_table(
     prov = provenance(
         settings.get("config", {}), settings.get("data_files", []), settings.get("root", ".")
     )
-    md_columns = (
-        [c for c in BENCHMARK_COLUMNS if c not in BENCHMARK_CSV_ONLY]
-        if table == "benchmark"
-        else None
-    )
+    md_columns = BENCHMARK_MD_COLUMNS if table == "benchmark" else None
     write_table(frame, csv_path, md_path, TITLES[table], prov, md_columns, html_path)
     return frame
 

@@ -64,6 +64,14 @@ BENCHMARK_COLUMNS: tuple[str, ...] = (
     "ci_high",
     "significant",
 )
+# shown in Markdown/HTML: the csv-only columns are the provenance flag, the
+# per-seed detail and the CI numbers, which the note states in words
+BENCHMARK_MD_COLUMNS: tuple[str, ...] = tuple(
+    c
+    for c in BENCHMARK_COLUMNS
+    if c not in {"data", "seeds", "accuracy_sd", "macro_f1_sd", "weighted_f1_per_seed"}
+    and c not in BENCHMARK_COLUMNS[BENCHMARK_COLUMNS.index("wf1_difference") :]
+)
 
 TRANSFER_COLUMNS: tuple[str, ...] = (
     "source",
