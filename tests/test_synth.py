@@ -10,6 +10,9 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+import cv2
+import numpy as np
+import polars as pl
 import pytest
 
 from crossemotion.labels import CAST, EMOTIONS, IFEED_NAMES, normalize_label
@@ -201,16 +204,83 @@ def test_ifeed_layout_and_labels(demo: tuple[Path, dict]) -> None:
             assert normalize_label(label) == listed[name]["label"]
         spellings = {n.removesuffix(".jpg").rsplit("_", 1)[1] for n in images}
         assert spellings & set(IFEED_NAMES.values()) and spellings - set(IFEED_NAMES.values())
-        import cv2
-        import numpy as np
-
         img = cv2.imdecode(np.frombuffer(zf.read(images[0]), np.uint8), cv2.IMREAD_COLOR)
         assert img is not None and min(img.shape[:2]) >= 32
         assert (
             cv2.imdecode(np.frombuffer(zf.read(junk["undecodable"]), np.uint8), cv2.IMREAD_COLOR)
             is None
         )
-    assert summary["ifeed"]["overlap"]["train"], "no IFEED source key coincides with MELD dev/test"
+
+
+def _frame(clip: bytes, index: int, tmp: Path) -> np.ndarray:
+    path = tmp / "clip.mp4"
+    path.write_bytes(clip)
+    cap = cv2.VideoCapture(str(path))
+    frame = None
+    for _ in range(index + 1):
+        ok, frame = cap.read()
+        assert ok, f"frame {index} not in the clip"
+    cap.release()
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+
+
+def test_ifeed_images_are_crops_of_meld_frames(
+    demo: tuple[Path, dict], meld: dict, tmp_path: Path
+) -> None:
+    out, summary = demo
+    truth = pl.read_parquet(out / "ifeed_truth.parquet")
+    with zipfile.ZipFile(out / "IFEED_Base.zip") as zf:
+        junk = set(summary["ifeed"]["junk"].values())
+        images = {n for n in zf.namelist() if n.endswith(".jpg") and n not in junk}
+        assert set(truth["member"].to_list()) == images
+        # sources from every MELD split; IFEED folders name the key without the split
+        assert set(truth["meld_split"].to_list()) == {"train", "dev", "test"}
+        keys_by_split = {
+            s: {f"dia{r['Dialogue_ID']}_utt{r['Utterance_ID']}" for r in _csv_rows(data)[1]}
+            for s, data in (
+                ("train", meld["train"]["train_sent_emo.csv"]),
+                ("dev", meld["outer"]["MELD.Raw/dev_sent_emo.csv"]),
+                ("test", meld["outer"]["MELD.Raw/test_sent_emo.csv"]),
+            )
+        }
+        shared = [
+            k for k in truth["key"].unique() if sum(k in v for v in keys_by_split.values()) > 1
+        ]
+        assert shared, "no IFEED key names clips of two MELD splits"
+        for row in truth.iter_rows(named=True):
+            assert row["member"].split("/")[2] == row["key"]
+            assert f"frame{row['frame_index']}_{row['character']}_" in row["member"]
+            assert row["character"] in CAST
+            if row["role"] == "speaker":
+                assert row["character"] == row["speaker"]
+        # a few images come from clips the archive lacks or cannot decode
+        without = truth.filter(pl.col("clip_status") != "ok")
+        assert 0 < without.height <= 0.25 * truth.height
+        assert set(without["member"].to_list()) == set(summary["ifeed"]["without_clip"])
+        for row in without.iter_rows(named=True):
+            assert (
+                row["clip_file"] not in meld[row["meld_split"]] or row["clip_status"] == "corrupt"
+            )
+        # the image is the frame's crop: decode the clip, cut the box, compare
+        checked = 0
+        for row in truth.filter(pl.col("clip_status") == "ok").head(8).iter_rows(named=True):
+            frame = _frame(meld[row["meld_split"]][row["clip_file"]], row["frame_index"], tmp_path)
+            x, y, w, h = row["x"], row["y"], row["w"], row["h"]
+            assert x >= 0 and x + w <= frame.shape[1] and y >= 0 and y + h <= frame.shape[0]
+            image = cv2.cvtColor(
+                cv2.imdecode(np.frombuffer(zf.read(row["member"]), np.uint8), cv2.IMREAD_COLOR),
+                cv2.COLOR_BGR2RGB,
+            )
+            crop = cv2.resize(frame[y : y + h, x : x + w], image.shape[1::-1])
+            ncc = np.corrcoef(crop.astype(float).ravel(), image.astype(float).ravel())[0, 1]
+            assert ncc > 0.9, (row["member"], ncc)
+            # another frame of another clip does not look the same
+            other = cv2.resize(frame[:h, :w], image.shape[1::-1])
+            assert np.corrcoef(other.astype(float).ravel(), image.astype(float).ravel())[0, 1] < ncc
+            checked += 1
+        assert checked == 8
+    # labels: the expression drawn in the frame, with a little noise
+    assert (truth["label"] == truth["shown"]).mean() >= 0.8
 
 
 def test_deterministic(demo: tuple[Path, dict], meld: dict, tmp_path: Path) -> None:

@@ -565,6 +565,7 @@ class SceneSpec:
     speaker_expr: Expression
     other_look: Look | None
     other_expr: Expression | None
+    other_emotion: str | None  # what the bystander's face shows
     face_frac: float  # speaker face height / frame height
     angle: float
     cx: float  # speaker face centre, fraction of width
@@ -588,19 +589,18 @@ def random_scene(
     look = look_for(speaker)
     other = None
     other_expr = None
+    other_emotion = None
     if rng.random() < second_face_p:
         other = look_for(bystander or f"extra{int(rng.integers(1000))}")
-        other_expr = expression_for(
-            str(rng.choice(["neutral", "neutral", "joy", "surprise"])),
-            float(rng.uniform(0.2, 0.8)),
-            rng,
-        )
+        other_emotion = str(rng.choice(["neutral", "neutral", "joy", "surprise"]))
+        other_expr = expression_for(other_emotion, float(rng.uniform(0.2, 0.8)), rng)
     side = int(rng.choice([-1, 1]))
     return SceneSpec(
         speaker_look=look,
         speaker_expr=expression_for(emotion, intensity, rng),
         other_look=other,
         other_expr=other_expr,
+        other_emotion=other_emotion,
         # medium close-ups, as most sitcom dialogue shots: the face stays
         # readable when a video model sees the whole frame at 48-64 px
         face_frac=float(rng.uniform(0.55, 0.72)),
@@ -651,14 +651,23 @@ class SceneRenderer:
         self, index: int, rng: np.random.Generator
     ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
         """Frame ``index`` and the speaker's face box in it."""
+        canvas, box, _ = self.frame_boxes(index, rng)
+        return canvas, box
+
+    def frame_boxes(
+        self, index: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, tuple[int, int, int, int], tuple[int, int, int, int] | None]:
+        """Frame ``index``, the speaker's face box and the bystander's (None without one)."""
         sp = self.spec
         canvas = self.bg.copy()
+        other_box = None
         if self.other is not None:
             patch, box = self.other
             ox = self.width * (0.5 + sp.other_side * 0.3)
             oy = self.height * (sp.cy - 0.03)
             p = place(patch, box, 1.0, float(rng.normal(0, 1.0)), ox, oy)
             _paste(canvas, p.patch, p.x0, p.y0)
+            other_box = p.box
         # speech: the mouth opens every other few frames; the head bobs slightly
         patch, box = self.speaker[(index // 2) % 2]
         p = place(
@@ -672,4 +681,4 @@ class SceneRenderer:
         _paste(canvas, p.patch, p.x0, p.y0)
         if sp.blur > 0.3:
             canvas = cv2.GaussianBlur(canvas, (0, 0), sp.blur)
-        return canvas, p.box
+        return canvas, p.box, other_box

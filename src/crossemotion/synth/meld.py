@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -329,7 +330,33 @@ class ClipJob:
     fps: int
     audio: bool = True
     corrupt: bool = False
+    # absent from the archive (rendered only for the IFEED images cut from it)
+    missing: bool = False
+    overlong: bool = False
+    annotated: bool = True
     seed: tuple[int, ...] = ()
+    dialogue_id: int = 0
+    utterance_id: int = 0
+    # IFEED images to cut from this clip's frames (synth.ifeed.Capture)
+    captures: list[Any] = field(default_factory=list)
+
+    @property
+    def n_frames(self) -> int:
+        return max(1, round(self.duration * self.fps))
+
+
+def _first_cast(utts: Sequence[Utterance], start: int) -> int:
+    """The first utterance at or after ``start`` spoken by a cast member (else ``start``).
+
+    The demo's missing and corrupt clips are cast utterances, so that IFEED
+    can hold faces of clips the MELD archive lacks, as the real one may.
+    """
+    n = len(utts)
+    for offset in range(n):
+        i = (start + offset) % n
+        if utts[i].speaker in CAST:
+            return i
+    return start
 
 
 def plan_clips(
@@ -341,8 +368,8 @@ def plan_clips(
     for si, split in enumerate(SPLITS):
         utts = plan.get(split, [])
         n = len(utts)
-        missing = {n // 2} if split == "dev" and n >= 2 else set()
-        corrupt = {n // 3} if split == "train" and n >= 3 else set()
+        missing = {_first_cast(utts, n // 2)} if split == "dev" and n >= 2 else set()
+        corrupt = {_first_cast(utts, n // 3)} if split == "train" and n >= 3 else set()
         no_audio = {1, 4} & set(range(n)) if split == "test" and n >= 6 else set()
         overlong = {2} if split == "test" and n >= 6 else set()
         for i, u in enumerate(utts):
@@ -357,9 +384,6 @@ def plan_clips(
                 name = TEST_PREFIX + name
                 q.prefixed.append({**entry, "file": name})
             member = f"{SPLIT_DIRS[split]}/{name}"
-            if i in missing:
-                q.missing.append({**entry, "file": member})
-                continue
             job = ClipJob(
                 split,
                 u.key,
@@ -370,7 +394,12 @@ def plan_clips(
                 u.clip_duration,
                 fps,
                 seed=(seed, si, u.dialogue_id, u.utterance_id),
+                dialogue_id=u.dialogue_id,
+                utterance_id=u.utterance_id,
             )
+            if i in missing:
+                job.missing = True
+                q.missing.append({**entry, "file": member})
             if i in corrupt:
                 job.corrupt = True
                 q.corrupt.append({**entry, "file": member})
@@ -378,7 +407,7 @@ def plan_clips(
                 job.audio = False
                 q.no_audio.append({**entry, "file": member})
             if i in overlong:
-                job.duration, job.fps = OVERLONG_S, OVERLONG_FPS
+                job.duration, job.fps, job.overlong = OVERLONG_S, OVERLONG_FPS, True
                 q.overlong.append({**entry, "file": member, "duration": OVERLONG_S})
             jobs.append(job)
         if split == "dev" and n:
@@ -406,33 +435,61 @@ def plan_clips(
                         0.5,
                         2.0,
                         fps,
+                        annotated=False,
                         seed=(seed, si, last.dialogue_id, extra_utt),
+                        dialogue_id=last.dialogue_id,
+                        utterance_id=extra_utt,
                     )
                 )
     return jobs, q
 
 
-def render_frames(job: ClipJob, width: int, height: int) -> bytes:
+def scene_of(job: ClipJob) -> tuple[faces.SceneSpec, str | None, np.random.Generator]:
+    """The clip's shot (drawn from its seed), its cast bystander, and the frame rng after it."""
     rng = np.random.default_rng(list(job.seed))
-    bystander = str(rng.choice(list(CAST))) if rng.random() < 0.5 else None
+    others = [c for c in CAST if c != job.speaker]  # one person is never in a shot twice
+    bystander = str(rng.choice(others)) if rng.random() < 0.5 else None
     spec = faces.random_scene(
         job.speaker, job.face_emotion, job.intensity, rng, bystander=bystander
     )
+    return spec, (bystander if spec.other_look is not None else None), rng
+
+
+Box = tuple[int, int, int, int]
+
+
+def render_frames(
+    job: ClipJob, width: int, height: int
+) -> tuple[np.ndarray, list[tuple[Box, Box | None]]]:
+    """Every frame of the clip (n, H, W, 3) and per frame the speaker's and bystander's boxes."""
+    spec, _, rng = scene_of(job)
     renderer = faces.SceneRenderer(spec, width, height)
-    n = max(1, round(job.duration * job.fps))
-    frames = np.empty((n, height, width, 3), np.uint8)
-    for i in range(n):
-        frames[i], _ = renderer.frame(i, rng)
-    return frames.tobytes()
+    frames = np.empty((job.n_frames, height, width, 3), np.uint8)
+    boxes: list[tuple[Box, Box | None]] = []
+    for i in range(job.n_frames):
+        frames[i], speaker_box, other_box = renderer.frame_boxes(i, rng)
+        boxes.append((speaker_box, other_box))
+    return frames, boxes
 
 
 def _voice_hz(speaker: str) -> int:
     return 140 + (sum(map(ord, speaker)) % 12) * 15
 
 
-def encode(job: ClipJob, width: int, height: int, target: Path) -> None:
-    """Raw RGB frames on stdin -> H.264/yuv420p (+ AAC tone) mp4, bit-exact flags."""
-    raw = render_frames(job, width, height)
+def encode(job: ClipJob, width: int, height: int, target: Path) -> list[tuple[Any, bytes, Box]]:
+    """Raw RGB frames on stdin -> H.264/yuv420p (+ AAC tone) mp4, bit-exact flags.
+
+    Returns the IFEED images cut from the clip's frames (``job.captures``):
+    (capture, JPEG, crop box in the frame). A ``missing`` clip is rendered
+    for those only and never written.
+    """
+    from crossemotion.synth.ifeed import cut_captures
+
+    frames, boxes = render_frames(job, width, height)
+    cut = cut_captures(job, frames, boxes)
+    if job.missing:
+        return cut
+    raw = frames.tobytes()
     cmd = [
         "ffmpeg",
         "-nostdin",
@@ -506,30 +563,36 @@ def encode(job: ClipJob, width: int, height: int, target: Path) -> None:
             np.random.default_rng(list(job.seed)).integers(0, 256, 4096, dtype=np.uint8).tobytes()
         )
         target.write_bytes(data[:1024] + noise)
+    return cut
 
 
 def build_meld_archive(
     plan: dict[str, list[Utterance]],
+    jobs: Sequence[ClipJob],
+    quirks: Quirks,
     target: Path,
     workdir: Path,
     width: int,
     height: int,
-    fps: int,
-    seed: int,
     workers: int = 2,
-) -> dict:
-    """Render every clip, then pack the nested tars; returns the quirks/summary dict."""
-    jobs, quirks = plan_clips(plan, fps, seed)
+) -> tuple[dict, list[tuple[ClipJob, Any, bytes, Box]]]:
+    """Render every clip, then pack the nested tars.
+
+    Returns the quirks/summary dict and the IFEED images cut while rendering,
+    as (job, capture, JPEG, crop box), in job order.
+    """
     clip_dir = workdir / "clips"
     for split in SPLITS:
         (clip_dir / SPLIT_DIRS[split]).mkdir(parents=True, exist_ok=True)
     # ffmpeg runs in subprocesses and OpenCV drops the GIL, so threads scale
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        list(pool.map(lambda j: encode(j, width, height, clip_dir / j.file), jobs))
+        cuts = list(pool.map(lambda j: encode(j, width, height, clip_dir / j.file), jobs))
+    written = [j for j in jobs if not j.missing]
     for split in SPLITS:
         members: list[tuple[str, bytes | Path | None]] = [(SPLIT_DIRS[split], None)]
         members += sorted(
-            ((j.file, clip_dir / j.file) for j in jobs if j.split == split), key=lambda m: m[0]
+            ((j.file, clip_dir / j.file) for j in written if j.split == split),
+            key=lambda m: m[0],
         )
         if split == "train":
             members.append(("train_sent_emo.csv", write_csv(plan[split])))
@@ -540,9 +603,11 @@ def build_meld_archive(
     write_tar_gz(target, outer, compresslevel=1)
     noisy = sum(u.face_emotion != u.emotion for s in SPLITS for u in plan.get(s, []))
     total = sum(len(plan.get(s, [])) for s in SPLITS)
-    return {
+    summary = {
         "utterances": {s: len(plan.get(s, [])) for s in SPLITS},
-        "clips": {s: sum(j.split == s for j in jobs) for s in SPLITS},
+        "clips": {s: sum(j.split == s for j in written) for s in SPLITS},
         "face_label_mismatch": round(noisy / max(total, 1), 4),
         "quirks": quirks.as_dict(),
     }
+    images = [(job, *c) for job, cut in zip(jobs, cuts, strict=True) for c in cut]
+    return summary, images
