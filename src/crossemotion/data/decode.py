@@ -39,6 +39,7 @@ from crossemotion.data.video import (
     VideoError,
     VideoInfo,
     decode_clip,
+    decode_job,
     frames_at,
     iter_frames,
     output_size,
@@ -219,7 +220,7 @@ def decode_shard(
             WorkerPool(max(1, workers), memory_mb=WORKER_MEMORY_MB,
                        preload=["crossemotion.data.video"]) as pool:  # fmt: skip
         for batch in _batches(rows.iter_rows(named=True), batch_size):
-            results = pool.map(_decode_row, [(r["file"], settings) for r in batch],
+            results = pool.map(decode_job, [(r["file"], settings) for r in batch],
                                timeout=settings.timeout + KILL_GRACE,
                                on_error=failed)  # fmt: skip
             good = [_clip_row(row, r) for row, r in zip(batch, results, strict=True)
@@ -238,8 +239,3 @@ def decode_shard(
     assert isinstance(status, pl.DataFrame)
     write_parquet(status_out, status)
     return status
-
-
-def _decode_row(job: tuple[str, DecodeSettings]) -> ClipResult:
-    """Run in a pool worker: one clip of a shard."""
-    return decode_clip(job[0], job[1])

@@ -531,6 +531,12 @@ def decode_clip(path: str | Path, s: DecodeSettings, *, as_rgb: bool = False) ->
     return result
 
 
+def decode_job(job: tuple[str | Path, DecodeSettings]) -> ClipResult:
+    """``decode_clip(*job)``: what a pool worker runs for one clip of a shard (it lives
+    here, not with the shard code, so workers import neither polars nor pyarrow)."""
+    return decode_clip(job[0], job[1])
+
+
 def _decode_clip(path: Path, s: DecodeSettings, as_rgb: bool) -> ClipResult:
     if not path.is_file():
         return ClipResult(MISSING, f"file not found: {path.name}")
