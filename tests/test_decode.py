@@ -25,7 +25,8 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def counter_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """25 fps, 2 s, with B-frames; frame n has luma 16 + 4n, so a frame tells its index."""
+    """25 fps, 2 s, IBBBP... (qp 0 would make x264 drop B-frames); frame n has luma 16 + 4n,
+    so a frame tells its index."""
     path = tmp_path_factory.mktemp("counter") / "counter.mp4"
     subprocess.run(
         [
@@ -41,7 +42,7 @@ def counter_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "-c:v",
             "libx264",
             "-qp",
-            "0",
+            "1",
             "-pix_fmt",
             "yuv420p",
             "-bf",
@@ -76,6 +77,19 @@ def test_uniform_sampling_positions(counter_clip: Path, exact: bool, tolerance: 
     got = np.array(_frame_indices(r.frames))
     assert np.abs(got - want).max() <= tolerance + 0.3, (got, want)
     assert (np.diff(got) > 0).all()
+    if exact:  # the very frame on display at each time: no tolerance beyond luma rounding
+        assert np.abs(got - np.floor(want + 1e-6)).max() <= 0.3, (got, want)
+    else:  # B-frames were never decoded, so some picks are a neighbour of the exact frame
+        assert (np.abs(got - np.floor(want + 1e-6)) > 0.5).any(), got
+
+
+def test_fast_mode_decodes_no_b_frames(counter_clip: Path) -> None:
+    from crossemotion.data.decode import iter_frames
+
+    every = [t for t, _ in iter_frames(counter_clip)]
+    refs = [t for t, _ in iter_frames(counter_clip, exact=False)]
+    assert len(every) == 50 and 10 <= len(refs) < 25  # -bf 3: about 1 frame in 4
+    assert set(refs) <= set(every)
 
 
 def test_ok_clip_with_audio(clips: dict[str, Path]) -> None:
@@ -173,7 +187,7 @@ def gop_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run(
         ["ffmpeg", "-y", "-nostdin", "-v", "error", "-f", "lavfi", "-i",
          "nullsrc=s=64x48:r=25:d=2,geq=lum='16+4*N':cb=128:cr=128", "-c:v", "libx264",
-         "-qp", "0", "-pix_fmt", "yuv420p", "-bf", "3", "-g", "10", "-keyint_min", "10",
+         "-qp", "1", "-pix_fmt", "yuv420p", "-bf", "3", "-g", "10", "-keyint_min", "10",
          "-sc_threshold", "0", str(path)],
         check=True,
     )  # fmt: skip
@@ -307,7 +321,7 @@ def test_jpeg_colours_match_rgb_conversion(tmp_path: Path) -> None:
         subprocess.run(["ffmpeg", "-y", "-nostdin", "-v", "error", "-f", "lavfi", "-i",
                         "smptehdbars=s=320x240:r=5:d=0.2", "-vf",
                         f"scale=out_color_matrix={'bt709' if tag else 'bt601'}", *tag,
-                        "-c:v", "libx264", "-qp", "0", "-pix_fmt", "yuv420p", str(path)],
+                        "-c:v", "libx264", "-qp", "1", "-pix_fmt", "yuv420p", str(path)],
                        check=True)  # fmt: skip
         with av.open(str(path)) as container:
             frame = next(container.decode(video=0))
