@@ -332,3 +332,19 @@ def test_jpeg_colours_match_rgb_conversion(tmp_path: Path) -> None:
         # a missed range conversion median 11
         diff = np.abs(jpeg - rgb)
         assert np.median(diff) <= 1 and diff.mean() < 5, (tag, np.median(diff), diff.mean())
+
+
+def test_bench_ffmpeg_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The full-decode bound's executable (the only ffmpeg the decode path still names)."""
+    from crossemotion.data import ffmpeg_bin
+
+    ffmpeg_bin.ffmpeg_exe.cache_clear()
+    try:
+        monkeypatch.setenv(ffmpeg_bin.ENV, "ffmpeg")  # a name on PATH
+        assert Path(ffmpeg_bin.ffmpeg_exe()).name == "ffmpeg"
+        ffmpeg_bin.ffmpeg_exe.cache_clear()
+        monkeypatch.setenv(ffmpeg_bin.ENV, "/nonexistent/ffmpeg")
+        with pytest.raises(FileNotFoundError, match="CROSSEMOTION_FFMPEG"):
+            ffmpeg_bin.ffmpeg_exe()
+    finally:
+        ffmpeg_bin.ffmpeg_exe.cache_clear()
