@@ -155,6 +155,40 @@ def huge_sps(sps: bytes, width: int = 65535, height: int = 65535) -> bytes:
     return sps[:1] + _escape(rbsp)
 
 
+def sps_size(sps: bytes) -> tuple[int, int]:
+    """Frame width and height an SPS NAL declares (the subset ``huge_sps`` writes)."""
+    r = _Bits(_unescape(sps[1:]))
+    profile = r.u(8)
+    r.u(16), r.ue()
+    chroma = 1
+    if profile in (100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135):
+        chroma = r.ue()
+        if chroma == 3:
+            r.u(1)
+        r.ue(), r.ue(), r.u(1), r.u(1)
+    r.ue()
+    if r.ue() == 0:
+        r.ue()
+    r.ue(), r.u(1)
+    mbs_w, mbs_h = r.ue() + 1, r.ue() + 1
+    frame_mbs_only = r.u(1)
+    if not frame_mbs_only:
+        r.u(1)
+    r.u(1)
+    crop = [r.ue() for _ in range(4)] if r.u(1) else [0, 0, 0, 0]
+    unit_x = 1 if chroma in (0, 3) else 2
+    unit_y = (1 if chroma in (0, 3) else 2 if chroma == 1 else 1) * (2 - frame_mbs_only)
+    return (mbs_w * 16 - unit_x * (crop[0] + crop[1]),
+            mbs_h * 16 * (2 - frame_mbs_only) - unit_y * (crop[2] + crop[3]))  # fmt: skip
+
+
+def avcc_sps(data: bytes) -> bytes:
+    """The first SPS NAL of the file's avcC box."""
+    at = data.index(b"avcC") + 4
+    length = int.from_bytes(data[at + 6 : at + 8], "big")
+    return data[at + 8 : at + 8 + length]
+
+
 def _replace_box(data: bytes, start: int, end: int, new: bytes) -> bytes:
     """Swap one box for ``new`` and fix the sizes of the boxes around it."""
     delta = len(new) - (end - start)

@@ -74,6 +74,10 @@ def test_the_files_are_what_they_claim(hostile: dict[str, Path]) -> None:
     assert len(data) < 300 and b"stts\0\0\0\0\xff\xff\xff\xff" in data
     assert hostile["deep_boxes"].read_bytes().count(b"trak") >= 2500
     assert hostile["ten_hours_1kb"].stat().st_size <= 1024
+    sps = hostile_media.avcc_sps(hostile["frame_65535"].read_bytes())
+    assert hostile_media.sps_size(sps) == (65535, 65535)
+    assert hostile_media.sps_size(hostile_media.avcc_sps(hostile_media.valid_clip(
+        hostile["stts_bomb"].parent / "check.mp4").read_bytes())) == (64, 48)  # fmt: skip
     assert set(hostile) == set(EXPECTED)
 
 
