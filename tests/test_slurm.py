@@ -16,6 +16,7 @@ import polars as pl
 import pytest
 import yaml
 
+from crossemotion.reporting.tables import MEASURED
 from tests import demo_runs, slurm_cluster
 from tests.conftest import ROOT, VENV_BIN, run_snakemake, snakemake_cmd
 
@@ -265,7 +266,7 @@ def test_demo_all_on_slurm(cluster, tmp_path: Path):
     report = (wd / "results" / "report.html").read_text()
     assert "<html" in report[:1000].lower(), report[:1000]
     benchmark = pl.read_csv(wd / "results" / "tables" / "benchmark.csv")
-    measured = benchmark.filter(pl.col("data") != "reference")
+    measured = benchmark.filter(pl.col("source") == MEASURED)
     runs = {
         (p.parent.parent.name, p.parent.name) for p in wd.glob("results/models/*/*/metrics.json")
     }
