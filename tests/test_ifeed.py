@@ -1,4 +1,4 @@
-"""IFEED ingestion: member parsing, manifest, faces shards, overlap report."""
+"""IFEED ingestion: member parsing, manifest, faces shards."""
 
 from __future__ import annotations
 
@@ -263,56 +263,6 @@ def test_square_face_crop_and_pad() -> None:
     assert ifeed.square_face(image, 30).max() == 0
     padded = ifeed.square_face(image, 30, fit="pad")
     assert padded.shape == (30, 30, 3) and padded.max() == 255
-
-
-def test_overlap_report(tmp_path: Path) -> None:
-    manifest = pl.DataFrame(
-        {
-            "member": ["a", "b", "c", "d", "e", "f"],
-            "split": ["train", "train", "train", "test", "test", "train"],
-            "key": ["dia1_utt0", "dia1_utt0", "dia2_utt0", "dia1_utt0", None, "dia9_utt9"],
-            "dialogue_id": [1, 1, 2, 1, None, 9],
-            "utterance_id": [0, 0, 0, 0, None, 9],
-            "status": ["ok", "ok", "ok", "ok", "ok", "unknown_label"],
-        }
-    )
-    manifest.write_parquet(tmp_path / "manifest.parquet")
-    pl.DataFrame(
-        {
-            "split": ["train", "dev", "test", "dev"],
-            "dialogue_id": [1, 1, 5, 2],
-            "utterance_id": [0, 0, 0, 0],
-            "key": ["dia1_utt0", "dia1_utt0", "dia5_utt0", "dia2_utt0"],
-            "status": ["ok"] * 4,
-        }
-    ).write_parquet(tmp_path / "index.parquet")
-
-    table = ifeed.write_overlap(
-        tmp_path / "manifest.parquet",
-        [tmp_path / "index.parquet"],
-        tmp_path / "overlap.csv",
-        tmp_path / "overlap.md",
-    )
-    csv = pl.read_csv(tmp_path / "overlap.csv")
-    assert csv.height == table.height == 4  # (train, dia1_utt0), (train, dia2_utt0), test x2
-    row = csv.filter((pl.col("ifeed_split") == "train") & (pl.col("key") == "dia1_utt0"))
-    expected = {
-        "n_images": 2,
-        "meld_splits": "dev;train",
-        "n_meld_splits": 2,
-        "in_meld_train": True,
-        "in_meld_dev": True,
-        "in_meld_test": False,
-    }
-    got = row.row(0, named=True)
-    assert {k: got[k] for k in expected} == expected
-    assert csv["n_images"].sum() == 5  # the unknown_label image is not counted
-    md = (tmp_path / "overlap.md").read_text()
-    assert "| train | 3 | 0 | 0 | 2 | 3 | 0 | 2 |" in md
-    assert "| test | 2 | 1 | 0 | 1 | 1 | 0 | 1 |" in md
-    keys_table = md.split("## Source keys")[1]
-    assert "| train | 2 | 0 | 0 | 1 | 2 | 0 | 1 |" in keys_table
-    assert "ambiguous" in md
 
 
 def _faces_columns_from_architecture_doc() -> list[str]:

@@ -1,4 +1,4 @@
-"""Transfer cells on tiny synthetic shards: outputs, fractions, overlap exclusion, levels."""
+"""Transfer cells on tiny synthetic shards: outputs, fractions, leakage exclusion, levels."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import polars as pl
 import pytest
 import torch
 
-from crossemotion.data.ifeed import meld_keys, overlap_table
+from crossemotion.data.align import alignment_frame
+from crossemotion.data.leakage import excluded_items, leak_links
 from crossemotion.labels import EMOTIONS
 from crossemotion.training import checkpoint
 from crossemotion.training.runner import PROB_COLUMNS, train_and_evaluate
@@ -19,7 +20,6 @@ from crossemotion.transfer import (
     Cell,
     TransferInputs,
     cell_metrics,
-    leaked_keys,
     parse_mode,
     run_transfer,
     select_fraction,
@@ -28,8 +28,10 @@ from tests.vision_fixtures import GLOBAL, TINY, write_ifeed_shards, write_meld_s
 
 MODEL_CFG = {**TINY["resnet50"], "epochs": 1, "augment": False}
 TRANSFER_CFG = {"model": "resnet50", "fractions": [0.5], "exclude_overlap": True, "epochs": 1}
-# IFEED Training images re-keyed onto MELD dev/test utterances: the leak to exclude
+# IFEED Training images aligned to MELD dev/test utterances: the leak to exclude
 LEAKED_DEV, LEAKED_TEST = "dia101_utt1", "dia202_utt0"
+# an IFEED Training image that did not align, whose key names a MELD test utterance
+UNALIGNED_TEST = "dia203_utt1"
 
 
 @pytest.fixture(autouse=True)
@@ -47,32 +49,46 @@ def world(tmp_path_factory) -> dict:
     keys = frame["key"].to_list()
     keys[:2] = [LEAKED_DEV, LEAKED_DEV]
     keys[2] = LEAKED_TEST
+    keys[3] = UNALIGNED_TEST
     frame.with_columns(pl.Series("key", keys)).write_parquet(train_path)
-    overlap = root / "overlap.csv"
-    manifest = pl.concat(
-        [pl.read_parquet(p[0], columns=["split", "key"]) for p in ifeed.faces.values()]
-    ).with_columns(
-        pl.lit("ok").alias("status"),
-        pl.lit(None, dtype=pl.Int32).alias("dialogue_id"),
-        pl.lit(None, dtype=pl.Int32).alias("utterance_id"),
-    )
-    overlap_table(manifest, meld_keys([p[0] for p in meld.text.values()])).write_csv(overlap)
+    index = pl.concat([pl.read_parquet(p[0], columns=["split", "key"]) for p in meld.text.values()])
+    meld_train = set(index.filter(pl.col("split") == "train")["key"].to_list())
+    rows = []
+    for split, paths in ifeed.faces.items():
+        for i, (member, key) in enumerate(pl.read_parquet(paths[0]).select("id", "key").rows()):
+            row = {"member": member, "ifeed_split": split, "key": key, "status": "unmatched"}
+            if key in (LEAKED_DEV, LEAKED_TEST):
+                row.update(status="matched", meld_split="dev" if key == LEAKED_DEV else "test")
+            elif split == "test" and key in meld_train:
+                # aligned to MELD train, not aligned (leaks by the policy), or aligned to
+                # MELD test: the key alone would call all three leaked
+                if i % 3 == 0:
+                    row.update(status="matched", meld_split="train")
+                elif i % 3 == 2:
+                    row.update(status="matched", meld_split="test")
+            elif key != UNALIGNED_TEST:
+                row.update(status="matched", meld_split="dev")  # a source outside both
+            rows.append(row)
+    alignment = alignment_frame(rows)
+    leakage = root / "leakage.parquet"
+    leak_links(alignment, index, "all_key_splits").write_parquet(leakage)
     models = {}
     for name, inputs in (("meld", meld), ("ifeed", ifeed)):
         out = root / "models" / name
         train_and_evaluate("resnet50", name, MODEL_CFG, GLOBAL, inputs, out, progress=False)
         models[name] = out / "model.pt"
-    return {"root": root, "meld": meld, "ifeed": ifeed, "overlap": overlap, "models": models}
+    return {"root": root, "meld": meld, "ifeed": ifeed, "leakage": leakage, "models": models,
+            "alignment": alignment, "index": index}  # fmt: skip
 
 
-def inputs_for(world: dict, source: str, target: str, overlap: bool = True) -> TransferInputs:
+def inputs_for(world: dict, source: str, target: str, leakage: bool = True) -> TransferInputs:
     tgt = world[target]
     return TransferInputs(
         checkpoint=world["models"][source],
         source_train=list(world[source].faces["train"]),
         faces={s: list(p) for s, p in tgt.faces.items()},
         text={s: list(p) for s, p in tgt.text.items()},
-        overlap=world["overlap"] if overlap else None,
+        leakage=world["leakage"] if leakage else None,
     )
 
 
@@ -122,22 +138,43 @@ def test_fraction_is_deterministic_stratified_and_grouped() -> None:
     assert select_fraction(frame, 1.0, seed=3).equals(frame)
 
 
-def test_leaked_keys_follow_the_direction() -> None:
-    overlap = pl.DataFrame(
+def test_leak_links_follow_the_alignment_and_the_policy() -> None:
+    alignment = alignment_frame(
+        [
+            {"member": "a", "ifeed_split": "train", "key": "dia1_utt0", "status": "matched",
+             "meld_split": "dev"},
+            {"member": "b", "ifeed_split": "train", "key": "dia2_utt0", "status": "ambiguous",
+             "meld_split": "test"},
+            {"member": "c", "ifeed_split": "test", "key": "dia1_utt0", "status": "matched",
+             "meld_split": "train"},
+            {"member": "d", "ifeed_split": "test", "key": "dia3_utt0", "status": "no_source"},
+            {"member": "e", "ifeed_split": "test", "key": "dia2_utt0", "status": "unmatched"},
+        ]
+    )  # fmt: skip
+    index = pl.DataFrame(
         {
-            "ifeed_split": ["train", "train", "test", "test"],
-            "key": ["dia1_utt0", "dia2_utt0", "dia3_utt0", "dia4_utt0"],
-            "in_meld_train": [True, False, True, False],
-            "in_meld_dev": [False, True, False, True],
-            "in_meld_test": [True, False, False, False],
+            "split": ["train", "dev", "test", "train", "dev", "test"],
+            "key": ["dia1_utt0", "dia1_utt0", "dia1_utt0", "dia2_utt0", "dia2_utt0", "dia2_utt0"],
         }
     )
-    to_ifeed = leaked_keys(overlap, "meld", "ifeed")
-    assert to_ifeed["test"] == {"dia1_utt0", "dia3_utt0"}
-    to_meld = leaked_keys(overlap, "ifeed", "meld")
-    # only IFEED Training keys leak into MELD evaluation, per MELD split
-    assert to_meld["dev"] == {"dia2_utt0"}
-    assert to_meld["test"] == {"dia1_utt0"}
+    links = leak_links(alignment, index, "all_key_splits")
+    got = {(m, s) for m, s in links.select("member", "meld_split").rows()}
+    # matched: only the aligned split, though the key is in all three
+    assert {s for m, s in got if m == "a"} == {"dev"}
+    assert {s for m, s in got if m == "c"} == {"train"}
+    # not matched: every split holding the key; a key MELD lacks leaks nowhere
+    assert {s for m, s in got if m in ("b", "e")} == {"train", "dev", "test"}
+    assert not any(m == "d" for m, _ in got)
+    to_meld = excluded_items(links, "ifeed", "meld")
+    # only IFEED Training images leak into MELD evaluation, per MELD split
+    assert to_meld == {"dev": {"dia1_utt0", "dia2_utt0"}, "test": {"dia2_utt0"}}
+    to_ifeed = excluded_items(links, "meld", "ifeed")
+    assert to_ifeed["test"] == {"b", "c", "e"}
+    none = leak_links(alignment, index, "none")
+    assert set(none["member"].to_list()) == {"a", "c"}
+    assert excluded_items(none, "ifeed", "meld") == {"dev": {"dia1_utt0"}, "test": set()}
+    with pytest.raises(ValueError, match="unaligned"):
+        leak_links(alignment, index, "guess")
 
 
 def test_outputs_have_the_documented_structure(cells) -> None:
@@ -149,7 +186,7 @@ def test_outputs_have_the_documented_structure(cells) -> None:
             for key in ("accuracy", "weighted_f1", "macro_f1", "per_class", "confusion", "n"):
                 assert key in metrics[split]
         assert set(metrics["absent_classes"]) >= {"source_train", "target_test"}
-        assert isinstance(metrics["n_excluded_overlap"], int)
+        assert isinstance(metrics["n_excluded"], int)
         levels = {"utterance", "face"} if target == "meld" else {"image"}
         assert set(metrics["levels"]) == levels
         assert metrics["levels"][metrics["level"]] == metrics["test"]
@@ -172,10 +209,11 @@ def test_outputs_have_the_documented_structure(cells) -> None:
 def test_meld_target_counts_every_utterance(cells, world) -> None:
     metrics = json.loads((cells[("ifeed", "meld", "zero_shot")] / "metrics.json").read_text())
     n_test_utts = pl.read_parquet(world["meld"].text["test"][0]).height
-    # the leaked utterance is left out; utterances without faces are still scored
-    assert metrics["levels"]["utterance"]["n"] == n_test_utts - 1
+    # the leaked utterances are left out; utterances without faces are still scored
+    assert metrics["levels"]["utterance"]["n"] == n_test_utts - 2
     faces = pl.read_parquet(world["meld"].faces["test"][0])
-    assert metrics["levels"]["face"]["n"] == faces.filter(pl.col("key") != LEAKED_TEST).height
+    kept = faces.filter(~pl.col("key").is_in([LEAKED_TEST, UNALIGNED_TEST]))
+    assert metrics["levels"]["face"]["n"] == kept.height
 
 
 def test_finetune_changes_the_weights(cells, world) -> None:
@@ -193,39 +231,54 @@ def test_finetune_changes_the_weights(cells, world) -> None:
     assert metrics["train"]["best_dev_score"] == pytest.approx(metrics["dev"]["weighted_f1"])
 
 
-def test_overlap_exclusion_removes_exactly_the_leaked_items(cells, world) -> None:
-    # MELD -> IFEED: IFEED test images whose key is in MELD train
-    meld_train = set(pl.read_parquet(world["meld"].text["train"][0])["key"].to_list())
+def test_leakage_exclusion_removes_exactly_the_leaked_items(cells, world) -> None:
+    # MELD -> IFEED: IFEED test images aligned to MELD train, and the unaligned
+    # ones whose key MELD train holds (the conservative policy)
+    meld_train = set(world["index"].filter(pl.col("split") == "train")["key"].to_list())
+    alignment = world["alignment"]
+    aligned = alignment.filter((pl.col("status") == "matched") & (pl.col("meld_split") == "train"))
+    unaligned = alignment.filter(
+        (pl.col("status") != "matched") & pl.col("key").is_in(sorted(meld_train))
+    )
+    leaked_ids = set(aligned["member"].to_list()) | set(unaligned["member"].to_list())
     ifeed_test = pl.read_parquet(world["ifeed"].faces["test"][0])
-    leaked_ids = set(ifeed_test.filter(pl.col("key").is_in(sorted(meld_train)))["id"].to_list())
-    assert leaked_ids  # the fixture has some
-    preds = pl.read_parquet(cells[("meld", "ifeed", "zero_shot")] / "predictions.parquet")
-    kept = set(preds.filter(pl.col("split") == "test")["id"].to_list())
-    assert kept == set(ifeed_test["id"].to_list()) - leaked_ids
-    metrics = json.loads((cells[("meld", "ifeed", "zero_shot")] / "metrics.json").read_text())
-    assert metrics["n_excluded_overlap"] == len(leaked_ids)
+    assert leaked_ids & set(ifeed_test["id"].to_list()) and aligned.height and unaligned.height
+    # an image aligned elsewhere stays even though its key is in MELD train
+    kept_by_content = alignment.filter(
+        (pl.col("ifeed_split") == "test") & (pl.col("status") == "matched")
+        & (pl.col("meld_split") != "train") & pl.col("key").is_in(sorted(meld_train))
+    )  # fmt: skip
+    for mode in ("zero_shot", "finetune_0.5"):
+        preds = pl.read_parquet(cells[("meld", "ifeed", mode)] / "predictions.parquet")
+        kept = set(preds.filter(pl.col("split") == "test")["id"].to_list())
+        assert kept == set(ifeed_test["id"].to_list()) - leaked_ids
+        assert kept_by_content.height and set(kept_by_content["member"].to_list()) <= kept
+        metrics = json.loads((cells[("meld", "ifeed", mode)] / "metrics.json").read_text())
+        assert metrics["n_excluded"] == len(leaked_ids & set(ifeed_test["id"].to_list()))
 
-    # IFEED -> MELD: the two MELD utterances IFEED Training was re-keyed onto
+    # IFEED -> MELD: the utterances IFEED Training was aligned to, and the one whose
+    # key an unaligned Training image carries
     preds = pl.read_parquet(cells[("ifeed", "meld", "zero_shot")] / "predictions.parquet")
     utts = preds.filter(pl.col("level") == "utterance")
-    for split, key in (("dev", LEAKED_DEV), ("test", LEAKED_TEST)):
+    for split, gone in (("dev", {LEAKED_DEV}), ("test", {LEAKED_TEST, UNALIGNED_TEST})):
         keys = set(utts.filter(pl.col("split") == split)["key"].to_list())
         all_keys = set(pl.read_parquet(world["meld"].text[split][0])["key"].to_list())
-        assert keys == all_keys - {key}
+        assert gone <= all_keys and keys == all_keys - gone
     metrics = json.loads((cells[("ifeed", "meld", "zero_shot")] / "metrics.json").read_text())
-    assert metrics["excluded_overlap"]["dev"]["utterances"] == 1
-    assert metrics["n_excluded_overlap"] == 1
+    assert metrics["excluded"]["dev"]["utterances"] == 1
+    assert metrics["n_excluded"] == 2
+    assert metrics["unaligned"] == "all_key_splits"
 
 
 def test_without_exclusion_nothing_is_dropped(world, tmp_path) -> None:
     metrics = run_transfer(
         Cell("meld", "ifeed", "zero_shot"),
-        inputs_for(world, "meld", "ifeed", overlap=False),
+        inputs_for(world, "meld", "ifeed", leakage=False),
         {**TRANSFER_CFG, "exclude_overlap": False},
         GLOBAL,
         tmp_path / "cell",
     )
-    assert metrics["n_excluded_overlap"] == 0
+    assert metrics["n_excluded"] == 0
     assert metrics["test"]["n"] == pl.read_parquet(world["ifeed"].faces["test"][0]).height
 
 
@@ -237,3 +290,32 @@ def test_absent_classes_and_macro_f1_labels() -> None:
     # anger 2/3 (P=1, R=.5), joy 1, neutral 2/3: mean over the three present classes
     assert m["macro_f1"] == pytest.approx((2 / 3 + 1 + 2 / 3) / 3)
     assert m["macro_f1_all"] < m["macro_f1"]
+
+
+def test_transfer_table_scores_every_row_of_a_target_on_the_same_items(cells, world) -> None:
+    from crossemotion.reporting.runs import Run, transfer_run
+    from crossemotion.reporting.tables import transfer_table
+
+    links = pl.read_parquet(world["leakage"])
+    runs = [transfer_run("resnet50", s, t, m, world["root"]) for s, t, m in cells]
+    target_only = {t: Run("resnet50", t, world["root"] / "models" / t, source=t)
+                   for t in ("meld", "ifeed")}  # fmt: skip
+    directions = [("ifeed", "meld"), ("meld", "ifeed")]
+    excluded = {(s, t): excluded_items(links, s, t)["test"] for s, t in directions}
+    table = transfer_table(runs, target_only, excluded)
+    full = {
+        ("meld", "utterance"): pl.read_parquet(world["meld"].text["test"][0]).height,
+        ("ifeed", "image"): pl.read_parquet(world["ifeed"].faces["test"][0]).height,
+    }
+    for (_source, target, level), part in table.groupby(["source", "target", "level"]):
+        # the target-only model's predictions hold the primary level (utterance, image)
+        modes = {"zero_shot", "finetune_0.5"} | ({"target_only"} if level != "face" else set())
+        assert set(part["mode"]) == modes
+        assert part["n"].nunique() == 1, part
+        assert part["n_excluded"].nunique() == 1 and part["n_excluded"].iloc[0] > 0, part
+        if (target, level) in full:
+            assert part["n"].iloc[0] + part["n_excluded"].iloc[0] == full[(target, level)]
+    # without the exclusions the target-only row is scored on the whole split
+    plain = transfer_table(runs, target_only)
+    only = plain[(plain["mode"] == "target_only") & (plain["level"] == "image")]
+    assert only["n"].iloc[0] == full[("ifeed", "image")]

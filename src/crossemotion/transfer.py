@@ -16,18 +16,18 @@ mapping; classes missing from the source's training data or the target's
 train/test are listed in metrics.json and macro F1 averages over the classes
 present in the evaluated labels (``macro_f1_labels``).
 
-Overlap (IFEED faces were cut from MELD clips): with ``exclude_overlap`` no
-evaluated item shares a source utterance with data the model trained on.
-- target IFEED, source MELD: IFEED dev/test images whose key is in MELD train
-  are dropped;
-- target MELD, source IFEED: MELD dev/test utterances (all their faces) whose
-  key is among IFEED Training's keys *and* present in that MELD split are
-  dropped.
-MELD dialogue ids restart per split and an IFEED image does not say which
-MELD split its clip came from, so the match is by (MELD split, key): a key is
-leaked into split s when IFEED holds it and MELD split s holds it (the overlap
-report's ``in_meld_{s}``). That over-excludes when the same key names
-different dialogues in two MELD splits: conservative by design.
+Leakage (IFEED's images are frames of MELD's clips): with ``exclude_overlap``
+no evaluated item shares a MELD utterance with the data the model trained on.
+Which utterance an IFEED image comes from is decided by its content
+(``results/ifeed/alignment.parquet``); images that do not align follow
+``transfer.unaligned`` (``crossemotion.data.leakage``, which turns both into
+``results/ifeed/leakage.parquet``):
+- target IFEED, source MELD: IFEED dev/test images linked to MELD train are
+  dropped;
+- target MELD, source IFEED: MELD dev/test utterances (all their faces)
+  linked to an IFEED Training image are dropped.
+The same items leave the target-only reference row of the transfer table, so
+every row of one target is scored on the same items.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ import torch
 from sklearn.metrics import f1_score
 
 from crossemotion.config import config_hash
+from crossemotion.data.leakage import LINK_SCHEMA, excluded_items
+from crossemotion.data.leakage import RULES as LEAKAGE_RULES
 from crossemotion.evaluation.metrics import classification_metrics
 from crossemotion.io import atomic_path, write_json, write_parquet
 from crossemotion.labels import EMOTIONS, normalize_label
@@ -128,42 +130,27 @@ def select_fraction(frame: pl.DataFrame, fraction: float, seed: int) -> pl.DataF
     return chosen
 
 
-# ------------------------------------------------------------------ overlap
+# ------------------------------------------------------------------ leakage
 
 
-def leaked_keys(overlap: pl.DataFrame, source: str, target: str) -> dict[str, set[str]]:
-    """Target split -> source keys its evaluation must leave out (see module doc)."""
-    if overlap.height == 0:
-        return {s: set() for s in EVAL_SPLITS}
-    rows = overlap.filter(pl.col("key").is_not_null())
-    if target == "ifeed" and source == "meld":
-        keys = set(rows.filter(pl.col("in_meld_train"))["key"].to_list())
-        return {s: keys for s in EVAL_SPLITS}
-    if target == "meld" and source == "ifeed":
-        seen = rows.filter(pl.col("ifeed_split") == "train")
-        return {s: set(seen.filter(pl.col(f"in_meld_{s}"))["key"].to_list()) for s in EVAL_SPLITS}
-    raise ValueError(f"no overlap rule for {source} -> {target}")
-
-
-def read_overlap(path: str | Path | None) -> pl.DataFrame:
+def read_leakage(path: str | Path | None) -> pl.DataFrame:
+    """The leak links (crossemotion.data.leakage); an empty table without a path."""
     if path is None:
-        return pl.DataFrame()
-    table = pl.read_csv(path, schema_overrides={"key": pl.Utf8, "ifeed_split": pl.Utf8})
-    need = {"ifeed_split", "key", "in_meld_train", "in_meld_dev", "in_meld_test"}
-    missing = need - set(table.columns)
+        return pl.DataFrame(schema=LINK_SCHEMA)
+    table = pl.read_parquet(path)
+    missing = set(LINK_SCHEMA) - set(table.columns)
     if missing:
-        raise ValueError(f"{path}: overlap report lacks columns {sorted(missing)}")
-    flags = [f"in_meld_{s}" for s in ("train", *EVAL_SPLITS)]
-    # csv booleans read back as "true"/"false" strings on some polars versions
-    return table.with_columns(
-        pl.col(c).cast(pl.Utf8).str.to_lowercase().is_in(["true", "1"]).alias(c) for c in flags
-    )
+        raise ValueError(f"{path}: leak links lack columns {sorted(missing)}")
+    return table
 
 
-def drop_keys(frame: pl.DataFrame | None, keys: set[str]) -> tuple[pl.DataFrame | None, int]:
-    if frame is None or not keys:
+def drop_items(
+    frame: pl.DataFrame | None, items: set[str], column: str
+) -> tuple[pl.DataFrame | None, int]:
+    """``frame`` without the rows whose ``column`` is in ``items`` and how many went."""
+    if frame is None or not items:
         return frame, 0
-    kept = frame.filter(~pl.col("key").is_in(sorted(keys)).fill_null(False))
+    kept = frame.filter(~pl.col(column).is_in(sorted(items)).fill_null(False))
     return kept, frame.height - kept.height
 
 
@@ -194,14 +181,16 @@ def load_target(
         cols = ["key", "split", "speaker", "character", "label"]
         utterances[split] = meta_frame(read_shards(paths, columns=cols)) if paths else None
     excluded: dict[str, dict[str, int]] = {}
+    # IFEED items are images (the faces shard's id is the archive member), MELD's utterances
+    column = "key" if target == "meld" else "id"
     for split in EVAL_SPLITS:
-        keys = leaked.get(split, set())
+        items = leaked.get(split, set())
         before = frames[split]
-        frames[split], n_faces = drop_keys(before, keys)
-        utterances[split], n_utts = drop_keys(utterances[split], keys)
+        frames[split], n_faces = drop_items(before, items, column)
+        utterances[split], n_utts = drop_items(utterances[split], items, column)
         if utterances[split] is None:
             # no utterance list: the utterances are the keys that have faces
-            n_utts = len(set(before["key"].drop_nulls().to_list()) & keys)
+            n_utts = len(set(before[column].drop_nulls().to_list()) & items)
         excluded[split] = {"faces": n_faces}
         if target == "meld":
             excluded[split]["utterances"] = n_utts
@@ -296,7 +285,7 @@ class TransferInputs:
     source_train: list[Path]
     faces: dict[str, list[Path]]
     text: dict[str, list[Path]]
-    overlap: Path | None
+    leakage: Path | None
 
 
 def run_transfer(
@@ -323,10 +312,10 @@ def run_transfer(
     spec, model, model_cfg = load_source(inputs.checkpoint)
     dev_fraction = float(model_cfg.get("dev_fraction", DEV_FRACTION))
     exclude = bool(transfer_cfg.get("exclude_overlap", True))
-    if exclude and inputs.overlap is None:
-        raise ValueError("exclude_overlap is on but no overlap report was given")
-    overlap = read_overlap(inputs.overlap) if exclude else pl.DataFrame()
-    leaked = leaked_keys(overlap, cell.source, cell.target) if exclude else {}
+    if exclude and inputs.leakage is None:
+        raise ValueError("exclude_overlap is on but no leak links (leakage.parquet) were given")
+    links = read_leakage(inputs.leakage) if exclude else read_leakage(None)
+    leaked = excluded_items(links, cell.source, cell.target) if exclude else {}
     data = load_target(cell.target, inputs.faces, inputs.text, seed, dev_fraction, leaked)
     limit = model_cfg.get("faces_per_utterance")
     data.faces = {split: cap_faces_per_key(f, limit) for split, f in data.faces.items()}
@@ -377,9 +366,10 @@ def run_transfer(
     write_cell(out_dir, metrics, predictions, result)
     checkpoint.clear_resume(out_dir / ".resume")
     log.info(
-        "%s -> %s %s: test acc %.4f wF1 %.4f (%s level, %d excluded for overlap)",
+        "%s -> %s %s: test acc %.4f wF1 %.4f (%s level, n %d, %d excluded for leakage)",
         cell.source, cell.target, cell.mode, metrics["test"]["accuracy"] or 0.0,
-        metrics["test"]["weighted_f1"] or 0.0, cell.primary_level, metrics["n_excluded_overlap"],
+        metrics["test"]["weighted_f1"] or 0.0, cell.primary_level, metrics["test"]["n"],
+        metrics["n_excluded"],
     )  # fmt: skip
     return metrics
 
@@ -451,9 +441,11 @@ def _describe(
         "macro_f1_note": "macro F1 averages over the classes present in the evaluated "
         "labels (macro_f1_labels); macro_f1_all is sklearn's (labels or predictions)",
         "exclude_overlap": exclude,
-        "n_excluded_overlap": data.excluded["test"].get(unit, 0),
-        "excluded_overlap": data.excluded,
-        "overlap_rule": _OVERLAP_RULES[(cell.source, cell.target)] if exclude else None,
+        "unaligned": str(transfer_cfg.get("unaligned", "all_key_splits")) if exclude else None,
+        # test items left out at the primary level (utterances / images)
+        "n_excluded": data.excluded["test"].get(unit, 0),
+        "excluded": data.excluded,
+        "leakage_rule": LEAKAGE_RULES[(cell.source, cell.target)] if exclude else None,
         "n_finetune": len(datasets["train"]) if cell.fraction is not None else 0,
         "n_target_train": data.faces["train"].height,
         "config": {"transfer": dict(transfer_cfg), "model": dict(model_cfg)},
@@ -466,13 +458,6 @@ def _describe(
             "seconds": round(result.seconds, 3),
         }
     return out
-
-
-_OVERLAP_RULES = {
-    ("meld", "ifeed"): "IFEED dev/test images whose key is in MELD train are left out",
-    ("ifeed", "meld"): "MELD dev/test utterances whose key is among IFEED Training keys "
-    "and in that MELD split are left out (match by MELD split and key)",
-}
 
 
 def write_cell(

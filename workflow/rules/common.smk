@@ -83,6 +83,12 @@ def ifeed_shards():
     ]
 
 
+def align_shards():
+    """Shards of the IFEED -> MELD alignment (ifeed.align.shards)."""
+    n = int(config["ifeed"].get("align", {}).get("shards", 1))
+    return [f"results/ifeed/alignment/part-{i:04d}.parquet" for i in range(n)]
+
+
 def model_runs():
     """(model, dataset) pairs the config enables."""
     runs = []
@@ -134,7 +140,8 @@ def final_targets():
     if not text_only():
         targets += [
             "results/ifeed/manifest.parquet",
-            "results/ifeed/overlap.csv",
+            "results/ifeed/alignment.parquet",
+            "results/tables/speaker_faces.csv",
         ]
         targets += [
             f"results/transfer/{s}_to_{t}/{m}/metrics.json"

@@ -1,6 +1,6 @@
 # IFEED ingestion: the unpacked archives become the manifest and faces shards
-# (same schema as MELD faces), then IFEED source keys are matched against MELD
-# splits to report leakage.
+# (same schema as MELD faces); then each IFEED image is traced to the MELD clip,
+# frame and face it was cut from, which decides what leaks into which MELD split.
 
 
 rule ifeed_shards:
@@ -28,20 +28,75 @@ rule ifeed_shards:
         "../scripts/ifeed_shards.py"
 
 
-rule ifeed_overlap:
+rule ifeed_align:
+    # Content match of each IFEED image against the MELD clips with its key in
+    # any split (crossemotion.data.align); images are sharded by key.
     input:
         manifest="results/ifeed/manifest.parquet",
-        meld="results/meld/index.parquet",
+        index="results/meld/index.parquet",
+        meld="resources/meld/unpacked",
+        ifeed="resources/ifeed/unpacked",
     output:
-        csv="results/ifeed/overlap.csv",
-        md="results/ifeed/overlap.md",
+        "results/ifeed/alignment/part-{shard}.parquet",
     log:
-        "logs/ifeed/overlap.log",
+        "logs/ifeed/align_{shard}.log",
+    wildcard_constraints:
+        shard=r"\d{4}",
+    conda:
+        "../../envs/crossemotion.yaml"
+    threads: 2
+    resources:
+        mem_mb=3000,
+        runtime=240,
+    params:
+        align=config["ifeed"].get("align", {}),
+    script:
+        "../scripts/ifeed_align.py"
+
+
+rule ifeed_alignment:
+    input:
+        align_shards(),
+    output:
+        parquet="results/ifeed/alignment.parquet",
+        md="results/ifeed/alignment.md",
+        html=report(
+            "results/ifeed/alignment.html",
+            caption="../report/alignment.rst",
+            category="Data",
+            labels={"table": "IFEED to MELD alignment"},
+        ),
+    log:
+        "logs/ifeed/alignment.log",
     conda:
         "../../envs/crossemotion.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        align=config["ifeed"].get("align", {}),
     script:
-        "../scripts/ifeed_overlap.py"
+        "../scripts/ifeed_alignment.py"
+
+
+rule ifeed_leakage:
+    # Which MELD utterances each IFEED image leaks into: its aligned one, or
+    # (transfer.unaligned: all_key_splits) every MELD utterance with its key.
+    input:
+        alignment="results/ifeed/alignment.parquet",
+        index="results/meld/index.parquet",
+    output:
+        "results/ifeed/leakage.parquet",
+    log:
+        "logs/ifeed/leakage.log",
+    conda:
+        "../../envs/crossemotion.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        policy=config.get("transfer", {}).get("unaligned", "all_key_splits"),
+    script:
+        "../scripts/ifeed_leakage.py"

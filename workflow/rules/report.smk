@@ -80,6 +80,7 @@ rule character_table:
 rule transfer_table:
     input:
         transfer_files(["metrics.json", "predictions.parquet"]),
+        **transfer_leakage_input(),
     output:
         csv="results/tables/transfer.csv",
         md="results/tables/transfer.md",
@@ -104,6 +105,39 @@ rule transfer_table:
         settings=report_params(),
     script:
         "../scripts/tables.py"
+
+
+rule speaker_faces:
+    # Does the MELD face choice (faces shards, crop: speaker) pick the speaker's
+    # face? Scored against the aligned IFEED boxes of the speaker.
+    input:
+        alignment="results/ifeed/alignment.parquet",
+        index="results/meld/index.parquet",
+        faces=meld_shards("faces"),
+        clips=meld_shards("clips"),
+    output:
+        csv="results/tables/speaker_faces.csv",
+        md="results/tables/speaker_faces.md",
+        detail="results/ifeed/speaker_faces.parquet",
+        html=report(
+            "results/tables/speaker_faces.html",
+            caption="../report/speaker_faces.rst",
+            category="Tables",
+            labels={"table": "speaker faces"},
+        ),
+    log:
+        "logs/report/speaker_faces.log",
+    conda:
+        "../../envs/crossemotion.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        crop_scale=speaker_crop_scale(),
+        settings=report_params(),
+    script:
+        "../scripts/speaker_faces.py"
 
 
 rule confusion_figure:

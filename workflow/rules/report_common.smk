@@ -17,6 +17,22 @@ def transfer_targets():
     return sorted({t for _s, t, _m in transfer_cells()})
 
 
+def transfer_leakage_input():
+    """The leak links the transfer cells excluded by, for the target-only rows."""
+    if transfer_cells() and config.get("transfer", {}).get("exclude_overlap", True):
+        return {"leakage": "results/ifeed/leakage.parquet"}
+    return {}
+
+
+def speaker_crop_scale():
+    """crop_scale of the first clip model cropping around the speaker (else the default)."""
+    for name in VIDEO_MODELS:
+        cfg = config["models"].get(name, {})
+        if cfg.get("crop") == "speaker":
+            return float(cfg.get("crop_scale", 1.8))
+    return 1.8
+
+
 def run_files(names):
     files = []
     for model, dataset in model_runs():
@@ -78,6 +94,8 @@ def report_inputs():
         "results/figures/character_wf1.png",
     ]
     inputs += confusion_figures() + training_figures()
+    if not text_only():
+        inputs += ["results/ifeed/alignment.html", "results/tables/speaker_faces.html"]
     if transfer_cells():
         inputs += [
             "results/tables/transfer.html",

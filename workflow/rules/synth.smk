@@ -9,6 +9,8 @@ if config.get("synth", {}).get("enabled", False):
         output:
             meld=f"{SYNTH_OUT}/MELD.Raw.tar.gz",
             ifeed=f"{SYNTH_OUT}/IFEED_Base.zip",
+            # where each IFEED image was cut from: for tests, no rule reads it
+            truth=f"{SYNTH_OUT}/ifeed_truth.parquet",
         log:
             "logs/synth/synth_demo.log",
         conda:

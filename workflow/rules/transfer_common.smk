@@ -29,5 +29,5 @@ def transfer_inputs(wildcards):
         "text": meld_shards("text") if wildcards.target == "meld" else [],
     }
     if transfer_cfg().get("exclude_overlap", True):
-        inputs["overlap"] = "results/ifeed/overlap.csv"
+        inputs["leakage"] = "results/ifeed/leakage.parquet"
     return inputs

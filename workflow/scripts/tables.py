@@ -9,7 +9,8 @@ write_named_table(
     csv_path=snakemake.output.csv,
     md_path=snakemake.output.md,
     html_path=snakemake.output.html,
-    settings=dict(snakemake.params.settings),
+    # the leak links, when transfer cells excluded leaked items (the target-only row follows)
+    settings={**snakemake.params.settings, "leakage": getattr(snakemake.input, "leakage", None)},
     runs=[tuple(r) for r in snakemake.params.get("runs", [])],
     cells=[tuple(c) for c in snakemake.params.get("cells", [])],
     transfer_model=snakemake.params.get("transfer_model", "resnet50"),

@@ -16,8 +16,8 @@ inputs = TransferInputs(
     source_train=[Path(p) for p in snakemake.input.source_train],
     faces={s: list(p) for s, p in target.faces.items()},
     text={s: list(p) for s, p in target.text.items()},
-    # the overlap report is an input only when exclude_overlap is on
-    overlap=Path(overlap) if (overlap := getattr(snakemake.input, "overlap", None)) else None,
+    # the leak links are an input only when exclude_overlap is on
+    leakage=Path(links) if (links := getattr(snakemake.input, "leakage", None)) else None,
 )
 log.info("transfer %s -> %s, %s", cell.source, cell.target, cell.mode)
 run_transfer(

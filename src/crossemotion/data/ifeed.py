@@ -8,7 +8,8 @@ path, and the label from the last ``_`` field of the file name (as public loader
 read it). Anything that does not fit gets a manifest status, never a guess.
 
 Faces shards share the MELD faces schema (``FACE_SHARD_SCHEMA``) so every face
-model reads both datasets the same way.
+model reads both datasets the same way. Which MELD clip an image was cut from
+is decided by its content, not its key (``crossemotion.data.align``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from tqdm import tqdm
 
 from crossemotion import labels
 from crossemotion.data import manifest as mf
-from crossemotion.io import atomic_path, write_parquet, write_text
+from crossemotion.io import write_parquet, write_text
 
 log = logging.getLogger(__name__)
 
@@ -465,108 +466,3 @@ def ingest(
         write_parquet(manifest_path, frame)
     log.info("IFEED manifest: %d members, bad share %.2f%%", frame.height, 100 * (bad_share or 0))
     return frame
-
-
-# --------------------------------------------------------------------------- overlap
-
-
-def meld_keys(paths: Sequence[str | Path]) -> pl.DataFrame:
-    """(split, key) pairs of MELD from the index or text shards (both carry both)."""
-    frames = [pl.read_parquet(p, columns=["split", "key"]) for p in paths]
-    return pl.concat(frames).drop_nulls().unique().sort("split", "key")
-
-
-def overlap_table(ifeed_manifest: pl.DataFrame, meld: pl.DataFrame) -> pl.DataFrame:
-    """One row per IFEED (split, key) of usable images with every MELD split holding the key.
-
-    MELD dialogue ids restart per split, so a bare key is ambiguous: every
-    candidate split is listed, and a consumer excluding leakage must treat any
-    match with its evaluated split as overlap.
-    """
-    images = (
-        ifeed_manifest.filter(pl.col("status") == mf.OK)
-        .group_by(pl.col("split").alias("ifeed_split"), "key")
-        .agg(
-            pl.len().alias("n_images"),
-            pl.col("dialogue_id").first(),
-            pl.col("utterance_id").first(),
-        )
-    )
-    candidates = meld.group_by("key").agg(pl.col("split").unique().sort().alias("meld"))
-    joined = images.join(candidates, on="key", how="left")
-    meld_splits = ("train", "dev", "test")
-    return (
-        joined.with_columns(
-            pl.col("meld").list.join(";").fill_null("").alias("meld_splits"),
-            *[
-                pl.col("meld").list.contains(s).fill_null(False).alias(f"in_meld_{s}")
-                for s in meld_splits
-            ],
-            pl.col("meld").list.len().fill_null(0).cast(pl.Int32).alias("n_meld_splits"),
-        )
-        .drop("meld")
-        .select(
-            "ifeed_split",
-            "key",
-            "dialogue_id",
-            "utterance_id",
-            "n_images",
-            "meld_splits",
-            "n_meld_splits",
-            *[f"in_meld_{s}" for s in meld_splits],
-        )
-        .sort("ifeed_split", "key", nulls_last=True)
-    )
-
-
-def overlap_markdown(table: pl.DataFrame) -> str:
-    total = int(table["n_images"].sum()) if table.height else 0
-    lines = [
-        "# IFEED source keys vs MELD splits",
-        "",
-        "IFEED faces were cut from MELD's videos. Each IFEED image's source key",
-        "`dia{D}_utt{U}` is matched against the keys of every MELD split. MELD",
-        "dialogue ids restart per split (dia0 exists in train, dev and test), so",
-        "a bare key is ambiguous: every MELD split holding it is counted, and one",
-        "image can count under several splits. Transfer jobs exclude images whose",
-        "key appears in the MELD split they evaluate on.",
-        "",
-        f"IFEED usable images: {total}; distinct (split, key) rows: {table.height}.",
-    ]
-    for title, measure in (("Images", pl.col("n_images").sum()), ("Source keys", pl.len())):
-        lines += ["", f"## {title}", "", *_overlap_rows(table, measure)]
-    return "\n".join(lines) + "\n"
-
-
-def _overlap_rows(table: pl.DataFrame, measure: pl.Expr) -> list[str]:
-    conditions = {
-        "all": pl.lit(True),
-        "keyless": pl.col("key").is_null(),
-        "not in MELD": pl.col("key").is_not_null() & (pl.col("n_meld_splits") == 0),
-        "in MELD train": pl.col("in_meld_train"),
-        "in MELD dev": pl.col("in_meld_dev"),
-        "in MELD test": pl.col("in_meld_test"),
-        "in 2+ MELD splits": pl.col("n_meld_splits") >= 2,
-    }
-    rows = [
-        "| IFEED split | " + " | ".join(conditions) + " |",
-        "|---|" + "---:|" * len(conditions),
-    ]
-    for split in sorted(table["ifeed_split"].drop_nulls().unique().to_list()):
-        part = table.filter(pl.col("ifeed_split") == split)
-        counts = [int(part.filter(c).select(measure).item() or 0) for c in conditions.values()]
-        rows.append(f"| {split} | " + " | ".join(map(str, counts)) + " |")
-    return rows
-
-
-def write_overlap(
-    ifeed_manifest: str | Path,
-    meld_sources: Sequence[str | Path],
-    csv_path: str | Path,
-    md_path: str | Path,
-) -> pl.DataFrame:
-    table = overlap_table(pl.read_parquet(ifeed_manifest), meld_keys(meld_sources))
-    with atomic_path(csv_path, suffix=".csv") as tmp:
-        table.write_csv(tmp)
-    write_text(md_path, overlap_markdown(table))
-    return table

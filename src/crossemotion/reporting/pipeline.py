@@ -32,6 +32,21 @@ def _cells(cells: Sequence[tuple[str, str, str]], model: str, results: str | Pat
     return [transfer_run(model, s, t, m, results) for s, t, m in cells]
 
 
+def _excluded(
+    settings: Mapping[str, Any], cells: Sequence[tuple[str, str, str]]
+) -> dict[tuple[str, str], set[str]] | None:
+    """(source, target) -> test items the transfer cells left out (None: nothing was)."""
+    path = settings.get("leakage")
+    if not path:
+        return None
+    import polars as pl
+
+    from crossemotion.data.leakage import excluded_items
+
+    links = pl.read_parquet(path)
+    return {(s, t): excluded_items(links, s, t)["test"] for s, t, _m in cells}
+
+
 def build_table(
     table: str,
     settings: Mapping[str, Any],
@@ -53,7 +68,9 @@ def build_table(
         # A target whose own model run is disabled has no reference row (logged).
         candidates = {t: model_run(transfer_model, t, results) for t in targets}
         target_only = {t: r for t, r in candidates.items() if r.predictions_path.exists()}
-        return transfer_table(_cells(cells, transfer_model, results), target_only)
+        return transfer_table(
+            _cells(cells, transfer_model, results), target_only, _excluded(settings, cells)
+        )
     raise ValueError(f"unknown table {table!r}")
 
 

@@ -80,6 +80,7 @@ TRANSFER_COLUMNS: tuple[str, ...] = (
     "model",
     "level",
     "n",
+    "n_excluded",
     "accuracy",
     "weighted_f1",
     "macro_f1",
@@ -325,18 +326,38 @@ def benchmark_table(runs: Iterable[Run], demo: bool, reference_rows: bool = True
     return pd.DataFrame(rows, columns=list(BENCHMARK_COLUMNS))
 
 
-def _level_rows(run: Run, mode: str, source: str) -> list[dict[str, Any]]:
-    """Rows per evaluation level: recomputed where predictions hold that level."""
+# metrics.json "excluded" counts per level of a transfer cell
+_EXCLUDED_UNIT = {"utterance": "utterances", "face": "faces", "image": "faces"}
+
+
+def _level_rows(
+    run: Run, mode: str, source: str, drop: set[str] | None = None
+) -> list[dict[str, Any]]:
+    """Rows per evaluation level: recomputed where predictions hold that level.
+
+    ``drop``: items (MELD keys, IFEED image ids) to leave out of a target-only
+    run, so it is scored on the items the transfer cells kept; a transfer
+    cell's predictions already lack them and its metrics.json counts them.
+    """
     base = {"source": source, "target": run.dataset, "mode": mode, "model": run.model}
     metrics = run.metrics()
     present = levels_in(run.predictions_path)
     wanted = ["utterance", "face"] if run.dataset == "meld" else ["image"]
+    column = "key" if run.dataset == "meld" else "id"
     rows = []
     for level in wanted:
         if level in present or (not present and level == primary_level(run.dataset)):
             test = read_predictions(run.predictions_path, "test", level=level)
+            excluded = _get(metrics, "excluded", "test", _EXCLUDED_UNIT[level])
+            if drop is not None:
+                if column not in test.columns:
+                    raise ValueError(f"{run.predictions_path}: no {column!r} column to match "
+                                     "the transfer cells' leakage exclusions on")  # fmt: skip
+                left_out = test[column].astype(str).isin(drop)
+                test, excluded = test[~left_out], int(left_out.sum())
             scores = classification_scores(test["label"], test["prediction"])
-            rows.append({**base, "level": level, **scores, "origin": "predictions.parquet"})
+            rows.append({**base, "level": level, **scores, "n_excluded": excluded,
+                         "origin": "predictions.parquet"})  # fmt: skip
             continue
         stated = _get(metrics, "levels", level)
         if isinstance(stated, Mapping) and stated.get("weighted_f1") is not None:
@@ -345,14 +366,24 @@ def _level_rows(run: Run, mode: str, source: str) -> list[dict[str, Any]]:
                     **base,
                     "level": level,
                     **{k: stated.get(k) for k in ("n", "accuracy", "weighted_f1", "macro_f1")},
+                    "n_excluded": _get(metrics, "excluded", "test", _EXCLUDED_UNIT[level]),
                     "origin": "metrics.json",
                 }
             )
     return rows
 
 
-def transfer_table(cells: Sequence[Run], target_only: Mapping[str, Run]) -> pd.DataFrame:
-    """Transfer cells plus, per direction, the target-only model as reference."""
+def transfer_table(
+    cells: Sequence[Run],
+    target_only: Mapping[str, Run],
+    excluded: Mapping[tuple[str, str], set[str]] | None = None,
+) -> pd.DataFrame:
+    """Transfer cells plus, per direction, the target-only model as reference.
+
+    ``excluded``: (source, target) -> the target's test items the cells left
+    out for leakage (``crossemotion.data.leakage.excluded_items``); the
+    target-only row leaves them out too, so all rows of a target share ``n``.
+    """
     rows: list[dict[str, Any]] = []
     directions: list[tuple[str, str, str]] = []
     for cell in cells:
@@ -362,13 +393,19 @@ def transfer_table(cells: Sequence[Run], target_only: Mapping[str, Run]) -> pd.D
             directions.append(direction)
     for source, target, _model in directions:
         if target in target_only:
-            rows += _level_rows(target_only[target], "target_only", source)
+            drop = None if excluded is None else excluded.get((source, target), set())
+            rows += _level_rows(target_only[target], "target_only", source, drop)
         else:
             log.warning("no target-only model for %s; its reference row is left out", target)
-    return pd.DataFrame(rows, columns=list(TRANSFER_COLUMNS))
+    frame = pd.DataFrame(rows, columns=list(TRANSFER_COLUMNS))
+    for (source, target, level), part in frame.groupby(["source", "target", "level"]):
+        if part["n"].nunique() > 1:
+            log.warning("%s -> %s (%s level): rows scored on different items, n %s",
+                        source, target, level, sorted(part["n"].unique()))  # fmt: skip
+    return frame
 
 
-INT_COLUMNS: tuple[str, ...] = ("n", "parameters", "epochs_run")
+INT_COLUMNS: tuple[str, ...] = ("n", "n_excluded", "parameters", "epochs_run")
 
 
 def _with_int_columns(frame: pd.DataFrame) -> pd.DataFrame:

@@ -147,8 +147,10 @@ def plan_captures(
             free = [f for f in range(src.job.n_frames) if f not in taken]
             if not free:
                 continue
+            # two or more frames of each broken clip: "a few" images, not one
+            low = 2 if i in broken else FRAMES_PER_FOLDER[0]
             k = min(
-                int(rng.integers(FRAMES_PER_FOLDER[0], FRAMES_PER_FOLDER[1] + 1)),
+                int(rng.integers(low, FRAMES_PER_FOLDER[1] + 1)),
                 remaining[split],
                 len(free),
             )
