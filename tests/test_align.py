@@ -166,3 +166,32 @@ def test_markdown_report(world: dict) -> None:
     assert table["images"].sum() == world["alignment"].height
     per_split = table.select(pl.sum_horizontal(pl.col("^matched_meld_.*$"))).to_series()
     assert (table["matched"] == per_split).all()
+
+
+def test_speaker_face_yardstick(world: dict, tmp_path: Path) -> None:
+    """The demo draws the speaker largest: the MELD face choice hits the IFEED box."""
+    from crossemotion.data.decode import DecodeSettings, decode_shard
+    from crossemotion.data.faces import FaceSettings, faces_shard
+    from crossemotion.data.meld import decodable_rows
+    from crossemotion.reporting.speaker_faces import speaker_items, speaker_table
+
+    clips, faces = [], []
+    for split in ("train", "dev", "test"):
+        rows = decodable_rows(world["index"], split, 0, 1)
+        clips.append(tmp_path / f"clips-{split}.parquet")
+        faces.append(tmp_path / f"faces-{split}.parquet")
+        decode_shard(rows, DecodeSettings(frames=8, height=180), clips[-1], tmp_path / "st.parquet")
+        faces_shard(clips[-1], faces[-1], FaceSettings(size=32, min_size=24, max_per_frame=4))
+    items = speaker_items(world["alignment"], world["index"], faces, clips, crop_scale=1.3)
+    truth = world["truth"].filter(pl.col("role") == "speaker")["member"].to_list()
+    # exactly the matched images of the utterance's speaker (no bystander)
+    matched = world["alignment"].filter(pl.col("status") == "matched")["member"].to_list()
+    assert set(items["member"].to_list()) == set(truth) & set(matched)
+    table = speaker_table(items)
+    overall = table[(table["split"] == "all") & (table["character"] == "all")].iloc[0]
+    assert overall["n"] == items.height and overall["primary_rate"] >= 0.9
+    assert overall["window_rate"] >= 0.9
+    # a box elsewhere in the frame misses: the yardstick can fail
+    moved = world["alignment"].with_columns(pl.col("x") + 160)
+    again = speaker_table(speaker_items(moved, world["index"], faces, clips, crop_scale=1.3))
+    assert again[again["split"] == "all"]["primary_rate"].iloc[-1] < 0.5

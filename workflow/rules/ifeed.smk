@@ -100,3 +100,25 @@ rule ifeed_leakage:
         policy=config.get("transfer", {}).get("unaligned", "all_key_splits"),
     script:
         "../scripts/ifeed_leakage.py"
+
+
+rule ifeed_references:
+    # Appearance references of each cast member from their matched IFEED faces,
+    # for meld.faces.selector: reference (crossemotion.data.face_refs).
+    input:
+        alignment="results/ifeed/alignment.parquet",
+        ifeed="resources/ifeed/unpacked",
+    output:
+        "results/ifeed/references.parquet",
+    log:
+        "logs/ifeed/references.log",
+    conda:
+        "../../envs/crossemotion.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        seed=config.get("seed", 13),
+    script:
+        "../scripts/ifeed_references.py"

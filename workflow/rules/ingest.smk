@@ -73,6 +73,8 @@ rule decode_meld:
 rule meld_faces:
     input:
         "results/shards/meld/clips/{split}/part-{shard}.parquet",
+        # meld.faces.selector: reference picks the face most like the speaker's IFEED faces
+        **face_reference_input(),
     output:
         "results/shards/meld/faces/{split}/part-{shard}.parquet",
     log:

@@ -25,3 +25,10 @@ def meld_status_shards():
         for s in MELD_SPLITS
         for i in shard_ids(s)
     ]
+
+
+def face_reference_input():
+    """The cast's appearance references, when the faces stage selects by them."""
+    if config["meld"]["faces"].get("selector", "largest") == "reference":
+        return {"references": "results/ifeed/references.parquet"}
+    return {}

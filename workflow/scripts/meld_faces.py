@@ -1,12 +1,16 @@
 """Snakemake entry: speaker face crops for one MELD clips shard."""
 
+from crossemotion.data.face_refs import References
 from crossemotion.data.faces import FaceSettings, faces_shard
 from crossemotion.logs import setup_logging
 
 sm = snakemake  # type: ignore[name-defined]
 log = setup_logging(sm.log[0])
 settings = FaceSettings.from_config(dict(sm.params.faces), jpeg_quality=sm.params.jpeg_quality)
-counts = faces_shard(sm.input[0], sm.output[0], settings)
+# appearance references of the cast, with meld.faces.selector: reference
+refs = getattr(sm.input, "references", None)
+references = References.read(refs) if refs else None
+counts = faces_shard(sm.input[0], sm.output[0], settings, references=references)
 frames = int(counts["frames"].sum()) if counts.height else 0
 found = int(counts["faces_found"].sum()) if counts.height else 0
 log.info("faces: %d clips, %d of %d frames with a face (%.1f%%)",

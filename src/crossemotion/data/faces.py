@@ -7,7 +7,9 @@ within a bucket, by distance of the box centre to the frame centre
 (``face_detect.rank_speaker_first``); the first one is taken as the speaker.
 So: largest face, near-ties go to the most central. One crop per frame at
 most; ``n_faces`` records how many faces the frame held so consumers can
-drop ambiguous multi-face frames if they wish.
+drop ambiguous multi-face frames if they wish. With ``selector: reference``
+the face most like the speaker's aligned IFEED faces replaces the geometric
+choice where that one does not look like the speaker (``face_refs``).
 
 Crop. The box is grown by ``margin`` (a share of its larger side) on every
 side, made square around its centre, padded with black where it leaves the
@@ -33,6 +35,7 @@ from tqdm import tqdm
 
 from crossemotion.data.decode import LogStream
 from crossemotion.data.face_detect import Detection, FaceDetector, get_detector
+from crossemotion.data.face_refs import References
 from crossemotion.data.ifeed import FACE_SHARD_SCHEMA
 from crossemotion.io import atomic_path
 
@@ -47,11 +50,14 @@ class FaceSettings:
     min_size: int = 40
     max_per_frame: int = 6
     jpeg_quality: int = 90
+    # largest: the geometric speaker choice; reference: the face most like the
+    # speaker's aligned IFEED faces (crossemotion.data.face_refs)
+    selector: str = "largest"
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any], jpeg_quality: int = 90) -> FaceSettings:
-        known = {k: cfg[k] for k in ("detector", "size", "margin", "min_size", "max_per_frame")
-                 if k in cfg}
+        known = {k: cfg[k] for k in ("detector", "size", "margin", "min_size", "max_per_frame",
+                                     "selector") if k in cfg}
         return cls(**known, jpeg_quality=jpeg_quality)
 
     def build_detector(self) -> FaceDetector:
@@ -86,9 +92,13 @@ def _encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
     return buf.tobytes()
 
 
-def clip_faces(row: dict[str, Any], detector: FaceDetector, s: FaceSettings
-               ) -> list[dict[str, Any]]:
-    """Speaker face rows for one clips-shard row (one per frame with a face)."""
+def clip_faces(row: dict[str, Any], detector: FaceDetector, s: FaceSettings,
+               references: References | None = None) -> list[dict[str, Any]]:
+    """Speaker face rows for one clips-shard row (one per frame with a face).
+
+    ``references``: pick the face most like the speaker (``face_refs.References.pick``)
+    instead of the geometric first.
+    """
     out = []
     for index, data in enumerate(row["frames"] or []):
         image = _decode_jpeg(data)
@@ -98,7 +108,7 @@ def clip_faces(row: dict[str, Any], detector: FaceDetector, s: FaceSettings
         found = detector.detect(image)
         if not found:
             continue
-        best = found[0]
+        best = references.pick(image, found, row["character"]) if references else found[0]
         out.append({
             "dataset": "meld",
             "split": row["split"],
@@ -128,7 +138,7 @@ def _clip_rows(path: str | Path, batch_size: int) -> Iterator[dict[str, Any]]:
 
 
 def faces_shard(clips_path: str | Path, out: str | Path, s: FaceSettings,
-                batch_size: int = 16) -> pl.DataFrame:
+                batch_size: int = 16, references: References | None = None) -> pl.DataFrame:
     """Detect and crop faces for every clip of a clips shard; stream rows to ``out``.
 
     Returns per-clip counts (``key``, ``frames``, ``faces_found``) for logging.
@@ -142,7 +152,7 @@ def faces_shard(clips_path: str | Path, out: str | Path, s: FaceSettings,
     with atomic_path(out, suffix=".parquet") as tmp, \
             pq.ParquetWriter(tmp, FACE_SHARD_SCHEMA, compression="zstd") as writer:
         for row in _clip_rows(clips_path, batch_size):
-            rows = clip_faces(row, detector, s)
+            rows = clip_faces(row, detector, s, references)
             counts.append({"split": row["split"], "key": row["key"],
                            "frames": len(row["frames"] or []), "faces_found": len(rows)})
             pending.extend(rows)
