@@ -23,6 +23,20 @@ REPORT_RULES = [
 ]
 
 
+def _fabricate_ifeed_report_inputs(results: Path) -> None:
+    """What the alignment, leakage and speaker-face rules hand the report, given here
+    like the model outputs (no leak links: the transfer rows keep every item)."""
+    import polars as pl
+
+    from crossemotion.data.leakage import LINK_SCHEMA
+
+    (results / "ifeed").mkdir(parents=True, exist_ok=True)
+    (results / "tables").mkdir(parents=True, exist_ok=True)
+    pl.DataFrame(schema=LINK_SCHEMA).write_parquet(results / "ifeed" / "leakage.parquet")
+    (results / "ifeed" / "alignment.html").write_text("<html><body>alignment</body></html>")
+    (results / "tables" / "speaker_faces.html").write_text("<html><body>faces</body></html>")
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A workflow copy whose model/transfer outputs are fabricated; only the report
@@ -35,6 +49,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
         else:
             shutil.copy2(src, dest / name)
     fabricate_results(dest)
+    _fabricate_ifeed_report_inputs(dest / "results")
     run_snakemake(
         [
             "--cores",
