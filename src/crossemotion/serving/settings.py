@@ -25,7 +25,7 @@ class Settings:
     models_dir: Path = Path("results/models")
     # request body bytes (multipart overhead included); larger uploads get 413
     max_upload_bytes: int = 25 * MB
-    # clips longer than this (by ffprobe) get 422 before any frame is decoded
+    # clips longer than this (by their container header) get 422 before any frame is decoded
     max_clip_seconds: float = 30.0
     # images with more pixels than this get 422 before a full decode
     max_image_pixels: int = 25_000_000
