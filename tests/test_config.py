@@ -85,3 +85,33 @@ def test_snakemake_rejects_wrong_type_at_startup(workdir: Path, tmp_path: Path) 
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "epochs" in out and "many" in out
+
+
+
+def test_demo_jobs_take_one_core_each_and_ingest_goes_first(workdir: Path) -> None:
+    """On 2 cores a two-thread job waits for both to be free while one-thread jobs
+    keep taking the free one, so the demo asks one thread per job (synth and the
+    one-second IFEED shard step aside), and what the clip models wait on
+    (decode, faces), then the longest training jobs, are scheduled first."""
+    proc = run_snakemake(
+        ["-n", "all", "--configfile", "config/demo.yaml", "--forceall"], cwd=workdir
+    )
+    jobs: list[dict[str, int | str]] = []
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if line.startswith(("rule ", "localrule ")):
+            # Snakemake prints threads and priority only when they are not 1 and 0
+            jobs.append({"rule": line.split()[1].rstrip(":"), "threads": 1, "priority": 0})
+        elif jobs and line.strip().startswith(("threads:", "priority:")):
+            key, value = line.strip().split(":")
+            jobs[-1][key] = int(value)
+    by_rule = {str(j["rule"]): j for j in jobs}
+    assert {"decode_meld", "meld_faces", "ifeed_align", "train_cnn_lstm"} <= set(by_rule)
+    wide = {str(j["rule"]) for j in jobs if j["threads"] != 1}
+    assert wide <= {"synth_demo", "ifeed_shards"}, wide
+
+    def priority(rule: str) -> int:
+        return int(by_rule[rule]["priority"])
+
+    assert priority("decode_meld") == priority("meld_faces") > priority("train_cnn_lstm")
+    assert priority("train_cnn_lstm") > priority("train_c3d") > priority("ifeed_align") > 0
+    assert priority("train_text") == 0

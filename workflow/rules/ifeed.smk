@@ -42,9 +42,11 @@ rule ifeed_align:
         "logs/ifeed/align_{shard}.log",
     wildcard_constraints:
         shard=r"\d{4}",
+    # transfer waits on the alignment: done early, transfer overlaps training
+    priority: 20
     conda:
         "../../envs/crossemotion.yaml"
-    threads: 2
+    threads: config["ifeed"].get("align", {}).get("threads", 2)
     resources:
         mem_mb=3000,
         runtime=240,

@@ -57,9 +57,11 @@ rule decode_meld:
     wildcard_constraints:
         split="train|dev|test",
         shard=r"\d{4}",
+    # the clip models wait on decode and faces: scheduled before other ready jobs
+    priority: 50
     conda:
         "../../envs/crossemotion.yaml"
-    threads: 2
+    threads: config["meld"]["decode"].get("workers", 2)
     resources:
         mem_mb=3000,
         runtime=240,
@@ -82,6 +84,7 @@ rule meld_faces:
     wildcard_constraints:
         split="train|dev|test",
         shard=r"\d{4}",
+    priority: 50
     conda:
         "../../envs/crossemotion.yaml"
     threads: 1

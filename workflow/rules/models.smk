@@ -19,6 +19,8 @@ rule train_cnn_lstm:
     wildcard_constraints:
         dataset=model_datasets("cnn_lstm"),
         seeddir=SEED_DIR_PATTERN,
+    # the longest jobs start first, so the short ones fill the other cores
+    priority: 40
     conda:
         "../../envs/crossemotion.yaml"
     threads: model_cfg("cnn_lstm").get("threads", 2)
@@ -42,6 +44,7 @@ rule train_c3d:
     wildcard_constraints:
         dataset=model_datasets("c3d"),
         seeddir=SEED_DIR_PATTERN,
+    priority: 30
     conda:
         "../../envs/crossemotion.yaml"
     threads: model_cfg("c3d").get("threads", 2)

@@ -123,6 +123,7 @@ class AlignSettings:
     @classmethod
     def from_config(cls, cfg: dict[str, Any] | None, threads: int = 1) -> AlignSettings:
         cfg = dict(cfg or {})
+        cfg.pop("threads", None)  # the job's own threads (the rule's), passed in
         known = {f.name for f in fields(cls)} - {"threads"}
         unknown = sorted(set(cfg) - known)
         if unknown:
