@@ -30,9 +30,8 @@ from tests import hostile_media
 EXPECTED: dict[str, tuple[set[str], str]] = {
     "stts_bomb": ({"corrupt"}, ""),
     "deep_boxes": ({"no_video", "corrupt"}, ""),
-    # FFmpeg reads a moov claiming more bytes than the file has up to the end of the file:
-    # the clip inside is whole, so it decodes (within the same bounds)
-    "moov_too_big": ({"ok"}, ""),
+    # FFmpeg alone would read it up to the end of the file and decode the clip inside
+    "moov_too_big": ({"corrupt"}, "more than the file holds"),
     "moov_too_small": ({"no_video", "corrupt"}, ""),
     "moov_largesize": ({"corrupt"}, ""),
     "frame_65535": ({"corrupt"}, ""),
@@ -103,6 +102,31 @@ def test_trailing_garbage_is_not_read(garbage_clip: Path) -> None:
     r = decode_clip(garbage_clip, WORKFLOW)
     assert time.perf_counter() - t0 < 2.0
     assert r.status == "ok" and len(r.frames) == WORKFLOW.frames
+
+
+def test_moov_check_reads_only_top_level_headers(tmp_path: Path) -> None:
+    """The moov-size check passes valid clips with moov last or first, judges only
+    moov, and gives up (leaving the verdict to FFmpeg) after 64 top-level boxes."""
+    plain = hostile_media.valid_clip(tmp_path / "plain.mp4")  # mdat before moov
+    fast = hostile_media.valid_clip(tmp_path / "fast.mp4", faststart=True)
+    for path in (plain, fast):
+        assert decode_clip(path, WORKFLOW).status == "ok"
+    # 70 free boxes between mdat and a lying moov (chunk offsets stay right): the
+    # check stops before the moov and FFmpeg decides (it reads the clip whole)
+    data = plain.read_bytes()
+    ((a, _),) = hostile_media.find(data, [b"moov"])
+    padding = hostile_media.box(b"free", b"") * 70
+    lying = bytearray(data[:a] + padding + data[a:])
+    lying[a + len(padding) : a + len(padding) + 4] = (0x7FFFFFF0).to_bytes(4, "big")
+    (tmp_path / "lying.mp4").write_bytes(bytes(lying))
+    assert decode_clip(tmp_path / "lying.mp4", WORKFLOW).status == "ok"
+    data = fast.read_bytes()
+    ((a, _),) = hostile_media.find(data, [b"moov"])
+    close = bytearray(data)
+    close[a : a + 4] = (0x7FFFFFF0).to_bytes(4, "big")
+    (tmp_path / "close.mp4").write_bytes(bytes(close))
+    r = decode_clip(tmp_path / "close.mp4", WORKFLOW)
+    assert r.status == "corrupt" and "more than the file holds" in (r.reason or "")
 
 
 def test_public_readers_reject_hostile_files(hostile: dict[str, Path]) -> None:
@@ -246,11 +270,8 @@ def test_api_answers_hostile_uploads_while_health_stays_up(
         stop.set()
         poller.join(timeout=15)
     for name, code, text in answers:
-        if name == "moov_too_big":  # a whole clip inside (see EXPECTED)
-            assert code == 200, (name, text)
-        else:
-            assert 400 <= code < 500, (name, code, text)
-            assert "/tmp" not in text and " @ 0x" not in text, text
+        assert 400 <= code < 500, (name, code, text)
+        assert "/tmp" not in text and " @ 0x" not in text, text
     assert big == 413
     assert health_ms and max(health_ms) < 1000, sorted(health_ms)[-5:]
     assert server.proc.poll() is None  # type: ignore[attr-defined]

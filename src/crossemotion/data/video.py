@@ -163,6 +163,49 @@ def _reason(err: BaseException, path: Path | None = None) -> str:
     return text.strip()[:300]
 
 
+_MAX_TOP_BOXES = 64
+
+
+def _moov_overrun(path: Path) -> str | None:
+    """Why the file's ``moov`` box cannot be whole, or None.
+
+    FFmpeg reads a ``moov`` that claims more bytes than the file holds up to
+    the end of the file and decodes what it finds, so a lying header would
+    pass as a valid clip. Only the top level is walked (at most
+    ``_MAX_TOP_BOXES`` 16-byte headers, no recursion, no counts trusted), and
+    only the ``moov`` box is judged: a cut ``mdat`` is left to the decoder,
+    and bytes after the ``moov`` (trailing garbage) are never read.
+    """
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            pos = 0
+            for _ in range(_MAX_TOP_BOXES):
+                fh.seek(pos)
+                head = fh.read(16)
+                if len(head) < 8:
+                    return None
+                claimed = int.from_bytes(head[:4], "big")
+                kind = head[4:8]
+                if claimed == 1 and len(head) == 16:
+                    claimed = int.from_bytes(head[8:16], "big")
+                elif claimed == 0:  # to the end of the file
+                    claimed = size - pos
+                if claimed < 8:
+                    return None
+                if kind == b"moov":
+                    if pos + claimed > size:
+                        return (f"the moov box claims {claimed} bytes, "
+                                f"{pos + claimed - size} more than the file holds")  # fmt: skip
+                    return None
+                pos += claimed
+                if pos >= size:
+                    return None
+    except OSError:
+        return None
+    return None
+
+
 def _positive(value: Any) -> float | None:
     try:
         out = float(value)
@@ -249,6 +292,10 @@ class Clip:
 
     def _setup(self, threads: int) -> None:
         container = self.container
+        if "mp4" in container.format.name.split(","):
+            overrun = _moov_overrun(self.path)
+            if overrun:
+                raise VideoError(overrun)
         videos = [s for s in container.streams.video
                   if not s.disposition & av.stream.Disposition.attached_pic]  # fmt: skip
         self.stream = videos[0] if videos else None
