@@ -50,9 +50,9 @@ def _trained_models() -> Path | None:
 def _random_models(out: Path) -> Path:
     import torch
 
+    from crossemotion import checkpoint
     from crossemotion.labels import EMOTIONS
     from crossemotion.models.registry import get_spec
-    from crossemotion.training import checkpoint
     from crossemotion.training.runner import preprocess_info
 
     for (model, dataset), cfg in RANDOM_CONFIGS.items():

@@ -314,7 +314,8 @@ def test_jpeg_colours_match_rgb_conversion(tmp_path: Path) -> None:
     conversion shows, for untagged (BT.601) and BT.709-tagged video alike."""
     import av
 
-    from crossemotion.data.video import decode_jpeg, to_jpeg, to_rgb
+    from crossemotion.codec import decode_jpeg
+    from crossemotion.data.video import to_jpeg, to_rgb
 
     for tag in ([], ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"]):
         path = tmp_path / f"colour{len(tag)}.mp4"

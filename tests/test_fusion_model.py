@@ -8,10 +8,10 @@ import polars as pl
 import torch
 from PIL import Image
 
+from crossemotion.datasets.text import collate_fusion, evenly_spaced
 from crossemotion.labels import EMOTIONS
 from crossemotion.models.fusion import FusionModel, preprocess
 from crossemotion.models.registry import ShardInputs, build_model, get_spec
-from crossemotion.training.text_data import collate_fusion, evenly_spaced
 from tests.test_text_model import utterances
 
 CFG = {

@@ -49,9 +49,9 @@ FIXTURE_TEST_METRICS = {"accuracy": 0.25, "weighted_f1": 0.2, "macro_f1": 0.1, "
 def write_checkpoint(root: Path, model: str, dataset: str, cfg: dict) -> Path:
     import torch
 
+    from crossemotion import checkpoint
     from crossemotion.io import write_json
     from crossemotion.models.registry import get_spec
-    from crossemotion.training import checkpoint
     from crossemotion.training.runner import preprocess_info
 
     spec = get_spec(model)

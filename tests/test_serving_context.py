@@ -1,7 +1,7 @@
 """Serving text with dialogue context (``speaker``, ``context``, ``future``) and sentiment models.
 
 The API's request turns go through the same formatting function as training
-(crossemotion.training.text_data.encode_dialogue), so a served model sees the
+(crossemotion.datasets.text.encode_dialogue), so a served model sees the
 input layout it was trained on.
 """
 
@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import torch
 
+from crossemotion import checkpoint
 from crossemotion.inference import load_predictor
 from crossemotion.labels import EMOTIONS, SENTIMENTS
 from crossemotion.models.registry import get_spec
 from crossemotion.serving.models import load_model
 from crossemotion.serving.service import InputError, Service
 from crossemotion.serving.settings import Settings
-from crossemotion.training import checkpoint
 from crossemotion.training.runner import preprocess_info
 from tests.test_serving import Server, start_server, write_checkpoint
 

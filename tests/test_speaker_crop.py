@@ -4,7 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from crossemotion.training.speaker_crop import (
+from crossemotion.datasets.speaker_crop import (
     clip_windows,
     crop_mode,
     crop_window,

@@ -7,13 +7,8 @@ import polars as pl
 import pytest
 import torch
 
-from crossemotion.labels import EMOTIONS
-from crossemotion.models.encoders import EncoderNotFoundError, load_tokenizer
-from crossemotion.models.registry import ShardInputs, build_model, get_spec
-from crossemotion.models.text import preprocess_text, tokenizer_for
-from crossemotion.training.buckets import LengthBucketBatchSampler
-from crossemotion.training.loop import predict_probs
-from crossemotion.training.text_data import (
+from crossemotion.datasets.buckets import LengthBucketBatchSampler
+from crossemotion.datasets.text import (
     DialogueFormat,
     DialogueWindow,
     TextDataset,
@@ -24,6 +19,11 @@ from crossemotion.training.text_data import (
     split_room,
     window_of,
 )
+from crossemotion.labels import EMOTIONS
+from crossemotion.models.encoders import EncoderNotFoundError, load_tokenizer
+from crossemotion.models.registry import ShardInputs, build_model, get_spec
+from crossemotion.models.text import preprocess_text, tokenizer_for
+from crossemotion.training.loop import predict_probs
 
 CFG = {"encoder": "minilm", "max_length": 32, "context": 0, "pooling": "mean", "lr": 5e-5}
 

@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 import torch
 
+from crossemotion.datasets.shards import stratified_group_split
 from crossemotion.evaluation.metrics import classification_metrics, majority_baseline
 from crossemotion.labels import EMOTIONS
 from crossemotion.training.loop import class_weights, lr_lambda
@@ -19,7 +20,6 @@ from crossemotion.training.runner import (
     shard_inputs_from_paths,
     train_and_evaluate,
 )
-from crossemotion.training.shards import stratified_group_split
 from tests.vision_fixtures import (
     GLOBAL,
     TINY,

@@ -10,12 +10,12 @@ import polars as pl
 import pytest
 import torch
 
+from crossemotion import checkpoint
 from crossemotion.data.align import alignment_frame
 from crossemotion.data.leakage import excluded_items, leak_links
+from crossemotion.datasets.shards import label_indices
 from crossemotion.labels import EMOTIONS
-from crossemotion.training import checkpoint
 from crossemotion.training.runner import PROB_COLUMNS, train_and_evaluate
-from crossemotion.training.shards import label_indices
 from crossemotion.transfer import (
     Cell,
     TransferInputs,

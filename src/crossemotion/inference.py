@@ -8,7 +8,7 @@ with ``task: sentiment``). A unit is
 what the model's unit is: an image (path, JPEG bytes, RGB array) for
 ``resnet50``, a clip (video path or list of frames) for ``cnn_lstm``/``c3d``, a
 str for ``text`` (or a dialogue window ``{"text", "speaker", "context": [{"speaker",
-"text"}...], "future": [...]}``, see crossemotion.training.text_data.window_of),
+"text"}...], "future": [...]}``, see crossemotion.datasets.text.window_of),
 ``{"text": str, "images": [JPEG bytes, ...]}`` (plus the window's keys) for ``fusion``.
 Preprocessing is the model spec's ``preprocess`` hook with the checkpoint's own
 config, i.e. the sizes the model was trained with.
@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from crossemotion import checkpoint
+from crossemotion.device import autocast, resolve_device, to_device
 from crossemotion.labels import EMOTIONS, task_of_classes
 from crossemotion.models.registry import MODULES, ModelSpec, get_spec
-from crossemotion.training import checkpoint
-from crossemotion.training.loop import autocast, resolve_device, to_device
 
 
 def _fusion_adapter(module: Any) -> Any:

@@ -45,31 +45,25 @@ import polars as pl
 import torch
 from sklearn.metrics import f1_score
 
+from crossemotion import checkpoint
 from crossemotion.config import config_hash
 from crossemotion.data.leakage import LINK_SCHEMA, excluded_items
 from crossemotion.data.leakage import RULES as LEAKAGE_RULES
-from crossemotion.evaluation.metrics import classification_metrics
-from crossemotion.io import atomic_path, write_json, write_parquet
-from crossemotion.labels import EMOTIONS, normalize_label
-from crossemotion.models.registry import ModelSpec, get_spec
-from crossemotion.training import checkpoint
-from crossemotion.training.datasets import FaceDataset, cap_faces_per_key, face_splits
-from crossemotion.training.loop import (
-    FitResult,
-    TrainConfig,
-    fit,
-    predict_probs,
-    resolve_device,
-    seed_everything,
-)
-from crossemotion.training.runner import aggregate_faces, prediction_frame
-from crossemotion.training.shards import (
+from crossemotion.datasets.faces import FaceDataset, cap_faces_per_key, face_splits
+from crossemotion.datasets.shards import (
     DEV_FRACTION,
     label_indices,
     meta_frame,
     read_shards,
     stratified_group_split,
 )
+from crossemotion.device import resolve_device, seed_everything
+from crossemotion.evaluation.metrics import classification_metrics
+from crossemotion.io import atomic_path, write_json, write_parquet
+from crossemotion.labels import EMOTIONS, normalize_label
+from crossemotion.models.registry import ModelSpec, get_spec
+from crossemotion.training.loop import FitResult, TrainConfig, fit, predict_probs
+from crossemotion.training.runner import aggregate_faces, prediction_frame
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ The default is OpenCV's Haar frontal-face cascade, which needs no download
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,3 +130,23 @@ def get_detector(name: str = "haar", **kwargs: Any) -> FaceDetector:
             f"unknown face detector {name!r}; available: {', '.join(available_detectors())}"
         ) from None
     return factory(**kwargs)
+
+
+_PER_THREAD = threading.local()
+
+
+def shared_detector(name: str = "haar", **kwargs: Any) -> FaceDetector:
+    """``get_detector(name, **kwargs)`` built once per thread and settings, then reused.
+
+    Loading a cascade parses its XML (tens of ms), too much per clip at
+    inference. One per thread, not one per process: OpenCV does not promise
+    that one ``CascadeClassifier`` may run in several threads at once, and
+    the server predicts in threads.
+    """
+    key = (name, tuple(sorted(kwargs.items())))
+    cache: dict[tuple[str, tuple[tuple[str, Any], ...]], FaceDetector] = (
+        _PER_THREAD.__dict__.setdefault("detectors", {})
+    )
+    if key not in cache:
+        cache[key] = get_detector(name, **kwargs)
+    return cache[key]

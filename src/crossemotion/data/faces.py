@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from crossemotion.codec import decode_jpeg, encode_jpeg
 from crossemotion.data.decode import LogStream
 from crossemotion.data.face_detect import Detection, FaceDetector, get_detector
 from crossemotion.data.face_refs import References
@@ -79,19 +80,6 @@ def square_crop(image: np.ndarray, det: Detection, margin: float, size: int) -> 
     return cv2.resize(crop, (size, size), interpolation=interp)
 
 
-def _decode_jpeg(data: bytes) -> np.ndarray | None:
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def _encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                           [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise RuntimeError("JPEG encoding failed")
-    return buf.tobytes()
-
-
 def clip_faces(row: dict[str, Any], detector: FaceDetector, s: FaceSettings,
                references: References | None = None) -> list[dict[str, Any]]:
     """Speaker face rows for one clips-shard row (one per frame with a face).
@@ -101,8 +89,9 @@ def clip_faces(row: dict[str, Any], detector: FaceDetector, s: FaceSettings,
     """
     out = []
     for index, data in enumerate(row["frames"] or []):
-        image = _decode_jpeg(data)
-        if image is None:
+        try:
+            image = decode_jpeg(data)
+        except ValueError:
             log.warning("%s frame %d: undecodable JPEG, skipped", row["key"], index)
             continue
         found = detector.detect(image)
@@ -121,7 +110,7 @@ def clip_faces(row: dict[str, Any], detector: FaceDetector, s: FaceSettings,
             "character": row["character"],
             "speaker": row["speaker"],
             "label": row["label"],
-            "image": _encode_jpeg(square_crop(image, best, s.margin, s.size), s.jpeg_quality),
+            "image": encode_jpeg(square_crop(image, best, s.margin, s.size), s.jpeg_quality),
             "bbox": list(best.box),
             "score": float(best.score),
             "n_faces": len(found),

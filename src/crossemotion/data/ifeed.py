@@ -31,6 +31,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from crossemotion import labels
+from crossemotion.codec import encode_jpeg
 from crossemotion.data import manifest as mf
 from crossemotion.io import write_parquet, write_text
 
@@ -340,12 +341,11 @@ def _encode_face(
     if image is None or image.size == 0:
         return None, 0, 0, "OpenCV cannot decode the image"
     h, w = image.shape[:2]
-    ok, buf = cv2.imencode(
-        ".jpg", square_face(image, size, fit), [cv2.IMWRITE_JPEG_QUALITY, quality]
-    )
-    if not ok:
+    try:
+        # OpenCV reads the file as BGR and the crop stays BGR up to the encoder
+        return encode_jpeg(square_face(image, size, fit), quality, bgr=True), w, h, ""
+    except RuntimeError:
         return None, w, h, "JPEG re-encoding failed"
-    return buf.tobytes(), w, h, ""
 
 
 def _face_row(rec: ParsedMember, jpeg: bytes) -> dict[str, Any]:

@@ -238,6 +238,8 @@ def to_jpeg(frame: av.VideoFrame, size: tuple[int, int], quality: int) -> bytes:
     planes = [
         np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width] for p in yuv.planes
     ]
+    # simplejpeg here, not crossemotion.codec's OpenCV encoder: it takes the YUV
+    # planes as they are, and the decode workers load neither OpenCV nor torch
     return simplejpeg.encode_jpeg_yuv_planes(*planes, quality=int(quality))
 
 
@@ -246,16 +248,6 @@ def to_rgb(frame: av.VideoFrame, size: tuple[int, int] | None = None) -> np.ndar
     if size is None:
         return frame.to_ndarray(format="rgb24")
     return frame.to_ndarray(width=size[0], height=size[1], format="rgb24")
-
-
-def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
-    """RGB uint8 ``(H, W, 3)`` -> JPEG (libjpeg-turbo, 4:2:0 like the frames)."""
-    return simplejpeg.encode_jpeg(np.ascontiguousarray(rgb), int(quality), "RGB", "420")
-
-
-def decode_jpeg(data: bytes) -> np.ndarray:
-    """JPEG bytes -> RGB uint8 ``(H, W, 3)``; ValueError when they do not decode."""
-    return simplejpeg.decode_jpeg(data, "RGB")
 
 
 class Clip:

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from crossemotion.training.loop import Collate, autocast, to_device
+from crossemotion.datasets.collate import Collate
+from crossemotion.device import autocast, to_device
 
 
 def _batch(ds: Dataset, collate: Any, n: int) -> dict[str, Any]:

@@ -14,9 +14,10 @@ from typing import Any
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from crossemotion.datasets.clips import clip_datasets
+from crossemotion.datasets.collate import stack_collate
 from crossemotion.models.registry import INPUTS, ModelSpec, ShardInputs, register
 from crossemotion.models.vision import preprocess_clips
-from crossemotion.training.datasets import clip_datasets, stack_collate
 
 
 def block(c_in: int, c_out: int, pool: tuple[int, int, int]) -> nn.Sequential:

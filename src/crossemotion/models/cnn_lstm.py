@@ -17,10 +17,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from crossemotion.datasets.clips import clip_datasets
+from crossemotion.datasets.collate import stack_collate
 from crossemotion.models.backbones import feature_extractor, pretrained_fallback
 from crossemotion.models.registry import INPUTS, ModelSpec, ShardInputs, register
 from crossemotion.models.vision import preprocess_clips
-from crossemotion.training.datasets import clip_datasets, stack_collate
 
 
 class CNNLSTM(nn.Module):

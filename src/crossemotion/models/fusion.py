@@ -24,10 +24,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from crossemotion.codec import pil_face_tensor
+from crossemotion.datasets import text as text_data
 from crossemotion.models.backbones import feature_extractor, pretrained_fallback
 from crossemotion.models.registry import ModelSpec, ShardInputs, register
 from crossemotion.models.text import TextEncoder, tokenizer_for
-from crossemotion.training import text_data
 
 CLS_TYPE, TEXT_TYPE, FACE_TYPE = 0, 1, 2
 
@@ -145,7 +146,7 @@ def preprocess(
     mask = torch.zeros((len(texts), k), dtype=torch.bool)
     for i, crops in enumerate(images):
         for slot, j in enumerate(text_data.evenly_spaced(len(crops), k)):
-            faces[i, slot] = text_data.decode_image(crops[j], size)
+            faces[i, slot] = pil_face_tensor(crops[j], size)
             mask[i, slot] = True
     batch["faces"], batch["face_mask"] = faces, mask
     return batch

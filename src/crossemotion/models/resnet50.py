@@ -6,7 +6,7 @@ crops (labelled with their utterance's emotion or sentiment) and the runner
 averages the face probabilities of each utterance (``aggregate_by_key``).
 Config: ``arch``, ``weights``, ``size``,
 ``augment`` (flip + shift), ``dropout``, ``dev_fraction`` (IFEED's dev split
-carved from Training, see crossemotion.training.shards.stratified_group_split).
+carved from Training, see crossemotion.datasets.shards.stratified_group_split).
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from typing import Any
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from crossemotion.datasets.collate import stack_collate
+from crossemotion.datasets.faces import face_datasets
 from crossemotion.models.backbones import feature_extractor, pretrained_fallback
 from crossemotion.models.registry import INPUTS, ModelSpec, ShardInputs, register
 from crossemotion.models.vision import preprocess_images
-from crossemotion.training.datasets import face_datasets, stack_collate
 
 
 class FaceClassifier(nn.Module):

@@ -6,7 +6,7 @@ random-init model of its size, see crossemotion.models.encoders), ``pooling``
 (``cls`` or ``mean`` over the attention mask), ``dropout``, ``freeze`` (train
 the head only), ``max_length``, ``context`` and ``future`` (previous and next
 turns of the dialogue) and ``speakers`` (speaker names on the turns; see
-crossemotion.training.text_data for the input layout). ``head_lr`` sets the head's learning rate
+crossemotion.datasets.text for the input layout). ``head_lr`` sets the head's learning rate
 (default 20x ``lr``) for frameworks that honour ``param_groups``.
 """
 
@@ -20,10 +20,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from crossemotion.datasets import text as text_data
 from crossemotion.models.backbones import FALLBACK_ERROR, pretrained_fallback
 from crossemotion.models.encoders import encoder_width, load_text_encoder, load_tokenizer
 from crossemotion.models.registry import ModelSpec, ShardInputs, register
-from crossemotion.training import text_data
 
 
 def pool(hidden: Tensor, mask: Tensor, how: str) -> Tensor:

@@ -1,6 +1,6 @@
 """Inference preprocessing for the vision models: raw images and clips -> batch.
 
-The same decoding and normalisation as training (crossemotion.training.shards),
+The same decoding and normalisation as training (crossemotion.codec),
 so a checkpoint sees what it was trained on.
 """
 
@@ -14,9 +14,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from crossemotion.data.face_detect import get_detector
-from crossemotion.training.shards import frame_indices, load_image, normalize, to_uint8_chw
-from crossemotion.training.speaker_crop import (
+from crossemotion.codec import load_image, normalize, to_uint8_chw
+from crossemotion.data.face_detect import shared_detector
+from crossemotion.datasets.shards import frame_indices
+from crossemotion.datasets.speaker_crop import (
     DEFAULT_SCALE,
     clip_windows,
     crop_mode,
@@ -61,7 +62,7 @@ def clip_tensor(unit: ClipInput, t: int, size: int, crop_scale: float | None = N
             known = {k: found[i] for k, i in enumerate(picked) if i in found}
     if crop_scale is not None:
         # the training crops came from the faces stage's detector; use the same
-        boxes = known if known is not None else detect_boxes(imgs, get_detector("haar"))
+        boxes = known if known is not None else detect_boxes(imgs, shared_detector("haar"))
         windows = clip_windows(boxes, len(imgs), crop_scale)
         imgs = [crop_window(img, w) for img, w in zip(imgs, windows, strict=True)]
     return normalize(torch.stack([to_uint8_chw(img, size) for img in imgs]))

@@ -8,7 +8,7 @@ at that moment, so it scores what the workflow picks as the speaker:
 * ``primary``: the face the faces shards keep for the sampled frame nearest
   in time to the IFEED frame that has a face (the face models' input);
 * ``window``: the ``crop: speaker`` window of the clip models at the nearest
-  sampled frame (``crossemotion.training.speaker_crop.clip_windows``), taken
+  sampled frame (``crossemotion.datasets.speaker_crop.clip_windows``), taken
   at the face size it was built from (its side over ``crop_scale``).
 
 A hit is IoU >= 0.5 with the IFEED box (both in the clip's own pixels). A
@@ -27,8 +27,8 @@ import pandas as pd
 import polars as pl
 
 from crossemotion.data.align import MATCHED, iou
+from crossemotion.datasets.speaker_crop import clip_windows
 from crossemotion.labels import CAST
-from crossemotion.training.speaker_crop import clip_windows
 
 HIT_IOU = 0.5
 COLUMNS = (

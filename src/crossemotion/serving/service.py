@@ -222,7 +222,7 @@ class Service:
     ) -> list[Prediction]:
         """Text models on an utterance, with its speaker and dialogue turns when given.
 
-        The unit is what crossemotion.training.text_data.window_of reads, so
+        The unit is what crossemotion.datasets.text.window_of reads, so
         each model formats it with its training code and config.
         """
         models = self.require("text", "text")

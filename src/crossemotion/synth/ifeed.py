@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from crossemotion.codec import encode_jpeg
 from crossemotion.labels import CAST, IFEED_NAMES
 from crossemotion.synth.meld import CONFUSABLE, ClipJob, scene_of
 
@@ -211,15 +212,6 @@ def crop_box(face: Box, cap: Capture, width: int, height: int) -> Box:
     return x0i, y0i, max(1, x1i - x0i), max(1, y1i - y0i)
 
 
-def jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
-    ok, buf = cv2.imencode(
-        ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
-    )
-    if not ok:
-        raise RuntimeError("JPEG encoding failed")
-    return buf.tobytes()
-
-
 def cut_captures(
     job: ClipJob, frames: np.ndarray, boxes: Sequence[tuple[Box, Box | None]]
 ) -> list[tuple[Capture, bytes, Box]]:
@@ -235,7 +227,7 @@ def cut_captures(
         x, y, w, h = box
         crop = frames[cap.frame_index, y : y + h, x : x + w]
         interp = cv2.INTER_AREA if w > cap.size[0] else cv2.INTER_LINEAR
-        out.append((cap, jpeg(cv2.resize(crop, cap.size, interpolation=interp)), box))
+        out.append((cap, encode_jpeg(cv2.resize(crop, cap.size, interpolation=interp)), box))
     return out
 
 
@@ -297,7 +289,7 @@ def build_ifeed_members(
             members.append((name, data))
     junk_rng = np.random.default_rng([seed, 304])
     # a decodable face for the junk members that fail on their names
-    good = images[0][2] if images else jpeg(np.full((96, 80, 3), 128, np.uint8))
+    good = images[0][2] if images else encode_jpeg(np.full((96, 80, 3), 128, np.uint8))
     members += [
         ("IFEED_Base/Training/dia700_utt1", None),
         (JUNK["unknown_label"], good),

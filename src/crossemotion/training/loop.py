@@ -11,7 +11,7 @@
   carries the RNG states, so a resumed run equals an uninterrupted one;
 - datasets with ``lengths`` (token counts: text, fusion) train in
   length-bucketed batches (``length_buckets``, default on) and are evaluated in
-  length order, outputs restored to dataset order (crossemotion.training.buckets);
+  length order, outputs restored to dataset order (crossemotion.datasets.buckets);
 - CUDA with AMP (fp16 autocast + GradScaler) when the device is CUDA;
 - resumable: after every epoch ``state_dir/last.pt`` is written atomically and
   read back on the next start when its ``config_key`` matches.
@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -36,15 +34,14 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from crossemotion import checkpoint
+from crossemotion.datasets.buckets import LengthBucketBatchSampler, length_order, ordered_batches
+from crossemotion.datasets.collate import Collate
+from crossemotion.datasets.shards import labels_of
+from crossemotion.device import autocast, resolve_device, seed_everything, to_device
 from crossemotion.labels import EMOTIONS
-from crossemotion.training import checkpoint
-from crossemotion.training.buckets import LengthBucketBatchSampler, length_order, ordered_batches
-from crossemotion.training.datasets import labels_of
 
 log = logging.getLogger(__name__)
-
-Batch = dict[str, Tensor]
-Collate = Callable[[list[Any]], Any] | None
 
 
 @dataclass(frozen=True)
@@ -80,23 +77,6 @@ class FitResult:
     resumed_from: int = 0
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
-
-
-def resolve_device(name: str | None) -> torch.device:
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("config asks for device: cuda but no CUDA device is available")
-    return torch.device(name)
-
-
 def class_weights(labels: np.ndarray, n_classes: int = len(EMOTIONS)) -> Tensor:
     """Balanced weights n / (K * count_c); absent classes get 0."""
     counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
@@ -122,12 +102,6 @@ def lr_lambda(schedule: str, total: int, warmup_fraction: float) -> Callable[[in
 
         return linear
     raise ValueError(f"unknown schedule {schedule!r} (constant, cosine, linear_warmup)")
-
-
-def to_device(batch: Mapping[str, Any], device: torch.device) -> Batch:
-    return {
-        k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()
-    }
 
 
 def num_classes(ds: Dataset) -> int:
@@ -203,10 +177,6 @@ def predict_probs(
     restored = np.empty_like(probs)
     restored[order] = probs
     return restored
-
-
-def autocast(device: torch.device) -> Any:
-    return torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda")
 
 
 def dev_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:

@@ -35,30 +35,23 @@ import numpy as np
 import polars as pl
 import torch
 
+from crossemotion import checkpoint
+from crossemotion.codec import IMAGENET_MEAN, IMAGENET_STD
 from crossemotion.config import config_hash
+from crossemotion.datasets.shards import (
+    label_indices,
+    labels_of,
+    meta_frame,
+    read_shards,
+    task_labels,
+)
+from crossemotion.device import resolve_device, seed_everything
 from crossemotion.evaluation.metrics import classification_metrics, majority_baseline
 from crossemotion.evaluation.timing import measure_inference
 from crossemotion.io import atomic_path, write_json, write_parquet
 from crossemotion.labels import DEFAULT_TASK, EMOTIONS, task_classes
 from crossemotion.models.registry import ModelSpec, ShardInputs, get_spec
-from crossemotion.training import checkpoint
-from crossemotion.training.datasets import labels_of
-from crossemotion.training.loop import (
-    FitResult,
-    TrainConfig,
-    fit,
-    predict_probs,
-    resolve_device,
-    seed_everything,
-)
-from crossemotion.training.shards import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    label_indices,
-    meta_frame,
-    read_shards,
-    task_labels,
-)
+from crossemotion.training.loop import FitResult, TrainConfig, fit, predict_probs
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
-"""Reading shards, decoding JPEGs, and the deterministic dev split for IFEED.
+"""Reading shards, labels, augmentation, the decode cache and IFEED's deterministic dev split.
 
-Images are kept as uint8 tensors once decoded so that every epoch after the
-first skips JPEG decoding; the cache is bounded (``cache_mb`` in a model
+Images are kept as uint8 tensors once decoded (by the datasets' check at
+build, see crossemotion.datasets.clips) so that no epoch decodes them again;
+the cache is bounded (``cache_mb`` in a model
 config, default 2048 MB, 0 disables it) so real MELD/IFEED sizes fall back to
 decoding on the fly instead of exhausting memory.
 """
@@ -9,11 +10,10 @@ decoding on the fly instead of exhausting memory.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import polars as pl
 import torch
@@ -24,8 +24,6 @@ from crossemotion.labels import EMOTIONS, normalize_class, task_classes
 log = logging.getLogger(__name__)
 
 META_COLUMNS = ("id", "key", "split", "speaker", "character", "label")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_CACHE_MB = 2048
 # fraction of IFEED's training images held out as dev (IFEED has no dev split)
 DEV_FRACTION = 0.15
@@ -99,45 +97,6 @@ def meta_frame(frame: pl.DataFrame, classes: Sequence[str] = EMOTIONS) -> pl.Dat
     )
 
 
-def decode_jpeg(data: bytes) -> np.ndarray:
-    """JPEG bytes -> HxWx3 RGB uint8; raises ValueError on undecodable data."""
-    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError("undecodable JPEG")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
-def load_image(source: str | Path | bytes | np.ndarray) -> np.ndarray:
-    """An image given as a path, encoded bytes or an RGB array -> RGB uint8."""
-    if isinstance(source, np.ndarray):
-        return source
-    if isinstance(source, bytes | bytearray):
-        return decode_jpeg(bytes(source))
-    img = cv2.imread(str(source), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError(f"cannot read image {source}")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
-def to_uint8_chw(img: np.ndarray, size: int) -> Tensor:
-    """RGB HxWx3 -> uint8 [3, size, size] (area interpolation when shrinking)."""
-    if img.shape[0] != size or img.shape[1] != size:
-        shrink = img.shape[0] > size or img.shape[1] > size
-        img = cv2.resize(
-            img, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-        )
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).contiguous()
-
-
-def normalize(images: Tensor) -> Tensor:
-    """uint8 [..., 3, H, W] -> float, ImageNet statistics (what torchvision weights expect)."""
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    scale = 1.0 / (255.0 * std)
-    shift = torch.tensor(IMAGENET_MEAN).view(3, 1, 1) / std
-    # (x / 255 - mean) / std as one multiply-subtract on a single new tensor
-    return images.float().mul_(scale).sub_(shift)
-
-
 def frame_indices(n: int, t: int) -> list[int]:
     """``t`` evenly spaced indices into ``n`` frames (repeats when n < t)."""
     if n <= 0:
@@ -192,6 +151,35 @@ def cache_for(cfg: Mapping[str, Any]) -> DecodeCache | None:
     return DecodeCache(budget) if budget > 0 else None
 
 
+def check_and_cache(
+    n: int, build: Callable[[int], Tensor], cache: DecodeCache | None, what: str
+) -> list[bool]:
+    """Build every item once, at dataset build: which of the ``n`` rows decode.
+
+    ``build(row)`` decodes a row (raising ValueError or TypeError when it
+    cannot) into the item's uint8 tensor. Rows that fail are logged and left
+    out, not fatal; the others go into ``cache`` under the index they will
+    have once the failed rows are gone, so the check's decoding is the only
+    one (epochs decode again only what the cache's budget could not hold).
+    """
+    ok: list[bool] = []
+    kept = 0
+    for row in range(n):
+        try:
+            item = build(row)
+        except (ValueError, TypeError):
+            ok.append(False)
+            continue
+        if cache is not None:
+            cache.put(kept, item)
+        kept += 1
+        ok.append(True)
+    bad = n - kept
+    if bad:
+        log.warning("dropping %d of %d rows with undecodable %s", bad, n, what)
+    return ok
+
+
 def stratified_group_split(
     frame: pl.DataFrame, fraction: float = DEV_FRACTION, seed: int = 13, group: str = "key"
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -227,6 +215,15 @@ def stratified_group_split(
         dev_groups.update(members[i] for i in order[:n_dev])
     is_dev = groups["g"].is_in(sorted(dev_groups))
     return frame.filter(~is_dev), frame.filter(is_dev)
+
+
+def labels_of(ds: object) -> np.ndarray:
+    """A dataset's class indices: its ``labels``, else those of its ``meta`` labels."""
+    labels = getattr(ds, "labels", None)
+    if labels is not None:
+        return np.asarray(labels, dtype=np.int64)
+    classes = getattr(ds, "classes", EMOTIONS)
+    return label_indices(ds.meta["label"].to_list(), classes)  # type: ignore[attr-defined]
 
 
 def class_counts(labels: np.ndarray, n_classes: int = len(EMOTIONS)) -> np.ndarray:

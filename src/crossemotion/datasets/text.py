@@ -3,7 +3,7 @@
 Text is tokenized once at construction; items hold unpadded token ids and the
 collate functions pad each batch to its own longest sequence (dynamic padding);
 ``lengths`` lets the training loop batch similar lengths together (see
-crossemotion.training.buckets), which is what keeps CPU fine-tuning affordable.
+crossemotion.datasets.buckets), which is what keeps CPU fine-tuning affordable.
 
 Dialogue context. ``context: N`` takes the N previous turns of the utterance's
 dialogue, ``future: M`` the M next ones, and ``speakers`` (default true) puts
@@ -37,26 +37,24 @@ the form ``{"text", "speaker", "context": [{"speaker", "text"}...],
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from crossemotion.training.shards import classes_of, label_indices, meta_frame, task_labels
-
-
-def read_shards(paths: Sequence[str | Path]) -> pl.DataFrame:
-    frames = [pl.read_parquet(p) for p in paths]
-    if not frames:
-        raise ValueError("no shard files given")
-    return pl.concat(frames, how="diagonal_relaxed")
+from crossemotion.codec import pil_face_tensor
+from crossemotion.datasets.shards import (
+    classes_of,
+    label_indices,
+    meta_frame,
+    read_shards,
+    task_labels,
+)
 
 
 @dataclass(frozen=True)
@@ -303,23 +301,6 @@ class TextDataset(Dataset):
         }
 
 
-def decode_image(data: bytes | np.ndarray, size: int) -> Tensor:
-    """JPEG bytes, or an RGB uint8 array (a crop served without a JPEG round trip)
-    -> normalized float [3, size, size] (ImageNet statistics)."""
-    from PIL import Image
-
-    if isinstance(data, np.ndarray):
-        rgb = Image.fromarray(np.ascontiguousarray(data[..., :3], dtype=np.uint8))
-        rgb = rgb.resize((size, size))
-    else:
-        with Image.open(io.BytesIO(data)) as img:
-            rgb = img.convert("RGB").resize((size, size))
-    arr = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-    return (arr - mean) / std
-
-
 def evenly_spaced(n: int, k: int) -> list[int]:
     if n <= k:
         return list(range(n))
@@ -361,7 +342,7 @@ class FusionDataset(Dataset):
         faces = torch.zeros((self.k, 3, self.size, self.size))
         mask = torch.zeros(self.k, dtype=torch.bool)
         for slot, data in enumerate(crops):
-            faces[slot] = decode_image(data, self.size)
+            faces[slot] = pil_face_tensor(data, self.size)
             mask[slot] = True
         item["faces"] = faces
         item["face_mask"] = mask

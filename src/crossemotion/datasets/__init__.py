@@ -1,0 +1,1 @@
+"""Datasets: shards read into torch datasets (clips, faces, text, fusion) and their collates."""

@@ -1,0 +1,142 @@
+"""The library's layers: no package imports one above it, no cycle between packages.
+
+Every module under src/crossemotion is parsed (ast, so imports inside
+functions count too: a lazy import is still a dependency) and each import of
+another crossemotion unit (a subpackage or a top-level module) is checked
+against LAYERS, bottom first.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "crossemotion"
+
+# bottom first; a unit may import units of its own layer or below
+LAYERS: tuple[frozenset[str], ...] = tuple(
+    frozenset(layer)
+    for layer in (
+        # leaf modules: they import no other crossemotion unit
+        {
+            "labels",
+            "io",
+            "config",
+            "schemas",
+            "layout",
+            "logs",
+            "codec",
+            "device",
+            "checkpoint",
+            "optimize",
+        },
+        {"data", "synth"},
+        {"datasets"},
+        {"models"},
+        {"training", "evaluation", "inference"},
+        {"transfer"},
+        {"reporting", "serving", "predict_cli"},
+        {"cli", "__init__"},
+    )
+)
+RANK = {unit: rank for rank, layer in enumerate(LAYERS) for unit in layer}
+
+
+def unit_of(module: str) -> str:
+    """``crossemotion.training.loop`` -> ``training``; ``crossemotion`` -> ``__init__``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(SRC.parent).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+def imported(source: str, name: str, is_package: bool = False) -> Iterator[tuple[int, str]]:
+    """(line, module) of every import in module ``name``'s source, relative ones resolved."""
+    package = name if is_package else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            if base == "crossemotion":
+                # ``from crossemotion import labels`` imports the unit ``labels``
+                for alias in node.names:
+                    yield node.lineno, f"crossemotion.{alias.name}"
+            else:
+                yield node.lineno, base
+
+
+def edges() -> list[tuple[str, str, str]]:
+    """(importing unit, imported unit, where) for imports between different units."""
+    out = []
+    for path in sorted(SRC.rglob("*.py")):
+        src_unit = unit_of(module_name(path))
+        source = path.read_text(encoding="utf-8")
+        for line, target in imported(source, module_name(path), path.name == "__init__.py"):
+            if target.split(".")[0] != "crossemotion":
+                continue
+            dst_unit = unit_of(target)
+            if dst_unit != src_unit:
+                out.append((src_unit, dst_unit, f"{path.relative_to(SRC.parent)}:{line}"))
+    return out
+
+
+def test_every_unit_has_a_layer() -> None:
+    units = {unit_of(module_name(p)) for p in SRC.rglob("*.py")}
+    assert units - set(RANK) == set(), "add new packages/modules to LAYERS"
+
+
+def test_no_import_from_a_layer_above() -> None:
+    upward = [
+        f"{where}: {src} imports {dst}"
+        for src, dst, where in edges()
+        if RANK.get(dst, len(LAYERS)) > RANK.get(src, -1)
+    ]
+    assert upward == []
+
+
+def test_no_cycle_between_packages() -> None:
+    graph: dict[str, set[str]] = {}
+    for src, dst, _ in edges():
+        graph.setdefault(src, set()).add(dst)
+    cycles = []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join([*path[path.index(nxt) :], nxt]))
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert cycles == []
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("from crossemotion.training.loop import fit\n", "crossemotion.training.loop"),
+        ("from crossemotion import labels\n", "crossemotion.labels"),
+        ("def f():\n    import crossemotion.serving.app\n", "crossemotion.serving.app"),
+        ("from ..training import loop\n", "crossemotion.training"),
+    ],
+)
+def test_imports_are_found(source: str, expected: str) -> None:
+    assert expected in [m for _, m in imported(source, "crossemotion.models.probe")]
