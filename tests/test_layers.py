@@ -129,6 +129,21 @@ def test_no_cycle_between_packages() -> None:
     assert cycles == []
 
 
+def test_serving_needs_no_training_code() -> None:
+    """What loads and serves a checkpoint reaches no training or transfer module."""
+    graph: dict[str, set[str]] = {}
+    for src, dst, _ in edges():
+        graph.setdefault(src, set()).add(dst)
+    for start in ("serving", "inference", "predict_cli"):
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in graph.get(todo.pop(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        assert seen & {"training", "transfer"} == set(), start
+
+
 @pytest.mark.parametrize(
     ("source", "expected"),
     [
