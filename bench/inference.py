@@ -33,7 +33,7 @@ MODES = ["none", "channels_last", "jit", "int8"] + (["bf16"] if has_native_bf16(
 # a speed-up may cost at most this much demo-test weighted F1 (the 1 point)
 MAX_WF1_DROP = 0.01
 DEMO_MODELS = ROOT / "results" / "models"
-DEMO_SHARDS = ROOT / "results" / "shards" / "meld"
+DEMO_RESULTS = ROOT / "results"
 TARGET_MS = 87.0
 
 
@@ -80,14 +80,14 @@ def demo_accuracy(model: str, modes: list[str]) -> dict[str, Any]:
     from torch.utils.data import DataLoader
 
     from crossemotion.inference import load_predictor
+    from crossemotion.layout import find_shards
     from crossemotion.training.loop import predict_probs
-    from crossemotion.training.runner import shard_inputs_from_paths
 
     ckpt = DEMO_MODELS / model / "meld" / "model.pt"
     if not ckpt.is_file():
         return {"skipped": f"no {ckpt.relative_to(ROOT)}: run `make demo` first"}
     pred = load_predictor(ckpt, device="cpu")
-    shards = shard_inputs_from_paths(sorted(DEMO_SHARDS.glob("*/*/part-*.parquet")))
+    shards = find_shards("meld", root=DEMO_RESULTS)
     datasets = pred.spec.make_datasets(pred.cfg, "meld", shards)
     test, collate = datasets["test"], pred.spec.collate
     labels = [int(x) for x in test.labels]

@@ -7,7 +7,8 @@ import torch
 
 from crossemotion.labels import EMOTIONS
 from crossemotion.models.backbones import WeightsNotFoundError, torchvision_model
-from crossemotion.models.registry import INPUTS, MODULES, build_model, get_spec
+from crossemotion.models.registry import MODELS, ModelSpec, build_model, get_spec
+from crossemotion.serving.models import KINDS
 
 VISION = {
     "c3d": ({"channels": [4, 8, 8, 8], "frames": 4, "size": 32}, "frames", (2, 4, 3, 32, 32)),
@@ -43,12 +44,23 @@ def test_c3d_depth_beyond_time_axis() -> None:
     assert model({"frames": torch.randn(1, 2, 3, 16, 16)}).shape == (1, 7)
 
 
-@pytest.mark.parametrize("name", ["cnn_lstm", "c3d", "resnet50"])
-def test_spec_inputs_match_workflow_inputs(name: str) -> None:
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_spec_takes_its_static_facts_from_the_model_table(name: str) -> None:
     spec = get_spec(name)
-    assert spec.inputs == INPUTS[name]
-    assert spec.preprocess is not None
-    assert set(INPUTS) == set(MODULES)
+    info = MODELS[name]
+    assert spec.name == name and spec.info is info
+    assert (spec.inputs, spec.unit) == (info.inputs, info.unit)
+    assert set(spec.inputs) <= {"clips", "faces", "text"}
+    assert callable(spec.preprocess)  # inference finds preprocessing through the spec only
+    assert KINDS[name] == info.serving_kind
+
+
+def test_model_table_is_the_only_list_of_models() -> None:
+    assert set(KINDS) == set(MODELS)
+    with pytest.raises(KeyError, match="known models: c3d, cnn_lstm, fusion, resnet50, text"):
+        ModelSpec("lstm2", build_model, lambda *a: {}, lambda units, cfg: {})
+    with pytest.raises(KeyError, match="unknown model 'lstm2'"):
+        get_spec("lstm2")
 
 
 def test_missing_pretrained_weights_fail_clearly(tmp_path, monkeypatch) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -12,12 +13,11 @@ import torch
 from crossemotion.datasets.shards import stratified_group_split
 from crossemotion.evaluation.metrics import classification_metrics, majority_baseline
 from crossemotion.labels import EMOTIONS
+from crossemotion.layout import TRAIN_FILES, find_shards, shard_inputs, shard_path
 from crossemotion.training.loop import class_weights, lr_lambda
 from crossemotion.training.runner import (
-    OUTPUT_FILES,
     PROB_COLUMNS,
     RESUME_DIR,
-    shard_inputs_from_paths,
     train_and_evaluate,
 )
 from tests.vision_fixtures import (
@@ -52,7 +52,7 @@ class Killed(RuntimeError):
 
 def test_outputs_follow_the_contract(c3d_run) -> None:
     out, metrics = c3d_run
-    for name in OUTPUT_FILES:
+    for name in TRAIN_FILES:
         assert (out / name).is_file()
     assert not (out / RESUME_DIR).exists()  # deleted once the outputs are written
     on_disk = json.loads((out / "metrics.json").read_text())
@@ -201,17 +201,26 @@ def test_stratified_group_split_keeps_groups_together() -> None:
     assert 0.1 <= dev.height / 210 <= 0.2
 
 
-def test_shard_inputs_from_paths() -> None:
-    paths = [
-        "results/shards/meld/clips/train/part-0001.parquet",
-        "results/shards/meld/clips/train/part-0000.parquet",
-        "results/shards/meld/text/test/part-0000.parquet",
-    ]
-    inputs = shard_inputs_from_paths(paths)
+def test_shard_inputs_by_input_name(tmp_path) -> None:
+    named = {
+        "clips_train": [shard_path("meld", "clips", "train", i) for i in (1, 0)],
+        # Snakemake hands a one-file named input as a plain string
+        "text_test": shard_path("meld", "text", "test", 0),
+        "model": "results/models/resnet50/ifeed/model.pt",  # not a shard input
+    }
+    inputs = shard_inputs(named)
     assert [p.name for p in inputs.clips["train"]] == ["part-0000.parquet", "part-0001.parquet"]
-    assert list(inputs.text) == ["test"] and inputs.faces == {}
-    with pytest.raises(ValueError, match="not a shard path"):
-        shard_inputs_from_paths(["elsewhere/x.parquet"])
+    assert inputs.text == {"test": [Path("results/shards/meld/text/test/part-0000.parquet")]}
+    assert inputs.faces == {}
+
+    # the same layout finds the shards present under a results folder
+    for kind, split, shard in [("faces", "train", 1), ("faces", "train", 0), ("text", "dev", 0)]:
+        path = tmp_path / shard_path("meld", kind, split, shard, root=".")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    found = find_shards("meld", root=tmp_path)
+    assert [p.name for p in found.faces["train"]] == ["part-0000.parquet", "part-0001.parquet"]
+    assert list(found.text) == ["dev"] and found.clips == {}
 
 
 def test_class_weights_and_schedules() -> None:

@@ -6,13 +6,17 @@ import copy
 import hashlib
 import json
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+def schema_path() -> Path:
+    """The config schema, shipped inside the package (the workflow validates with it too)."""
+    # a regular or editable install keeps package data as plain files
+    return Path(str(resources.files("crossemotion.schemas") / "config.schema.yaml"))
 
 
 class ConfigError(ValueError):
@@ -42,7 +46,7 @@ def load_config(*paths: str | Path) -> dict[str, Any]:
 def validate_config(config: Mapping[str, Any]) -> None:
     import jsonschema
 
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    schema = yaml.safe_load(schema_path().read_text())
     validator_cls = jsonschema.validators.validator_for(schema)
     errors = sorted(validator_cls(schema).iter_errors(config), key=lambda e: list(e.path))
     if errors:

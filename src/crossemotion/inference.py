@@ -16,8 +16,7 @@ config, i.e. the sizes the model was trained with.
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,31 +28,7 @@ from torch import nn
 from crossemotion import checkpoint
 from crossemotion.device import autocast, resolve_device, to_device
 from crossemotion.labels import EMOTIONS, task_of_classes
-from crossemotion.models.registry import MODULES, ModelSpec, get_spec
-
-
-def _fusion_adapter(module: Any) -> Any:
-    def preprocess(units: list[Any], cfg: Mapping[str, Any]) -> dict[str, Any]:
-        # a mapping unit is also the text's dialogue window (speaker, context, future)
-        texts = [u if isinstance(u, Mapping) else str(u) for u in units]
-        images = [list(u.get("images", [])) if isinstance(u, Mapping) else [] for u in units]
-        return module.preprocess(texts, images, cfg)
-
-    return preprocess
-
-
-def preprocess_hook(spec: ModelSpec) -> Any:
-    """The spec's hook, or the text/fusion modules' functions when a spec sets none."""
-    if spec.preprocess is not None:
-        return spec.preprocess
-    module = importlib.import_module(MODULES[spec.name])
-    if spec.name == "fusion" and hasattr(module, "preprocess"):
-        return _fusion_adapter(module)
-    if hasattr(module, "preprocess_text"):
-        return lambda units, cfg: module.preprocess_text(
-            [u if isinstance(u, Mapping) else str(u) for u in units], cfg
-        )
-    raise ValueError(f"model {spec.name!r} has no inference preprocessing hook")
+from crossemotion.models.registry import ModelSpec, get_spec
 
 
 @dataclass
@@ -78,7 +53,7 @@ class Predictor:
     @torch.no_grad()
     def predict(self, units: Sequence[Any]) -> np.ndarray:
         """Class probabilities [len(units), len(self.labels)]."""
-        hook = preprocess_hook(self.spec)
+        hook = self.spec.preprocess
         out = []
         for start in range(0, len(units), self.batch_size):
             batch = to_device(

@@ -1,3 +1,8 @@
+# Helpers of every *.smk file, in sections (set-up, config, paths and targets,
+# then one section per stage). The other files define rules only, so they may
+# be included in any order after this one.
+
+# ------------------------------------------------------------------- set-up
 import re
 import sys
 from pathlib import Path
@@ -13,19 +18,22 @@ SRC = str(Path(workflow.basedir) / "src")
 if SRC not in sys.path:
     sys.path.insert(0, SRC)
 
+from crossemotion import layout
+from crossemotion.config import schema_path
+from crossemotion.layout import (
+    IFEED_SPLITS,
+    MELD_SPLITS,
+    TRAIN_FILES,
+    config_seeds,
+    seed_of_subdir,
+    seed_subdir,
+)
+from crossemotion.models.registry import MODELS
 
-validate(config, schema="../schemas/config.schema.yaml")
-
-from crossemotion.layout import config_seeds, seed_of_subdir, seed_subdir
-
-MELD_SPLITS = ["train", "dev", "test"]
-IFEED_SPLITS = ["train", "test"]
-VIDEO_MODELS = ["cnn_lstm", "c3d"]
-FACE_MODELS = ["resnet50"]
-MULTIMODAL_MODELS = ["text", "fusion"]
-TEXT_ONLY_MODELS = ["text"]
+validate(config, schema=str(schema_path()))
 
 
+# ------------------------------------------------------------------- config
 def text_only():
     return bool(config["meld"].get("text_only", False))
 
@@ -54,6 +62,66 @@ def demo_data():
     return bool(config.get("demo", config.get("synth", {}).get("enabled", False)))
 
 
+def model_cfg(model):
+    return config["models"].get(model, {})
+
+
+def reads_text_only(model):
+    """A model a text-only run (no video, no faces) can train."""
+    return MODELS[model].inputs == ("text",)
+
+
+def model_runs():
+    """(model, dataset) pairs the config enables."""
+    runs = []
+    for name, cfg in config["models"].items():
+        if not cfg.get("enabled", True):
+            continue
+        if text_only() and not reads_text_only(name):
+            continue
+        for dataset in cfg.get("datasets", ["meld"]):
+            # text-only has no faces; IFEED has no sentiment labels
+            if (text_only() or task() != "emotion") and dataset != "meld":
+                continue
+            runs.append((name, dataset))
+    return runs
+
+
+def seeds():
+    """Seeds every training run is repeated with; the first writes the contract paths."""
+    return config_seeds(config)
+
+
+def seed_dirs():
+    """Wildcard values of ``{seeddir}``: empty for the first seed, else its folder and a slash."""
+    return [f"{d}/" if d else "" for d in (seed_subdir(s, seeds()) for s in seeds())]
+
+
+def transfer_cfg():
+    return config.get("transfer", {})
+
+
+def transfer_model():
+    """The face model the transfer grid moves between datasets."""
+    return transfer_cfg().get("model", "resnet50")
+
+
+def transfer_cells():
+    """(source, target, mode) cells of the transfer grid."""
+    if text_only() or task() != "emotion" or not transfer_cfg().get("enabled", False):
+        return []
+    modes = ["zero_shot"] + [
+        f"finetune_{f:g}" for f in transfer_cfg().get("fractions", [])
+    ]
+    cells = []
+    for source, target in (("ifeed", "meld"), ("meld", "ifeed")):
+        for mode in modes:
+            cells.append((source, target, mode))
+    return cells
+
+
+# -------------------------------------------------------------------- paths
+# Every path comes from crossemotion.layout, which the library uses too.
 def shard_ids(split):
     n = int(config["meld"]["shards"][split])
     return [f"{i:04d}" for i in range(n)]
@@ -67,71 +135,82 @@ def meld_shards(kind, split=None):
     """All shard files of one kind (clips, faces, text) for a split or all."""
     splits = MELD_SPLITS if split is None else [split]
     if kind == "text":
-        return [f"results/shards/meld/text/{s}/part-0000.parquet" for s in splits]
+        return [layout.shard_path("meld", "text", s, 0) for s in splits]
+    return [layout.shard_path("meld", kind, s, i) for s in splits for i in shard_ids(s)]
+
+
+def ifeed_shards(split=None):
+    splits = IFEED_SPLITS if split is None else [split]
     return [
-        f"results/shards/meld/{kind}/{s}/part-{i}.parquet"
+        layout.shard_path("ifeed", "faces", s, i)
         for s in splits
-        for i in shard_ids(s)
-    ]
-
-
-def ifeed_shards():
-    return [
-        f"results/shards/ifeed/faces/{s}/part-{i}.parquet"
-        for s in IFEED_SPLITS
         for i in ifeed_shard_ids()
     ]
+
+
+def named_shards(dataset, kinds):
+    """Named inputs ``{kind}_{split}`` (crossemotion.layout.input_name), read back by name."""
+    named = {}
+    for kind in kinds:
+        for split in MELD_SPLITS if dataset == "meld" else IFEED_SPLITS:
+            files = (
+                meld_shards(kind, split) if dataset == "meld" else ifeed_shards(split)
+            )
+            if files:
+                named[layout.input_name(kind, split)] = files
+    return named
 
 
 def align_shards():
     """Shards of the IFEED -> MELD alignment (ifeed.align.shards)."""
     n = int(config["ifeed"].get("align", {}).get("shards", 1))
-    return [f"results/ifeed/alignment/part-{i:04d}.parquet" for i in range(n)]
+    return [f"results/ifeed/alignment/{layout.shard_name(i)}" for i in range(n)]
 
 
-def model_runs():
-    """(model, dataset) pairs the config enables."""
-    runs = []
-    for name, cfg in config["models"].items():
-        if not cfg.get("enabled", True):
-            continue
-        if text_only() and name not in TEXT_ONLY_MODELS:
-            continue
-        for dataset in cfg.get("datasets", ["meld"]):
-            # text-only has no faces; IFEED has no sentiment labels
-            if (text_only() or task() != "emotion") and dataset != "meld":
-                continue
-            runs.append((name, dataset))
-    return runs
+def meld_status_shards():
+    return [
+        f"results/meld/status/{s}/{layout.shard_name(i)}"
+        for s in MELD_SPLITS
+        for i in shard_ids(s)
+    ]
 
 
 def model_dir(model, dataset):
-    return f"results/models/{model}/{dataset}"
+    return str(layout.model_dir(model, dataset))
 
 
-def seeds():
-    """Seeds every training run is repeated with; the first writes the contract paths."""
-    return config_seeds(config)
+def run_files(names):
+    files = []
+    for model, dataset in model_runs():
+        files += [
+            f"{model_dir(model, dataset)}/{d}{name}"
+            for d in seed_dirs()
+            for name in names
+        ]
+    return files
 
 
-def seed_dirs():
-    """Wildcard values of ``{seeddir}``: empty for the first seed, else its folder and a slash."""
-    return [f"{d}/" if d else "" for d in (seed_subdir(s, seeds()) for s in seeds())]
+def transfer_targets():
+    return sorted({t for _s, t, _m in transfer_cells()})
 
 
-def transfer_cells():
-    """(source, target, mode) cells of the transfer grid."""
-    tcfg = config.get("transfer", {})
-    if text_only() or task() != "emotion" or not tcfg.get("enabled", False):
-        return []
-    modes = ["zero_shot"] + [f"finetune_{f:g}" for f in tcfg.get("fractions", [])]
-    cells = []
-    for source, target in (("ifeed", "meld"), ("meld", "ifeed")):
-        for mode in modes:
-            cells.append((source, target, mode))
-    return cells
+def transfer_files(names, with_target_only=True):
+    files = [
+        f"{layout.transfer_dir(s, t, m)}/{name}"
+        for s, t, m in transfer_cells()
+        for name in names
+    ]
+    if with_target_only:
+        files += [
+            f"{model_dir(transfer_model(), t)}/{name}"
+            for t in transfer_targets()
+            if (transfer_model(), t) in model_runs()
+            for name in names
+        ]
+    return list(dict.fromkeys(files))
 
 
+# ------------------------------------------------------------------ targets
 def final_targets():
     targets = ["results/meld/manifest.parquet"] if not text_only() else []
     targets += meld_shards("text")
@@ -143,10 +222,7 @@ def final_targets():
             "results/ifeed/alignment.parquet",
             "results/tables/speaker_faces.csv",
         ]
-        targets += [
-            f"results/transfer/{s}_to_{t}/{m}/metrics.json"
-            for s, t, m in transfer_cells()
-        ]
+        targets += transfer_files(["metrics.json"], with_target_only=False)
     # tables and report in every mode, so a text-only run is reported too
     targets += [
         "results/tables/benchmark.csv",
@@ -157,7 +233,7 @@ def final_targets():
     return targets
 
 
-# ----------------------------------------------------------- acquire (acquire.smk)
+# ---------------------------------------------------------- acquire.smk
 # Archive paths: a configured local copy, else the download's path. Never a
 # network call here: the DAG must build offline.
 MELD_DOWNLOAD = "resources/meld/MELD.Raw.tar.gz"
@@ -214,3 +290,190 @@ def ifeed_remote(wildcards):
         if entry["name"] == wildcards.name:
             return entry
     raise ValueError(f"{wildcards.name} is not listed under ifeed.files")
+
+
+# ----------------------------------------------------------- ingest.smk
+def meld_index_inputs(wildcards):
+    """The unpacked tree (unless text-only) and the configured annotation csvs:
+    local paths as they are, URLs through download_meld_annotations."""
+    inputs = {} if text_only() else {"unpacked": "resources/meld/unpacked"}
+    urls = meld_annotation_urls()
+    for split, value in (config["meld"].get("annotations") or {}).items():
+        if split in urls:
+            inputs[f"csv_{split}"] = MELD_ANNOTATION_DOWNLOAD.format(split=split)
+        elif value:
+            inputs[f"csv_{split}"] = value
+    return inputs
+
+
+def meld_index_md5s(wildcards):
+    """Pinned md5s of the downloaded csvs, re-checked before they are indexed."""
+    return {split: meld_annotation_md5(split) for split in meld_annotation_urls()}
+
+
+def face_reference_input():
+    """The cast's appearance references, when the faces stage selects by them."""
+    if config["meld"]["faces"].get("selector", "largest") == "reference":
+        return {"references": "results/ifeed/references.parquet"}
+    return {}
+
+
+# ----------------------------------------------------------- models.smk
+# empty (first seed) or a seed folder such as seed17, slash included
+SEED_DIR_PATTERN = r"(seed\d+/)?"
+
+
+def model_datasets(model):
+    """Wildcard constraint: the datasets the config trains ``model`` on."""
+    datasets = model_cfg(model).get("datasets", ["meld"])
+    return "|".join(datasets) if datasets else "(?!)"
+
+
+def train_inputs(model):
+    def inputs(wildcards):
+        if wildcards.dataset == "ifeed":
+            return named_shards("ifeed", ["faces"])
+        kinds = list(MODELS[model].inputs)
+        # speaker-centred clips read the face boxes of the faces stage
+        if model_cfg(model).get("crop") == "speaker" and "faces" not in kinds:
+            kinds.append("faces")
+        return named_shards("meld", kinds)
+
+    return inputs
+
+
+def train_outputs(model):
+    """Named run files; {seeddir} is empty for the first seed (the contract paths)."""
+    folder = f"{model_dir(model, '{dataset}')}/{{seeddir}}"
+    return {Path(name).stem: f"{folder}{name}" for name in TRAIN_FILES}
+
+
+def train_params(model):
+    return {
+        "model": model,
+        "model_cfg": model_cfg(model),
+        "seed": lambda wildcards: seed_of_subdir(wildcards.seeddir, seeds()),
+        # only when not the default: emotion runs keep their params (no rerun)
+        **({"task": task()} if task() != "emotion" else {}),
+        "device": config.get("device", "auto"),
+        "demo": demo_data(),
+    }
+
+
+def model_gpus(model):
+    """GPUs one job of ``model`` asks the executor for (training and transfer).
+
+    SLURM's executor turns `gpu` into `sbatch --gpus`, which a cluster without
+    GPU GRES rejects, so nothing is asked unless the config says so (the
+    model's `gpus`, schema default 0) or `--set-resources RULE:gpu=N` does;
+    `device: cpu` never asks. `device: auto` then trains on the GPU the job got.
+    """
+    if config.get("device", "auto") == "cpu":
+        return 0
+    return int(model_cfg(model).get("gpus", 0))
+
+
+def train_resources(model):
+    cfg = model_cfg(model)
+    return {
+        "mem_mb": int(cfg.get("mem_mb", MODELS[model].mem_mb)),
+        "runtime": int(cfg.get("runtime", MODELS[model].runtime)),
+        "gpu": model_gpus(model),
+    }
+
+
+# --------------------------------------------------------- transfer.smk
+def transfer_modes():
+    fractions = transfer_cfg().get("fractions", [])
+    return "|".join(["zero_shot", *(re.escape(f"finetune_{f:g}") for f in fractions)])
+
+
+def transfer_inputs(wildcards):
+    source_train = named_shards(wildcards.source, ["faces"])[
+        layout.input_name("faces", "train")
+    ]
+    inputs = {
+        "model": f"{model_dir(transfer_model(), wildcards.source)}/model.pt",
+        "source_train": source_train,
+        **named_shards(wildcards.target, ["faces"]),
+    }
+    # MELD utterances without a detected face still count (scored by prior)
+    if wildcards.target == "meld":
+        inputs.update(named_shards("meld", ["text"]))
+    if transfer_cfg().get("exclude_overlap", True):
+        inputs["leakage"] = "results/ifeed/leakage.parquet"
+    return inputs
+
+
+def transfer_outputs():
+    folder = layout.transfer_dir("{source}", "{target}", "{mode}")
+    return {Path(name).stem: f"{folder}/{name}" for name in layout.TRANSFER_FILES}
+
+
+# ----------------------------------------------------------- report.smk
+def report_model_runs():
+    return [[m, d] for m, d in model_runs()]
+
+
+def report_transfer_cells():
+    return [[s, t, m] for s, t, m in transfer_cells()]
+
+
+def transfer_leakage_input():
+    """The leak links the transfer cells excluded by, for the target-only rows."""
+    if transfer_cells() and transfer_cfg().get("exclude_overlap", True):
+        return {"leakage": "results/ifeed/leakage.parquet"}
+    return {}
+
+
+def speaker_crop_scale():
+    """crop_scale of the first clip model cropping around the speaker (else the default)."""
+    for name, info in MODELS.items():
+        cfg = config["models"].get(name, {})
+        if info.unit == "video" and cfg.get("crop") == "speaker":
+            return float(cfg.get("crop_scale", 1.8))
+    return 1.8
+
+
+def data_files():
+    """Files whose names/sizes (manifests: bytes) make the data fingerprint."""
+    files = meld_shards("text")
+    if not text_only():
+        files += ["results/meld/manifest.parquet", "results/ifeed/manifest.parquet"]
+        files += meld_shards("faces") + ifeed_shards()
+    return files
+
+
+def report_params():
+    return {
+        "config": config,
+        "demo": demo_data(),
+        "root": workflow.basedir,
+        "data_files": data_files(),
+        "reference_rows": config.get("report", {}).get("reference_rows", True),
+    }
+
+
+def confusion_figures():
+    return [f"results/figures/confusion/{m}/{d}.png" for m, d in model_runs()]
+
+
+def training_figures():
+    return [f"results/figures/training/{m}/{d}.png" for m, d in model_runs()]
+
+
+def report_inputs():
+    inputs = [
+        "results/tables/benchmark.html",
+        "results/tables/character_wise.html",
+        "results/figures/character_wf1.png",
+    ]
+    inputs += confusion_figures() + training_figures()
+    if not text_only():
+        inputs += ["results/ifeed/alignment.html", "results/tables/speaker_faces.html"]
+    if transfer_cells():
+        inputs += [
+            "results/tables/transfer.html",
+            "results/figures/transfer_heatmap.png",
+        ]
+    return inputs

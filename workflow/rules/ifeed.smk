@@ -37,7 +37,7 @@ rule ifeed_align:
         meld="resources/meld/unpacked",
         ifeed="resources/ifeed/unpacked",
     output:
-        "results/ifeed/alignment/part-{shard}.parquet",
+        f"results/ifeed/alignment/{layout.shard_name('{shard}')}",
     log:
         "logs/ifeed/align_{shard}.log",
     wildcard_constraints:

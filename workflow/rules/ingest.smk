@@ -3,9 +3,6 @@
 # dialogue_id % meld.shards[split]), crop faces, assemble the manifest.
 
 
-include: "ingest_common.smk"
-
-
 rule meld_index:
     input:
         unpack(meld_index_inputs),
@@ -30,7 +27,7 @@ rule meld_text:
     input:
         "results/meld/index.parquet",
     output:
-        "results/shards/meld/text/{split}/part-0000.parquet",
+        layout.shard_path("meld", "text", "{split}", 0),
     log:
         "logs/meld/text_{split}.log",
     wildcard_constraints:
@@ -50,8 +47,8 @@ rule decode_meld:
         index="results/meld/index.parquet",
         unpacked="resources/meld/unpacked",
     output:
-        clips="results/shards/meld/clips/{split}/part-{shard}.parquet",
-        status="results/meld/status/{split}/part-{shard}.parquet",
+        clips=layout.shard_path("meld", "clips", "{split}", "{shard}"),
+        status=f"results/meld/status/{{split}}/{layout.shard_name('{shard}')}",
     log:
         "logs/meld/decode_{split}_{shard}.log",
     wildcard_constraints:
@@ -74,11 +71,11 @@ rule decode_meld:
 
 rule meld_faces:
     input:
-        "results/shards/meld/clips/{split}/part-{shard}.parquet",
+        layout.shard_path("meld", "clips", "{split}", "{shard}"),
         # meld.faces.selector: reference picks the face most like the speaker's IFEED faces
         **face_reference_input(),
     output:
-        "results/shards/meld/faces/{split}/part-{shard}.parquet",
+        layout.shard_path("meld", "faces", "{split}", "{shard}"),
     log:
         "logs/meld/faces_{split}_{shard}.log",
     wildcard_constraints:

@@ -10,9 +10,6 @@ localrules:
     report_html,
 
 
-include: "report_common.smk"
-
-
 wildcard_constraints:
     model="[A-Za-z0-9_]+",
     dataset="meld|ifeed",

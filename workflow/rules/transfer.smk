@@ -4,16 +4,11 @@
 # target-only reference is the model trained on the target (models.smk).
 
 
-include: "transfer_common.smk"
-
-
 rule transfer:
     input:
         unpack(transfer_inputs),
     output:
-        metrics="results/transfer/{source}_to_{target}/{mode}/metrics.json",
-        predictions="results/transfer/{source}_to_{target}/{mode}/predictions.parquet",
-        train_log="results/transfer/{source}_to_{target}/{mode}/train_log.csv",
+        **transfer_outputs(),
     log:
         "logs/transfer/{source}_to_{target}/{mode}.log",
     benchmark:
@@ -24,14 +19,14 @@ rule transfer:
         mode=transfer_modes(),
     conda:
         "../../envs/crossemotion.yaml"
-    threads: config["models"].get(transfer_face_model(), {}).get("threads", 2)
+    threads: config["models"].get(transfer_model(), {}).get("threads", 2)
     resources:
         mem_mb=6000,
         runtime=180,
-        gpu=model_gpus(transfer_face_model()),
+        gpu=model_gpus(transfer_model()),
     params:
         transfer=transfer_cfg(),
-        model_cfg=config["models"].get(transfer_face_model(), {}),
+        model_cfg=config["models"].get(transfer_model(), {}),
         seed=config.get("seed", 13),
         device=config.get("device", "auto"),
     script:

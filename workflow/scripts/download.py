@@ -4,8 +4,10 @@ IFEED file (params.remote)."""
 from crossemotion.data.download import DownloadError, download, expected_md5
 from crossemotion.logs import setup_logging
 
-log = setup_logging(snakemake.log[0])
-params = snakemake.params
+sm = snakemake  # type: ignore[name-defined]
+
+log = setup_logging(sm.log[0])
+params = sm.params
 remote = getattr(params, "remote", None)
 try:
     md5_in: list[str] = []
@@ -23,9 +25,9 @@ try:
                 "meld.archive is null and meld.url is not set: set one of them in the config"
             )
         url, md5, sha256, size = params.url, params.md5, params.sha256, None
-    log.info("downloading %s -> %s", url, snakemake.output[0])
+    log.info("downloading %s -> %s", url, sm.output[0])
     download(
-        url, snakemake.output[0], md5=md5, sha256=sha256, size=size, hint=params.hint,
+        url, sm.output[0], md5=md5, sha256=sha256, size=size, hint=params.hint,
         md5_in=md5_in,
     )  # fmt: skip
 except DownloadError as err:

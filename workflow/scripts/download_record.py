@@ -12,8 +12,10 @@ from crossemotion.data.download import DownloadError, check_published, download,
 from crossemotion.io import write_json
 from crossemotion.logs import setup_logging
 
-log = setup_logging(snakemake.log[0])
-params = snakemake.params
+sm = snakemake  # type: ignore[name-defined]
+
+log = setup_logging(sm.log[0])
+params = sm.params
 hint = "Set ifeed.archives to local copies of the IFEED zips to skip the download."
 try:
     files = zenodo_files(params.record, api=params.api)
@@ -33,4 +35,4 @@ try:
 except DownloadError as err:
     log.error("%s", err)
     raise
-write_json(snakemake.output[0], {"record": params.record, "files": paths})
+write_json(sm.output[0], {"record": params.record, "files": paths})

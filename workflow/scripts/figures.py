@@ -3,12 +3,14 @@
 from crossemotion.logs import setup_logging
 from crossemotion.reporting.pipeline import draw_named_figure
 
-log = setup_logging(snakemake.log[0])
+sm = snakemake  # type: ignore[name-defined]
+
+log = setup_logging(sm.log[0])
 draw_named_figure(
-    figure=snakemake.params.figure,
-    source=snakemake.input[0],
-    target=snakemake.output[0],
-    demo=bool(snakemake.params.demo),
-    title=" / ".join(str(v) for v in snakemake.wildcards),
+    figure=sm.params.figure,
+    source=sm.input[0],
+    target=sm.output[0],
+    demo=bool(sm.params.demo),
+    title=" / ".join(str(v) for v in sm.wildcards),
 )
-log.info("wrote %s", snakemake.output[0])
+log.info("wrote %s", sm.output[0])

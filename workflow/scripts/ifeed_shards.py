@@ -1,8 +1,7 @@
 """Snakemake entry: IFEED manifest, faces shards and summary."""
 
-from pathlib import Path
-
 from crossemotion.data.ifeed import ingest
+from crossemotion.layout import shard_dir
 from crossemotion.logs import setup_logging
 
 sm = snakemake  # type: ignore[name-defined]
@@ -10,8 +9,8 @@ setup_logging(sm.log[0])
 ingest(
     sm.input.unpacked,
     sm.input.report,
-    # outputs are {dir}/{split}/part-NNNN.parquet; the library names them the same way
-    Path(sm.output.shards[0]).parent.parent,
+    # the rule's outputs are this folder's {split}/part-NNNN.parquet (crossemotion.layout)
+    shard_dir("ifeed", "faces"),
     sm.output.manifest,
     sm.output.summary,
     face_size=int(sm.params.face_size),

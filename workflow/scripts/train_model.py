@@ -2,17 +2,17 @@
 
 from pathlib import Path
 
+from crossemotion.layout import shard_inputs
 from crossemotion.logs import setup_logging
-from crossemotion.training.runner import shard_inputs_from_paths, train_and_evaluate
+from crossemotion.training.runner import train_and_evaluate
 
-snakemake = globals()["snakemake"]
-log = setup_logging(snakemake.log[0])
-params = snakemake.params
-out_dir = Path(snakemake.output[1]).parent
-log.info("training %s on %s (demo: %s)", params.model, snakemake.wildcards.dataset, params.demo)
+sm = snakemake  # type: ignore[name-defined]
+log = setup_logging(sm.log[0])
+params = sm.params
+log.info("training %s on %s (demo: %s)", params.model, sm.wildcards.dataset, params.demo)
 train_and_evaluate(
     params.model,
-    snakemake.wildcards.dataset,
+    sm.wildcards.dataset,
     params.model_cfg,
     {
         "seed": params.seed,
@@ -20,7 +20,8 @@ train_and_evaluate(
         "device": params.device,
         "demo": params.demo,
     },
-    shard_inputs_from_paths(snakemake.input),
-    out_dir,
-    threads=snakemake.threads,
+    shard_inputs(sm.input),
+    # the run directory holds every named output (crossemotion.layout.TRAIN_FILES)
+    Path(sm.output.metrics).parent,
+    threads=sm.threads,
 )

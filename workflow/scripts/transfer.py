@@ -2,29 +2,29 @@
 
 from pathlib import Path
 
+from crossemotion.layout import shard_inputs
 from crossemotion.logs import setup_logging
-from crossemotion.training.runner import shard_inputs_from_paths
 from crossemotion.transfer import Cell, TransferInputs, run_transfer
 
-snakemake = globals()["snakemake"]
-log = setup_logging(snakemake.log[0])
-wc = snakemake.wildcards
+sm = snakemake  # type: ignore[name-defined]
+log = setup_logging(sm.log[0])
+wc = sm.wildcards
 cell = Cell(wc.source, wc.target, wc.mode)
-target = shard_inputs_from_paths([*snakemake.input.faces, *snakemake.input.text])
+target = shard_inputs(sm.input)
 inputs = TransferInputs(
-    checkpoint=Path(snakemake.input.model),
-    source_train=[Path(p) for p in snakemake.input.source_train],
+    checkpoint=Path(sm.input.model),
+    source_train=[Path(p) for p in sm.input.source_train],
     faces={s: list(p) for s, p in target.faces.items()},
     text={s: list(p) for s, p in target.text.items()},
     # the leak links are an input only when exclude_overlap is on
-    leakage=Path(links) if (links := getattr(snakemake.input, "leakage", None)) else None,
+    leakage=Path(links) if (links := sm.input.get("leakage")) else None,
 )
 log.info("transfer %s -> %s, %s", cell.source, cell.target, cell.mode)
 run_transfer(
     cell,
     inputs,
-    snakemake.params.transfer,
-    {"seed": snakemake.params.seed, "device": snakemake.params.device},
-    Path(snakemake.output.metrics).parent,
-    threads=snakemake.threads,
+    sm.params.transfer,
+    {"seed": sm.params.seed, "device": sm.params.device},
+    Path(sm.output.metrics).parent,
+    threads=sm.threads,
 )

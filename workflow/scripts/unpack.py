@@ -10,13 +10,14 @@ from crossemotion.data.unpack import Budget, safe_extract
 from crossemotion.io import write_json
 from crossemotion.logs import setup_logging
 
-setup_logging(snakemake.log[0])
+sm = snakemake  # type: ignore[name-defined]
+setup_logging(sm.log[0])
 archives = []
-for item in map(Path, snakemake.input):
+for item in map(Path, sm.input):
     if item.suffix == ".json":
         archives += [Path(f["path"]) for f in json.loads(item.read_text())["files"]]
     else:
         archives.append(item)
-budget = Budget.from_config(snakemake.config.get("unpack"))
-report = safe_extract(archives, snakemake.output.unpacked, budget=budget)
-write_json(snakemake.output.report, report.to_dict())
+budget = Budget.from_config(sm.config.get("unpack"))
+report = safe_extract(archives, sm.output.unpacked, budget=budget)
+write_json(sm.output.report, report.to_dict())

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from crossemotion.datasets.clips import clip_datasets
 from crossemotion.datasets.collate import stack_collate
-from crossemotion.models.registry import INPUTS, ModelSpec, ShardInputs, register
+from crossemotion.models.registry import ModelSpec, ShardInputs, register
 from crossemotion.models.vision import preprocess_clips
 
 
@@ -69,8 +69,6 @@ SPEC = register(
         name="c3d",
         build=build,
         make_datasets=make_datasets,
-        unit="video",
-        inputs=INPUTS["c3d"],
         collate=stack_collate,
         preprocess=preprocess_clips,
     )

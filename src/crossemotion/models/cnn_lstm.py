@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from crossemotion.datasets.clips import clip_datasets
 from crossemotion.datasets.collate import stack_collate
 from crossemotion.models.backbones import feature_extractor, pretrained_fallback
-from crossemotion.models.registry import INPUTS, ModelSpec, ShardInputs, register
+from crossemotion.models.registry import ModelSpec, ShardInputs, register
 from crossemotion.models.vision import preprocess_clips
 
 
@@ -58,8 +58,6 @@ SPEC = register(
         name="cnn_lstm",
         build=build,
         make_datasets=make_datasets,
-        unit="video",
-        inputs=INPUTS["cnn_lstm"],
         collate=stack_collate,
         preprocess=preprocess_clips,
     )

@@ -152,13 +152,21 @@ def preprocess(
     return batch
 
 
+def preprocess_units(units: list[Any], cfg: Mapping[str, Any]) -> dict[str, Tensor]:
+    """The spec's hook: ``{"text", "images"}`` units (plus a dialogue window's keys), or a
+    bare utterance without faces."""
+    # a mapping unit is also the text's dialogue window (speaker, context, future)
+    texts = [u if isinstance(u, Mapping) else str(u) for u in units]
+    images = [list(u.get("images", [])) if isinstance(u, Mapping) else [] for u in units]
+    return preprocess(texts, images, cfg)
+
+
 SPEC = register(
     ModelSpec(
         name="fusion",
         build=build,
         make_datasets=make_datasets,
-        unit="utterance",
-        inputs=("faces", "text"),
+        preprocess=preprocess_units,
         collate=text_data.collate_fusion,
     )
 )

@@ -1,8 +1,12 @@
-"""Registry mapping config model names to builders and their data adapters.
+"""The model table: static facts of every model, and the builders registered beside them.
 
-A model module registers a ``ModelSpec`` at import time; ``get_spec`` imports
-the module named in ``MODULES`` on first use so only the requested model's
-dependencies are loaded.
+``MODELS`` holds what is known of a model without importing torch (its module,
+the shard kinds it reads, its unit, its serving kind, the resources of its
+jobs): the workflow reads it while the DAG is built, serving and timing read it
+too. A model module registers a ``ModelSpec`` (builder, datasets, hooks) at
+import time, and the spec answers the static questions from ``MODELS`` so there
+is one table. ``get_spec`` imports the module on first use, so only the
+requested model's dependencies are loaded.
 """
 
 from __future__ import annotations
@@ -10,41 +14,57 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # the workflow reads INPUTS at parse time without importing torch
+from crossemotion.layout import ShardInputs
+
+if TYPE_CHECKING:  # the workflow reads MODELS at parse time without importing torch
     from torch import nn
     from torch.utils.data import Dataset
 
-# config name -> module that registers it (one model per file)
-MODULES: dict[str, str] = {
-    "cnn_lstm": "crossemotion.models.cnn_lstm",
-    "c3d": "crossemotion.models.c3d",
-    "resnet50": "crossemotion.models.resnet50",
-    "text": "crossemotion.models.text",
-    "fusion": "crossemotion.models.fusion",
-}
-
-# config name -> shard kinds its MELD job reads (equals each ModelSpec.inputs;
-# kept here so models.smk can build rule inputs without importing torch).
-# resnet50 reads MELD text only to count utterances without a detected face.
-INPUTS: dict[str, tuple[str, ...]] = {
-    "cnn_lstm": ("clips",),
-    "c3d": ("clips",),
-    "resnet50": ("faces", "text"),
-    "text": ("text",),
-    "fusion": ("faces", "text"),
-}
+__all__ = ["MODELS", "ModelInfo", "ModelSpec", "ShardInputs", "get_spec", "register"]
 
 
 @dataclass(frozen=True)
-class ShardInputs:
-    """Shard files a training job reads, by split (train/dev/test)."""
+class ModelInfo:
+    """What the workflow, serving and timing know of a model without building it."""
 
-    clips: Mapping[str, list[Path]]
-    faces: Mapping[str, list[Path]]
-    text: Mapping[str, list[Path]]
+    module: str
+    # unit that inference timing reports per: "video", "image" or "utterance"
+    unit: str
+    # shard kinds its MELD job reads; resnet50 reads MELD text only to count
+    # utterances without a detected face
+    inputs: tuple[str, ...]
+    # what a served checkpoint takes (crossemotion.serving.models): face, clip, text, fusion
+    serving_kind: str
+    # default resources of its training job when the config sets none (MB, minutes)
+    mem_mb: int
+    runtime: int
+    # scheduling priority of its training job: the longest start first
+    priority: int = 0
+
+
+MODELS: dict[str, ModelInfo] = {
+    "cnn_lstm": ModelInfo(
+        "crossemotion.models.cnn_lstm", "video", ("clips",), "clip", 6000, 240, priority=40
+    ),
+    "c3d": ModelInfo(
+        "crossemotion.models.c3d", "video", ("clips",), "clip", 6000, 240, priority=30
+    ),
+    "resnet50": ModelInfo(
+        "crossemotion.models.resnet50", "image", ("faces", "text"), "face", 6000, 180
+    ),
+    "text": ModelInfo("crossemotion.models.text", "utterance", ("text",), "text", 6000, 180),
+    "fusion": ModelInfo(
+        "crossemotion.models.fusion", "utterance", ("faces", "text"), "fusion", 8000, 360
+    ),
+}
+
+
+def model_info(name: str) -> ModelInfo:
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
+    return MODELS[name]
 
 
 @dataclass(frozen=True)
@@ -56,19 +76,30 @@ class ModelSpec:
     # Dataset has a ``meta`` polars DataFrame aligned with its indices
     # (id, key, split, speaker, character, label) for predictions.parquet.
     make_datasets: Callable[[Mapping[str, Any], str, ShardInputs], dict[str, Dataset]]
-    # unit that inference timing reports per: "video", "image" or "utterance"
-    unit: str
-    # shard kinds the model reads, for the workflow's inputs
-    inputs: tuple[str, ...]
-    collate: Callable[[list[Any]], Any] | None = None
-    # aggregate face-level outputs to utterances by ``key`` on MELD
-    aggregate_by_key: bool = False
     # inference hook: (list of raw units, model config) -> batch dict for
     # forward(). A unit is an image (path, JPEG bytes or HxWx3 RGB uint8 array)
     # for "image" models, a clip (video path or list of frames) for "video"
-    # models, a str for "text", {"text": str, "images": [JPEG bytes...]} for
-    # fusion. See crossemotion.inference.
-    preprocess: Callable[[list[Any], Mapping[str, Any]], dict[str, Any]] | None = None
+    # models, a str (or dialogue window) for "text", {"text": str, "images":
+    # [JPEG bytes...]} for fusion. See crossemotion.inference.
+    preprocess: Callable[[list[Any], Mapping[str, Any]], dict[str, Any]]
+    collate: Callable[[list[Any]], Any] | None = None
+    # aggregate face-level outputs to utterances by ``key`` on MELD
+    aggregate_by_key: bool = False
+
+    def __post_init__(self) -> None:
+        model_info(self.name)
+
+    @property
+    def info(self) -> ModelInfo:
+        return MODELS[self.name]
+
+    @property
+    def unit(self) -> str:
+        return self.info.unit
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return self.info.inputs
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -81,10 +112,7 @@ def register(spec: ModelSpec) -> ModelSpec:
 
 def get_spec(name: str) -> ModelSpec:
     if name not in _REGISTRY:
-        if name not in MODULES:
-            known = ", ".join(sorted(MODULES))
-            raise KeyError(f"unknown model {name!r}; known models: {known}")
-        importlib.import_module(MODULES[name])
+        importlib.import_module(model_info(name).module)
     return _REGISTRY[name]
 
 

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from crossemotion.datasets.collate import stack_collate
 from crossemotion.datasets.faces import face_datasets
 from crossemotion.models.backbones import feature_extractor, pretrained_fallback
-from crossemotion.models.registry import INPUTS, ModelSpec, ShardInputs, register
+from crossemotion.models.registry import ModelSpec, ShardInputs, register
 from crossemotion.models.vision import preprocess_images
 
 
@@ -53,8 +53,6 @@ SPEC = register(
         name="resnet50",
         build=build,
         make_datasets=make_datasets,
-        unit="image",
-        inputs=INPUTS["resnet50"],
         collate=stack_collate,
         aggregate_by_key=True,
         preprocess=preprocess_images,

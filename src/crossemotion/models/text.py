@@ -111,6 +111,7 @@ def preprocess_text(units: list[Any], cfg: Mapping[str, Any]) -> dict[str, Tenso
     """Inference hook: utterances, or ``{"text", "speaker", "context", "future"}``
     dialogue windows (see text_data.window_of) -> batch dict for ``TextClassifier``."""
     tokenizer = tokenizer_for(cfg)
+    units = [u if isinstance(u, Mapping) else str(u) for u in units]
     return text_data.preprocess_text(units, cfg, tokenizer)
 
 
@@ -126,8 +127,7 @@ SPEC = register(
         name="text",
         build=build,
         make_datasets=make_datasets,
-        unit="utterance",
-        inputs=("text",),
+        preprocess=preprocess_text,
         collate=text_data.collate_text,
     )
 )

@@ -24,17 +24,12 @@ from typing import Any
 import numpy as np
 
 from crossemotion.labels import EMOTIONS
+from crossemotion.models.registry import MODELS
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "model.pt"
-KINDS: dict[str, str] = {
-    "resnet50": "face",
-    "cnn_lstm": "clip",
-    "c3d": "clip",
-    "text": "text",
-    "fusion": "fusion",
-}
+KINDS: dict[str, str] = {name: info.serving_kind for name, info in MODELS.items()}
 
 
 @dataclass

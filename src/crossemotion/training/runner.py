@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,26 +62,7 @@ def prob_columns(classes: tuple[str, ...] = EMOTIONS) -> list[str]:
     return [f"p_{name}" for name in classes]
 
 
-OUTPUT_FILES = ("model.pt", "metrics.json", "predictions.parquet", "train_log.csv")
 RESUME_DIR = ".resume"
-_SHARD_RE = re.compile(
-    r"shards/(?P<dataset>[^/]+)/(?P<kind>[^/]+)/(?P<split>[^/]+)/[^/]+\.parquet$"
-)
-
-
-def shard_inputs_from_paths(paths: Iterable[str | Path]) -> ShardInputs:
-    """Group ``.../shards/{dataset}/{kind}/{split}/part-*.parquet`` files by kind and split."""
-    kinds: dict[str, dict[str, list[Path]]] = {"clips": {}, "faces": {}, "text": {}}
-    for path in paths:
-        m = _SHARD_RE.search(Path(path).as_posix())
-        if not m:
-            raise ValueError(f"not a shard path: {path}")
-        kinds.setdefault(m["kind"], {}).setdefault(m["split"], []).append(Path(path))
-    return ShardInputs(
-        clips={s: sorted(p) for s, p in kinds["clips"].items()},
-        faces={s: sorted(p) for s, p in kinds["faces"].items()},
-        text={s: sorted(p) for s, p in kinds["text"].items()},
-    )
 
 
 def inputs_fingerprint(inputs: ShardInputs) -> list[tuple[str, int, int]]:
