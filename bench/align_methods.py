@@ -31,6 +31,7 @@ import numpy as np
 import polars as pl
 
 from bench.common import RESULTS
+from crossemotion.codec import read_image
 from crossemotion.data import align
 from crossemotion.data.ifeed import build_manifest, manifest_frame
 from crossemotion.data.meld import build_index
@@ -91,7 +92,7 @@ def scores(demo: Path, work: Path) -> pl.DataFrame:
         clips = [c for c in (align.load_clip(c, s) for c in candidates.get(key, [])) if c.ok]
         for img in imgs:
             t = truth.get(img["member"])
-            image = align._read_image(work / "ifeed" / img["member"])
+            image = read_image(work / "ifeed" / img["member"])
             if t is None or image is None:
                 continue
             for clip in clips:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -141,7 +142,7 @@ def test_a_full_cache_decodes_the_rest_on_access(monkeypatch: pytest.MonkeyPatch
     assert counter.calls == 8
 
 
-def test_codec_round_trip_and_errors() -> None:
+def test_codec_round_trip_and_errors(tmp_path: Path) -> None:
     # smooth, with channels far apart: a swapped channel order would show
     ramp = np.linspace(0, 1, 48)
     rgb = np.stack(
@@ -155,6 +156,16 @@ def test_codec_round_trip_and_errors() -> None:
     assert np.array_equal(codec.load_image(data), back)
     with pytest.raises(ValueError, match="undecodable"):
         codec.decode_jpeg(BAD)
+    # files: RGB by default, OpenCV's BGR on request, None when they do not decode
+    path, junk = tmp_path / "face.jpg", tmp_path / "junk.jpg"
+    path.write_bytes(data)
+    junk.write_bytes(BAD)
+    assert np.array_equal(codec.read_image(path), back)
+    assert np.array_equal(codec.read_image(path, bgr=True), back[..., ::-1])
+    assert np.array_equal(codec.load_image(path), back)
+    assert codec.read_image(junk) is None
+    with pytest.raises(ValueError, match="cannot read image"):
+        codec.load_image(tmp_path / "missing.jpg")
     face = codec.pil_face_tensor(data, 24)
     assert face.shape == (3, 24, 24) and face.dtype == torch.float32
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from crossemotion.codec import encode_jpeg
 from crossemotion.data.face_detect import get_detector
 from crossemotion.data.face_refs import References, describe, face_region
 from crossemotion.data.faces import FaceSettings, clip_faces
 from crossemotion.synth import faces
-from crossemotion.synth.ifeed import jpeg
 
 
 def _head(name: str, emotion: str, size: int, rng: np.random.Generator):
@@ -58,7 +58,7 @@ def test_reference_selector_picks_the_speaker_not_the_largest_face() -> None:
     # through the faces stage: one clip, one frame, speaker Ross
     row = {"split": "test", "key": "dia1_utt0", "dialogue_id": 1, "utterance_id": 0,
            "file": "x.mp4", "character": "Ross", "speaker": "Ross", "label": "neutral",
-           "frames": [jpeg(frame, 95)]}  # fmt: skip
+           "frames": [encode_jpeg(frame, 95)]}  # fmt: skip
     settings = FaceSettings(size=32, min_size=24, max_per_frame=4)
     detector = settings.build_detector()
     plain = clip_faces(row, detector, settings)[0]["bbox"]

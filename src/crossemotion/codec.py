@@ -53,16 +53,29 @@ def encode_jpeg(image: np.ndarray, quality: int = 90, *, bgr: bool = False) -> b
     return buf.tobytes()
 
 
+def read_image(path: str | Path, *, bgr: bool = False) -> np.ndarray | None:
+    """An image file (any format OpenCV reads) -> RGB (BGR with ``bgr``) uint8,
+    None when it is empty or does not decode; OSError when it cannot be read."""
+    data = np.fromfile(path, dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None or bgr:
+        return image
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
 def load_image(source: str | Path | bytes | np.ndarray) -> np.ndarray:
     """An image given as a path, encoded bytes or an RGB array -> RGB uint8."""
     if isinstance(source, np.ndarray):
         return source
     if isinstance(source, bytes | bytearray):
         return decode_jpeg(bytes(source))
-    img = cv2.imread(str(source), cv2.IMREAD_COLOR)
+    try:
+        img = read_image(source)
+    except OSError as exc:
+        raise ValueError(f"cannot read image {source}") from exc
     if img is None:
         raise ValueError(f"cannot read image {source}")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return img
 
 
 def to_uint8_chw(img: np.ndarray, size: int) -> Tensor:

@@ -63,6 +63,7 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
+from crossemotion.codec import read_image
 from crossemotion.data import manifest as mf
 from crossemotion.data.decode import Limits, LogStream, VideoError, iter_frames, probe
 
@@ -528,12 +529,6 @@ def decide(
     return MATCHED, best, second
 
 
-def _read_image(path: Path) -> np.ndarray | None:
-    data = np.fromfile(path, dtype=np.uint8)
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
 def align_key(
     key: str,
     images: Sequence[dict[str, Any]],
@@ -551,7 +546,7 @@ def align_key(
             "member": img["member"], "ifeed_split": img["split"], "key": key,
             "character": img.get("character"), "method": s.method,
         }  # fmt: skip
-        image = _read_image(ifeed_root / img["member"])
+        image = read_image(ifeed_root / img["member"])
         if image is None:
             rows.append({**base, "status": UNMATCHED, "reason": "image does not decode"})
             continue

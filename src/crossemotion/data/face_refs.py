@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 import polars as pl
 
+from crossemotion.codec import read_image
 from crossemotion.data.align import MATCHED
 from crossemotion.data.face_detect import Detection
 from crossemotion.labels import CAST
@@ -93,11 +94,10 @@ def build_references(
         if len(members) > per_character:
             members = sorted(rng.choice(members, per_character, replace=False).tolist())
         for member in members:
-            data = np.fromfile(Path(ifeed_root) / member, dtype=np.uint8)
-            bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-            if bgr is None:
+            rgb = read_image(Path(ifeed_root) / member)
+            if rgb is None:
                 continue
-            face = _square_centre(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            face = _square_centre(rgb)
             rows.append({"character": character, "member": member,
                          "descriptor": describe(face).tolist()})  # fmt: skip
     schema = {"character": pl.String, "member": pl.String, "descriptor": pl.List(pl.Float32)}

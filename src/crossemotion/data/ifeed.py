@@ -31,7 +31,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from crossemotion import labels
-from crossemotion.codec import encode_jpeg
+from crossemotion.codec import encode_jpeg, read_image
 from crossemotion.data import manifest as mf
 from crossemotion.io import write_parquet, write_text
 
@@ -334,8 +334,7 @@ def _encode_face(
 ) -> tuple[bytes | None, int, int, str]:
     """(jpeg, width, height, error) for one image file; never raises on bad data."""
     try:
-        data = np.fromfile(path, dtype=np.uint8)
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        image = read_image(path, bgr=True)
     except (OSError, cv2.error) as err:
         return None, 0, 0, f"unreadable: {err}"
     if image is None or image.size == 0:
