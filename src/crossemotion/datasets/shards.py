@@ -1,10 +1,10 @@
 """Reading shards, labels, augmentation, the decode cache and IFEED's deterministic dev split.
 
-Images are kept as uint8 tensors once decoded (by the datasets' check at
-build, see crossemotion.datasets.clips) so that no epoch decodes them again;
-the cache is bounded (``cache_mb`` in a model
-config, default 2048 MB, 0 disables it) so real MELD/IFEED sizes fall back to
-decoding on the fly instead of exhausting memory.
+Images are kept as uint8 tensors once decoded (by the check that builds a
+dataset, ``check_and_cache``) so that no epoch decodes them again; the cache
+is bounded (``cache_mb`` in a model config, default 2048 MB, 0 disables it)
+so real MELD/IFEED sizes fall back to decoding on the fly instead of
+exhausting memory.
 """
 
 from __future__ import annotations
