@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -94,3 +95,20 @@ def test_cached_pretrained_weights_are_used(tmp_path, monkeypatch) -> None:
 def test_unknown_weights_name_lists_choices() -> None:
     with pytest.raises(ValueError, match="IMAGENET1K_V2"):
         torchvision_model("resnet50", "IMAGENET_V9")
+
+
+def test_clip_frames_default_once() -> None:
+    """A clip config without ``frames``: the dataset, the inference preprocessing and
+    c3d's shape all take the schema's default (c3d assumed 16 where the rest took 8)."""
+    from crossemotion.config import schema_default
+    from crossemotion.datasets.clips import CLIP_FRAMES
+    from crossemotion.models.vision import preprocess_clips
+
+    assert CLIP_FRAMES == schema_default("clip_model", "frames") == 16
+    cfg = {"channels": [4, 4], "size": 16}
+    clip = [np.full((24, 32, 3), 10 * i, dtype=np.uint8) for i in range(20)]
+    batch = preprocess_clips([clip], cfg)
+    assert batch["frames"].shape == (1, CLIP_FRAMES, 3, 16, 16)
+    model = build_model("c3d", cfg, len(EMOTIONS)).eval()
+    with torch.no_grad():
+        assert model(batch).shape == (1, len(EMOTIONS))

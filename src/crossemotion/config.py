@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -17,6 +18,21 @@ def schema_path() -> Path:
     """The config schema, shipped inside the package (the workflow validates with it too)."""
     # a regular or editable install keeps package data as plain files
     return Path(str(resources.files("crossemotion.schemas") / "config.schema.yaml"))
+
+
+@functools.cache
+def _schema() -> dict[str, Any]:
+    return yaml.safe_load(schema_path().read_text())
+
+
+def schema_default(definition: str, key: str) -> Any:
+    """The schema's default of ``key`` in ``definitions.{definition}``: the library falls
+    back on it where a config (a test's, an old checkpoint's) leaves the key out, so a
+    key has one default, the one the workflow's validation fills in."""
+    try:
+        return _schema()["definitions"][definition]["properties"][key]["default"]
+    except KeyError:
+        raise KeyError(f"the config schema sets no default for {definition}.{key}") from None
 
 
 class ConfigError(ValueError):
@@ -46,7 +62,7 @@ def load_config(*paths: str | Path) -> dict[str, Any]:
 def validate_config(config: Mapping[str, Any]) -> None:
     import jsonschema
 
-    schema = yaml.safe_load(schema_path().read_text())
+    schema = _schema()
     validator_cls = jsonschema.validators.validator_for(schema)
     errors = sorted(validator_cls(schema).iter_errors(config), key=lambda e: list(e.path))
     if errors:

@@ -27,6 +27,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from crossemotion.codec import decode_jpeg, to_uint8_chw
+from crossemotion.config import schema_default
 from crossemotion.datasets.shards import (
     augment_image,
     cache_for,
@@ -50,6 +51,11 @@ from crossemotion.datasets.speaker_crop import (
 BOX_COLUMNS = ["key", "frame_index", "bbox"]
 
 
+# frames sampled per clip when a config leaves them out (one default for the
+# clip models' datasets, their inference and c3d's shape: the schema's)
+CLIP_FRAMES: int = schema_default("clip_model", "frames")
+
+
 class ClipDataset(Dataset):
     """One item per MELD clip: uint8 ``frames`` [T, 3, S, S] sampled evenly over the clip.
 
@@ -65,7 +71,7 @@ class ClipDataset(Dataset):
     ) -> None:
         frame = frame.filter(pl.col("frames").list.len() > 0)
         self.crop_scale = float(cfg.get("crop_scale", DEFAULT_SCALE))
-        self.t = int(cfg.get("frames", 8))
+        self.t = int(cfg.get("frames", CLIP_FRAMES))
         self.size = int(cfg.get("size", 112))
         self.augment = augment
         self.cache = cache_for(cfg)

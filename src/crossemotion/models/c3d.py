@@ -14,7 +14,7 @@ from typing import Any
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from crossemotion.datasets.clips import clip_datasets
+from crossemotion.datasets.clips import CLIP_FRAMES, clip_datasets
 from crossemotion.datasets.collate import stack_collate
 from crossemotion.models.registry import ModelSpec, ShardInputs, register
 from crossemotion.models.vision import preprocess_clips
@@ -36,7 +36,7 @@ class C3D(nn.Module):
         if not channels:
             raise ValueError("c3d needs at least one entry in `channels`")
         layers, c_in = [], 3
-        t, s = int(cfg.get("frames", 16)), int(cfg.get("size", 112))
+        t, s = int(cfg.get("frames", CLIP_FRAMES)), int(cfg.get("size", 112))
         for i, c_out in enumerate(channels):
             # pool an axis only while it is at least 2 long, so any depth fits
             pool_t = 2 if i > 0 and t >= 2 else 1

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from crossemotion.codec import load_image, normalize, to_uint8_chw
 from crossemotion.data.face_detect import shared_detector
+from crossemotion.datasets.clips import CLIP_FRAMES
 from crossemotion.datasets.shards import frame_indices
 from crossemotion.datasets.speaker_crop import (
     DEFAULT_SCALE,
@@ -69,6 +70,6 @@ def clip_tensor(unit: ClipInput, t: int, size: int, crop_scale: float | None = N
 
 
 def preprocess_clips(units: list[ClipInput], cfg: Mapping[str, Any]) -> dict[str, Tensor]:
-    t, size = int(cfg.get("frames", 8)), int(cfg.get("size", 112))
+    t, size = int(cfg.get("frames", CLIP_FRAMES)), int(cfg.get("size", 112))
     scale = float(cfg.get("crop_scale", DEFAULT_SCALE)) if crop_mode(cfg) == "speaker" else None
     return {"frames": torch.stack([clip_tensor(u, t, size, scale) for u in units])}
