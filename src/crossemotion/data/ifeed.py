@@ -34,6 +34,7 @@ from crossemotion import labels
 from crossemotion.codec import encode_jpeg, read_image
 from crossemotion.data import manifest as mf
 from crossemotion.io import write_parquet, write_text
+from crossemotion.layout import shard_name
 
 log = logging.getLogger(__name__)
 
@@ -368,7 +369,8 @@ def _face_row(rec: ParsedMember, jpeg: bytes) -> dict[str, Any]:
 
 
 def shard_path(out_dir: str | Path, split: str, shard: int) -> Path:
-    return Path(out_dir) / split / f"part-{shard:04d}.parquet"
+    # named as the workflow's rule names its outputs (crossemotion.layout)
+    return Path(out_dir) / split / shard_name(shard)
 
 
 def write_face_shards(
