@@ -112,3 +112,28 @@ def test_clip_frames_default_once() -> None:
     model = build_model("c3d", cfg, len(EMOTIONS)).eval()
     with torch.no_grad():
         assert model(batch).shape == (1, len(EMOTIONS))
+
+
+def test_workflow_takes_model_facts_from_the_table(workdir) -> None:
+    """One train_{model} rule per table entry, with the table's default resources and
+    priority where the config sets none (no shipped config sets mem_mb or runtime)."""
+    from tests.conftest import run_snakemake
+
+    proc = run_snakemake(
+        ["-n", "all", "--configfile", "config/demo.yaml", "--forceall"], cwd=workdir
+    )
+    jobs: list[dict[str, str]] = []
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if line.startswith("rule "):
+            jobs.append({"rule": line.split()[1].rstrip(":"), "priority": "0"})
+        elif jobs and line.strip().startswith(("resources:", "priority:")):
+            key, value = line.strip().split(":", 1)
+            jobs[-1][key] = value.strip()
+    train = [j for j in jobs if j["rule"].startswith("train_")]
+    assert {j["rule"] for j in train} == {f"train_{name}" for name in MODELS}
+    for job in train:
+        info = MODELS[job["rule"].removeprefix("train_")]
+        resources = dict(kv.split("=", 1) for kv in job["resources"].split(", "))
+        assert int(resources["mem_mb"]) == info.mem_mb
+        assert int(resources["runtime"]) == info.runtime
+        assert int(job["priority"]) == info.priority
