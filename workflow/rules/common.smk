@@ -150,6 +150,8 @@ def ifeed_shards(split=None):
 
 def named_shards(dataset, kinds):
     """Named inputs ``{kind}_{split}`` (crossemotion.layout.input_name), read back by name."""
+    if dataset == "ifeed" and set(kinds) != {"faces"}:
+        raise ValueError(f"IFEED has faces shards only, not {sorted(kinds)}")
     named = {}
     for kind in kinds:
         for split in MELD_SPLITS if dataset == "meld" else IFEED_SPLITS:
