@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from crossemotion.cli import main as cli_main
+from crossemotion.evaluation.scoring import PROB_COLUMNS
 from crossemotion.inference import load_predictor
 from crossemotion.labels import EMOTIONS
-from crossemotion.training.runner import PROB_COLUMNS, train_and_evaluate
+from crossemotion.training.runner import train_and_evaluate
 from tests.vision_fixtures import GLOBAL, TINY, write_ifeed_shards, write_meld_shards
 
 

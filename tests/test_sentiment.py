@@ -13,6 +13,7 @@ from sklearn.metrics import confusion_matrix, f1_score
 
 from crossemotion.datasets.faces import face_datasets
 from crossemotion.evaluation.metrics import classification_metrics
+from crossemotion.evaluation.scoring import prob_columns
 from crossemotion.inference import load_predictor
 from crossemotion.labels import EMOTIONS, SENTIMENTS, UnknownLabelError, normalize_class
 from crossemotion.models.registry import ShardInputs
@@ -20,7 +21,7 @@ from crossemotion.reporting.figures import confusion_figure
 from crossemotion.reporting.runs import model_run
 from crossemotion.reporting.scores import read_predictions
 from crossemotion.reporting.tables import benchmark_table
-from crossemotion.training.runner import prob_columns, train_and_evaluate
+from crossemotion.training.runner import train_and_evaluate
 from tests.conftest import run_snakemake
 from tests.vision_fixtures import TINY, write_ifeed_shards, write_meld_shards
 

@@ -12,14 +12,11 @@ import torch
 
 from crossemotion.datasets.shards import stratified_group_split
 from crossemotion.evaluation.metrics import classification_metrics, majority_baseline
+from crossemotion.evaluation.scoring import PROB_COLUMNS
 from crossemotion.labels import EMOTIONS
 from crossemotion.layout import TRAIN_FILES, find_shards, shard_inputs, shard_path
 from crossemotion.training.loop import class_weights, lr_lambda
-from crossemotion.training.runner import (
-    PROB_COLUMNS,
-    RESUME_DIR,
-    train_and_evaluate,
-)
+from crossemotion.training.runner import RESUME_DIR, train_and_evaluate
 from tests.vision_fixtures import (
     GLOBAL,
     TINY,

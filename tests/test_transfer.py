@@ -14,8 +14,9 @@ from crossemotion import checkpoint
 from crossemotion.data.align import alignment_frame
 from crossemotion.data.leakage import excluded_items, leak_links
 from crossemotion.datasets.shards import label_indices
+from crossemotion.evaluation.scoring import PROB_COLUMNS
 from crossemotion.labels import EMOTIONS
-from crossemotion.training.runner import PROB_COLUMNS, train_and_evaluate
+from crossemotion.training.runner import train_and_evaluate
 from crossemotion.transfer import (
     Cell,
     TransferInputs,

@@ -9,12 +9,13 @@ none: the framework's carve-out of Training is used, so the dev images equal
 the target-only model's).
 
 Levels: MELD targets are scored per utterance (the faces of an utterance are
-averaged with the runner's ``aggregate_faces``; utterances without a face get
-the class prior of the data the model last trained on) and per face; IFEED
-per image. Both datasets use the canonical 7 classes, so labels need no
-mapping; classes missing from the source's training data or the target's
-train/test are listed in metrics.json and macro F1 averages over the classes
-present in the evaluated labels (``macro_f1_labels``).
+averaged by the runner's scorer, ``crossemotion.evaluation.scoring``;
+utterances without a face get the class prior of the data the model last
+trained on) and per face; IFEED per image. Both datasets use the canonical 7
+classes, so labels need no mapping; classes missing from the source's
+training data or the target's train/test are listed in metrics.json and macro
+F1 averages over the classes present in the evaluated labels
+(``macro_f1_labels``).
 
 Leakage (IFEED's images are frames of MELD's clips): with ``exclude_overlap``
 no evaluated item shares a MELD utterance with the data the model trained on.
@@ -53,32 +54,26 @@ from crossemotion.datasets.faces import FaceDataset, cap_faces_per_key, face_spl
 from crossemotion.datasets.shards import (
     DEV_FRACTION,
     label_indices,
-    meta_frame,
     read_shards,
     stratified_group_split,
 )
 from crossemotion.device import resolve_device, seed_everything
 from crossemotion.evaluation.metrics import classification_metrics
-from crossemotion.io import atomic_path, write_json, write_parquet
+from crossemotion.evaluation.scoring import (
+    EVAL_SPLITS,
+    Scorer,
+    prediction_frame,
+    utterance_meta,
+    write_run,
+)
 from crossemotion.labels import EMOTIONS, normalize_label
 from crossemotion.models.registry import ModelSpec, get_spec
 from crossemotion.training.loop import FitResult, TrainConfig, fit, predict_probs
-from crossemotion.training.runner import aggregate_faces, prediction_frame
 
 log = logging.getLogger(__name__)
 
 DATASETS = ("ifeed", "meld")
 MODE_RE = re.compile(r"^(?:zero_shot|finetune_(?P<fraction>[0-9]*\.?[0-9]+(?:e-?[0-9]+)?))$")
-LOG_COLUMNS = (
-    "epoch",
-    "train_loss",
-    "dev_accuracy",
-    "dev_weighted_f1",
-    "lr",
-    "seconds",
-    "best",
-)
-EVAL_SPLITS = ("dev", "test")
 
 
 @dataclass(frozen=True)
@@ -171,9 +166,7 @@ def load_target(
     frames = face_splits(faces, seed, dev_fraction)
     utterances: dict[str, pl.DataFrame | None] = {}
     for split in ("train", *EVAL_SPLITS):
-        paths = text.get(split) if target == "meld" else None
-        cols = ["key", "split", "speaker", "character", "label"]
-        utterances[split] = meta_frame(read_shards(paths, columns=cols)) if paths else None
+        utterances[split] = utterance_meta(text.get(split) if target == "meld" else None)
     excluded: dict[str, dict[str, int]] = {}
     # IFEED items are images (the faces shard's id is the archive member), MELD's utterances
     column = "key" if target == "meld" else "id"
@@ -241,35 +234,6 @@ def absent(labels: np.ndarray) -> list[str]:
     return [name for i, name in enumerate(EMOTIONS) if i not in have]
 
 
-class Scorer:
-    """Face probabilities on a split -> {level: (meta, probs)} for the target."""
-
-    def __init__(self, cell: Cell, data: TargetData, datasets: Mapping[str, FaceDataset]) -> None:
-        self.cell = cell
-        self.data = data
-        self.datasets = datasets
-        self.prior = np.full(len(EMOTIONS), 1.0 / len(EMOTIONS))
-
-    def set_prior(self, labels: np.ndarray) -> None:
-        counts = np.bincount(labels, minlength=len(EMOTIONS)).astype(np.float64)
-        self.prior = counts / max(1.0, counts.sum())
-
-    def levels(self, split: str, probs: np.ndarray) -> dict[str, tuple[pl.DataFrame, np.ndarray]]:
-        meta = self.datasets[split].meta
-        if self.cell.target != "meld":
-            return {"image": (meta, probs)}
-        utts = self.data.utterances.get(split)
-        return {
-            "utterance": aggregate_faces(meta, probs, utts, self.prior),
-            "face": (meta, probs),
-        }
-
-    def dev_score(self, probs: np.ndarray) -> dict[str, float]:
-        meta, p = self.levels("dev", probs)[self.cell.primary_level]
-        m = classification_metrics(label_indices(meta["label"].to_list()), p.argmax(1))
-        return {"accuracy": m["accuracy"] or 0.0, "weighted_f1": m["weighted_f1"] or 0.0}
-
-
 # ------------------------------------------------------------------ the job
 
 
@@ -326,7 +290,12 @@ def run_transfer(
     for split in EVAL_SPLITS:
         if len(datasets[split]) == 0:
             raise ValueError(f"{cell}: the target's {split} split has no faces left")
-    scorer = Scorer(cell, data, datasets)
+    scorer = Scorer(
+        datasets,
+        aggregate=cell.target == "meld",
+        primary=cell.primary_level,
+        utterances=data.utterances,
+    )
     # prior for MELD utterances without a face: the labels the model last trained on
     scorer.set_prior(src_labels if cell.fraction is None else datasets["train"].labels)
     tcfg = TrainConfig.from_cfg({**model_cfg, **_finetune_overrides(transfer_cfg)}, seed)
@@ -357,7 +326,7 @@ def run_transfer(
             {**checkpoint.load(inputs.checkpoint), "state_dict": checkpoint.cpu_state_dict(model),
              "transfer": {"source": cell.source, "target": cell.target, "mode": cell.mode}},
         )  # fmt: skip
-    write_cell(out_dir, metrics, predictions, result)
+    write_run(out_dir, metrics, predictions, result.log if result is not None else [])
     checkpoint.clear_resume(out_dir / ".resume")
     log.info(
         "%s -> %s %s: test acc %.4f wF1 %.4f (%s level, n %d, %d excluded for leakage)",
@@ -387,10 +356,10 @@ def evaluate_cell(
     metrics: dict[str, Any] = {}
     levels: dict[str, dict[str, Any]] = {split: {} for split in EVAL_SPLITS}
     frames = []
-    for split in EVAL_SPLITS:
-        probs = predict_probs(model, scorer.datasets[split], spec.collate, batch_size, device)
-        for level, (meta, p) in scorer.levels(split, probs).items():
-            scores = cell_metrics(label_indices(meta["label"].to_list()), p)
+    scored = scorer.score(lambda ds: predict_probs(model, ds, spec.collate, batch_size, device))
+    for split, by_level in scored.items():
+        for level, (meta, p, labels) in by_level.items():
+            scores = cell_metrics(labels, p)
             if level == cell.primary_level:
                 metrics[split] = scores
             levels[split][level] = scores
@@ -452,16 +421,3 @@ def _describe(
             "seconds": round(result.seconds, 3),
         }
     return out
-
-
-def write_cell(
-    out_dir: Path, metrics: dict[str, Any], predictions: pl.DataFrame, result: FitResult | None
-) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_parquet(out_dir / "predictions.parquet", predictions)
-    rows = result.log if result is not None else []
-    frame = pl.DataFrame(rows) if rows else pl.DataFrame(schema={c: pl.Utf8 for c in LOG_COLUMNS})
-    with atomic_path(out_dir / "train_log.csv", suffix=".csv") as tmp:
-        frame.write_csv(tmp)
-    # metrics.json last: it is the rule's target, so its presence means "all done"
-    write_json(out_dir / "metrics.json", metrics)

@@ -30,37 +30,21 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 import torch
 
 from crossemotion import checkpoint
 from crossemotion.codec import IMAGENET_MEAN, IMAGENET_STD
 from crossemotion.config import config_hash
-from crossemotion.datasets.shards import (
-    label_indices,
-    labels_of,
-    meta_frame,
-    read_shards,
-    task_labels,
-)
 from crossemotion.device import resolve_device, seed_everything
 from crossemotion.evaluation.metrics import classification_metrics, majority_baseline
+from crossemotion.evaluation.scoring import Scorer, prediction_frame, write_run
 from crossemotion.evaluation.timing import measure_inference
-from crossemotion.io import atomic_path, write_json, write_parquet
-from crossemotion.labels import DEFAULT_TASK, EMOTIONS, task_classes
+from crossemotion.labels import DEFAULT_TASK, task_classes
 from crossemotion.models.registry import ModelSpec, ShardInputs, get_spec
 from crossemotion.training.loop import FitResult, TrainConfig, fit, predict_probs
 
 log = logging.getLogger(__name__)
-
-PROB_COLUMNS = [f"p_{name}" for name in EMOTIONS]
-
-
-def prob_columns(classes: tuple[str, ...] = EMOTIONS) -> list[str]:
-    """predictions.parquet's probability columns of a class list (``p_anger``, ``p_negative``)."""
-    return [f"p_{name}" for name in classes]
-
 
 RESUME_DIR = ".resume"
 
@@ -97,113 +81,6 @@ def preprocess_info(spec: ModelSpec, cfg: Mapping[str, Any]) -> dict[str, Any]:
         if key in cfg:
             info[key] = cfg[key]
     return info
-
-
-def prediction_frame(
-    meta: pl.DataFrame, probs: np.ndarray, classes: tuple[str, ...] = EMOTIONS
-) -> pl.DataFrame:
-    pred = [classes[i] for i in probs.argmax(1)] if len(probs) else []
-    return meta.with_columns(
-        pl.Series("prediction", pred, dtype=pl.Utf8),
-        *[
-            pl.Series(c, probs[:, i].astype(np.float64))
-            for i, c in enumerate(prob_columns(classes))
-        ],
-    )
-
-
-def aggregate_faces(
-    face_meta: pl.DataFrame,
-    probs: np.ndarray,
-    utterances: pl.DataFrame | None,
-    prior: np.ndarray,
-) -> tuple[pl.DataFrame, np.ndarray]:
-    """Face rows -> one row per utterance (mean probabilities), with ``n_faces``.
-
-    ``utterances`` (meta of every utterance of the split) brings in the ones
-    without a detected face, which get ``prior`` as probabilities.
-    """
-    faces = (
-        face_meta.select("key")
-        .with_columns(pl.Series("_row", np.arange(face_meta.height)))
-        .filter(pl.col("key").is_not_null())
-    )
-    groups = {
-        k: np.asarray(rows, dtype=np.int64)
-        for k, rows in faces.group_by("key", maintain_order=True).agg("_row").iter_rows()
-    }
-    if utterances is None:
-        utterances = (
-            face_meta.filter(pl.col("key").is_not_null())
-            .unique("key", keep="first", maintain_order=True)
-            .with_columns(pl.col("key").alias("id"))
-        )
-    utterances = utterances.with_columns(pl.col("key").alias("id"))
-    out = np.empty((utterances.height, len(prior)), dtype=np.float64)
-    n_faces = np.zeros(utterances.height, dtype=np.int32)
-    for i, key in enumerate(utterances["key"].to_list()):
-        rows = groups.get(key)
-        if rows is None or len(rows) == 0:
-            out[i] = prior
-        else:
-            out[i] = probs[rows].mean(0)
-            n_faces[i] = len(rows)
-    return utterances.with_columns(pl.Series("n_faces", n_faces)), out
-
-
-def _utterance_meta(
-    inputs: ShardInputs, split: str, task: str = DEFAULT_TASK
-) -> pl.DataFrame | None:
-    paths = inputs.text.get(split)
-    if not paths:
-        return None
-    classes = task_classes(task)
-    columns = ["key", "split", "speaker", "character", "label"]
-    if classes != EMOTIONS:
-        columns.append("sentiment")
-    return meta_frame(task_labels(read_shards(paths, columns=columns), task), classes)
-
-
-class Evaluator:
-    """Turns model probabilities on a split into (meta, probs) at the reported level."""
-
-    def __init__(
-        self,
-        spec: ModelSpec,
-        dataset: str,
-        datasets: Mapping[str, Any],
-        inputs: ShardInputs,
-        task: str = DEFAULT_TASK,
-    ) -> None:
-        self.aggregate = spec.aggregate_by_key and dataset == "meld"
-        self.datasets = datasets
-        self.task = task
-        self.classes = task_classes(task)
-        self.utterances: dict[str, pl.DataFrame | None] = {}
-        train_labels = labels_of(datasets["train"])
-        if self.aggregate:
-            for split in ("train", "dev", "test"):
-                self.utterances[split] = _utterance_meta(inputs, split, task)
-            train_utts = self.utterances["train"]
-            if train_utts is not None:
-                train_labels = label_indices(train_utts["label"].to_list(), self.classes)
-        self.train_labels = train_labels
-        counts = np.bincount(train_labels, minlength=len(self.classes)).astype(np.float64)
-        self.prior = counts / max(1.0, counts.sum())
-
-    def level(self, probs: np.ndarray, split: str) -> tuple[pl.DataFrame, np.ndarray]:
-        meta = self.datasets[split].meta
-        if not self.aggregate:
-            return meta, probs
-        return aggregate_faces(meta, probs, self.utterances.get(split), self.prior)
-
-    def labels(self, meta: pl.DataFrame) -> np.ndarray:
-        return label_indices(meta["label"].to_list(), self.classes)
-
-    def dev_score(self, probs: np.ndarray) -> dict[str, float]:
-        meta, p = self.level(probs, "dev")
-        m = classification_metrics(self.labels(meta), p.argmax(1), self.classes)
-        return {"accuracy": m["accuracy"] or 0.0, "weighted_f1": m["weighted_f1"] or 0.0}
 
 
 def train_and_evaluate(
@@ -245,7 +122,7 @@ def train_and_evaluate(
     )  # fmt: skip
     seed_everything(seed)
     model = spec.build(model_cfg, len(classes))
-    evaluator = Evaluator(spec, dataset, datasets, inputs, task)
+    scorer = Scorer.for_run(spec, dataset, datasets, inputs, task)
     tcfg = TrainConfig.from_cfg(model_cfg, seed)
     key = config_hash(
         {"model": model_name, "dataset": dataset, "cfg": model_cfg, "seed": seed,
@@ -257,12 +134,12 @@ def train_and_evaluate(
     result = fit(
         model, datasets["train"], datasets["dev"], tcfg,
         collate=spec.collate, device=device, state_dir=state_dir, config_key=key,
-        dev_score=evaluator.dev_score if evaluator.aggregate else None,
+        dev_score=scorer.dev_score if scorer.aggregate else None,
         on_epoch_end=on_epoch_end, progress=progress,
     )  # fmt: skip
     model.load_state_dict(result.best_state)
     metrics = evaluate_and_write(
-        spec, dataset, model, model_cfg, datasets, evaluator, result, tcfg, device, out_dir, seed
+        spec, dataset, model, model_cfg, datasets, scorer, result, tcfg, device, out_dir, seed
     )
     checkpoint.clear_resume(state_dir)
     log.info(
@@ -279,32 +156,33 @@ def evaluate_and_write(
     model: torch.nn.Module,
     model_cfg: Mapping[str, Any],
     datasets: Mapping[str, Any],
-    evaluator: Evaluator,
+    scorer: Scorer,
     result: FitResult,
     tcfg: TrainConfig,
     device: torch.device,
     out_dir: Path,
     seed: int,
 ) -> dict[str, Any]:
-    classes = evaluator.classes
+    classes = scorer.classes
     metrics: dict[str, Any] = {
         "model": spec.name,
         "dataset": dataset,
-        "task": evaluator.task,
+        "task": scorer.task,
         "classes": list(classes),
     }
     frames = []
     face_level: dict[str, Any] = {}
     coverage: dict[str, Any] = {}
     with_faces: dict[str, Any] = {}
-    for split in ("dev", "test"):
-        probs = predict_probs(model, datasets[split], spec.collate, tcfg.batch_size, device)
-        meta, level_probs = evaluator.level(probs, split)
-        labels = evaluator.labels(meta)
+    scored = scorer.score(
+        lambda ds: predict_probs(model, ds, spec.collate, tcfg.batch_size, device)
+    )
+    for split, levels in scored.items():
+        meta, level_probs, labels = levels[scorer.primary]
         metrics[split] = classification_metrics(labels, level_probs.argmax(1), classes)
         frames.append(prediction_frame(meta, level_probs, classes))
-        if evaluator.aggregate:
-            face_labels = labels_of(datasets[split])
+        if scorer.aggregate:
+            _, probs, face_labels = levels["face"]
             face_level[split] = classification_metrics(face_labels, probs.argmax(1), classes)
             has = meta["n_faces"].to_numpy() > 0
             coverage[split] = {
@@ -315,16 +193,16 @@ def evaluate_and_write(
             with_faces[split] = classification_metrics(
                 labels[has], level_probs[has].argmax(1), classes
             )
-    test_labels = evaluator.labels(frames[-1])
-    metrics["level"] = "utterance" if evaluator.aggregate else spec.unit
-    if evaluator.aggregate:
+    test_labels = scorer.labels(frames[-1])
+    metrics["level"] = scorer.primary
+    if scorer.aggregate:
         metrics["face_level"] = face_level
         metrics["coverage"] = coverage
         metrics["with_faces"] = with_faces
         metrics["no_face_policy"] = (
             "utterances without a detected face get the training class prior"
         )
-    metrics["baseline"] = majority_baseline(evaluator.train_labels, test_labels, classes)
+    metrics["baseline"] = majority_baseline(scorer.train_labels, test_labels, classes)
     metrics["inference"] = measure_inference(
         model, datasets["test"], spec.collate, spec.unit, tcfg.batch_size, device
     )
@@ -340,50 +218,36 @@ def evaluate_and_write(
     }
     metrics["seed"] = seed
     metrics["config"] = dict(model_cfg)
-    write_outputs(
-        spec,
-        dataset,
-        model,
-        model_cfg,
-        result,
+    write_run(
+        out_dir,
         metrics,
         pl.concat(frames, how="diagonal_relaxed"),
-        out_dir,
+        result.log,
+        model=checkpoint_payload(spec, dataset, model, model_cfg, result, metrics),
     )
     return metrics
 
 
-def write_outputs(
+def checkpoint_payload(
     spec: ModelSpec,
     dataset: str,
     model: torch.nn.Module,
     model_cfg: Mapping[str, Any],
     result: FitResult,
-    metrics: dict[str, Any],
-    predictions: pl.DataFrame,
-    out_dir: Path,
-) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint.save(
-        out_dir / "model.pt",
-        {
-            "format": 1,
-            "model": spec.name,
-            "dataset": dataset,
-            "config": dict(model_cfg),
-            "task": metrics["task"],
-            "labels": list(metrics["classes"]),
-            "state_dict": checkpoint.cpu_state_dict(model),
-            "preprocess": preprocess_info(spec, model_cfg),
-            "epoch": result.best_epoch,
-            "metrics": {
-                s: {k: metrics[s][k] for k in ("accuracy", "weighted_f1", "n")}
-                for s in ("dev", "test")
-            },
+    metrics: Mapping[str, Any],
+) -> dict[str, Any]:
+    """model.pt's content: the best epoch's weights and what inference needs to use them."""
+    return {
+        "format": 1,
+        "model": spec.name,
+        "dataset": dataset,
+        "config": dict(model_cfg),
+        "task": metrics["task"],
+        "labels": list(metrics["classes"]),
+        "state_dict": checkpoint.cpu_state_dict(model),
+        "preprocess": preprocess_info(spec, model_cfg),
+        "epoch": result.best_epoch,
+        "metrics": {
+            s: {k: metrics[s][k] for k in ("accuracy", "weighted_f1", "n")} for s in ("dev", "test")
         },
-    )
-    write_parquet(out_dir / "predictions.parquet", predictions)
-    with atomic_path(out_dir / "train_log.csv", suffix=".csv") as tmp:
-        pl.DataFrame(result.log).write_csv(tmp)
-    # metrics.json last: it is the rule's target, so its presence means "all done"
-    write_json(out_dir / "metrics.json", metrics)
+    }
