@@ -31,6 +31,7 @@ from crossemotion.config import schema_default
 from crossemotion.datasets.shards import (
     augment_image,
     cache_for,
+    cached_item,
     check_and_cache,
     classes_of,
     frame_indices,
@@ -118,13 +119,8 @@ class ClipDataset(Dataset):
         return torch.stack([to_uint8_chw(img, self.size) for img in images])
 
     def clip_uint8(self, index: int) -> Tensor:
-        cached = self.cache.get(index) if self.cache else None
-        if cached is not None:
-            return cached
-        clip = self.build(self.frames[index], self.boxes[index] if self.boxes else None, False)
-        if self.cache:
-            self.cache.put(index, clip)
-        return clip
+        boxes = self.boxes[index] if self.boxes else None
+        return cached_item(self.cache, index, lambda: self.build(self.frames[index], boxes, False))
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         clip = self.clip_uint8(index)

@@ -29,6 +29,7 @@ from crossemotion.datasets.shards import (
     DEV_FRACTION,
     augment_image,
     cache_for,
+    cached_item,
     check_and_cache,
     classes_of,
     label_indices,
@@ -64,13 +65,7 @@ class FaceDataset(Dataset):
         return to_uint8_chw(decode_jpeg(data), self.size)
 
     def image_uint8(self, index: int) -> Tensor:
-        cached = self.cache.get(index) if self.cache else None
-        if cached is not None:
-            return cached
-        img = self.build(self.images[index])
-        if self.cache:
-            self.cache.put(index, img)
-        return img
+        return cached_item(self.cache, index, lambda: self.build(self.images[index]))
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         img = self.image_uint8(index)

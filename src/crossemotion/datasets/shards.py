@@ -146,6 +146,16 @@ class DecodeCache:
         self.used += nbytes
 
 
+def cached_item(cache: DecodeCache | None, index: int, build: Callable[[], Tensor]) -> Tensor:
+    """The cached tensor of item ``index``, else ``build()`` (kept when the budget allows)."""
+    item = cache.get(index) if cache else None
+    if item is None:
+        item = build()
+        if cache:
+            cache.put(index, item)
+    return item
+
+
 def cache_for(cfg: Mapping[str, Any]) -> DecodeCache | None:
     budget = float(cfg.get("cache_mb", DEFAULT_CACHE_MB))
     return DecodeCache(budget) if budget > 0 else None
