@@ -12,12 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
-from crossemotion.datasets.clips import CLIP_FRAMES, clip_datasets
-from crossemotion.datasets.collate import stack_collate
-from crossemotion.models.registry import ModelSpec, ShardInputs, register
-from crossemotion.models.vision import preprocess_clips
+from crossemotion.datasets.clips import CLIP_FRAMES
+from crossemotion.models.registry import register
+from crossemotion.models.vision import clip_spec
 
 
 def block(c_in: int, c_out: int, pool: tuple[int, int, int]) -> nn.Sequential:
@@ -58,18 +56,4 @@ def build(cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
     return C3D(cfg, num_classes)
 
 
-def make_datasets(cfg: Mapping[str, Any], dataset: str, shards: ShardInputs) -> dict[str, Dataset]:
-    if dataset != "meld":
-        raise ValueError(f"c3d trains on MELD clips, not {dataset!r}")
-    return dict(clip_datasets(cfg, shards.clips, shards.faces))
-
-
-SPEC = register(
-    ModelSpec(
-        name="c3d",
-        build=build,
-        make_datasets=make_datasets,
-        collate=stack_collate,
-        preprocess=preprocess_clips,
-    )
-)
+SPEC = register(clip_spec("c3d", build))

@@ -15,13 +15,10 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
-from crossemotion.datasets.clips import clip_datasets
-from crossemotion.datasets.collate import stack_collate
 from crossemotion.models.backbones import feature_extractor, pretrained_fallback
-from crossemotion.models.registry import ModelSpec, ShardInputs, register
-from crossemotion.models.vision import preprocess_clips
+from crossemotion.models.registry import register
+from crossemotion.models.vision import clip_spec
 
 
 class CNNLSTM(nn.Module):
@@ -47,18 +44,4 @@ def build(cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
     return CNNLSTM(cfg, num_classes)
 
 
-def make_datasets(cfg: Mapping[str, Any], dataset: str, shards: ShardInputs) -> dict[str, Dataset]:
-    if dataset != "meld":
-        raise ValueError(f"cnn_lstm trains on MELD clips, not {dataset!r}")
-    return dict(clip_datasets(cfg, shards.clips, shards.faces))
-
-
-SPEC = register(
-    ModelSpec(
-        name="cnn_lstm",
-        build=build,
-        make_datasets=make_datasets,
-        collate=stack_collate,
-        preprocess=preprocess_clips,
-    )
-)
+SPEC = register(clip_spec("cnn_lstm", build))

@@ -6,17 +6,19 @@ so a checkpoint sees what it was trained on.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from crossemotion.codec import load_image, normalize, to_uint8_chw
 from crossemotion.data.face_detect import shared_detector
-from crossemotion.datasets.clips import CLIP_FRAMES
+from crossemotion.datasets.clips import CLIP_FRAMES, clip_datasets
+from crossemotion.datasets.collate import stack_collate
 from crossemotion.datasets.shards import frame_indices
 from crossemotion.datasets.speaker_crop import (
     DEFAULT_SCALE,
@@ -25,6 +27,7 @@ from crossemotion.datasets.speaker_crop import (
     crop_window,
     detect_boxes,
 )
+from crossemotion.models.registry import ModelSpec, ShardInputs
 
 ImageInput = str | Path | bytes | np.ndarray
 # a video file, its frames, or {"frames": [...], "boxes": {frame index: speaker box}}
@@ -73,3 +76,23 @@ def preprocess_clips(units: list[ClipInput], cfg: Mapping[str, Any]) -> dict[str
     t, size = int(cfg.get("frames", CLIP_FRAMES)), int(cfg.get("size", 112))
     scale = float(cfg.get("crop_scale", DEFAULT_SCALE)) if crop_mode(cfg) == "speaker" else None
     return {"frames": torch.stack([clip_tensor(u, t, size, scale) for u in units])}
+
+
+def clip_spec(name: str, build: Callable[[Mapping[str, Any], int], nn.Module]) -> ModelSpec:
+    """The spec of a clip model: MELD clips (speaker windows from the faces shards),
+    stacked batches, the clip preprocessing above; only the network differs."""
+
+    def make_datasets(
+        cfg: Mapping[str, Any], dataset: str, shards: ShardInputs
+    ) -> dict[str, Dataset]:
+        if dataset != "meld":
+            raise ValueError(f"{name} trains on MELD clips, not {dataset!r}")
+        return dict(clip_datasets(cfg, shards.clips, shards.faces))
+
+    return ModelSpec(
+        name=name,
+        build=build,
+        make_datasets=make_datasets,
+        collate=stack_collate,
+        preprocess=preprocess_clips,
+    )
