@@ -10,14 +10,15 @@ import pandas as pd
 
 from crossemotion.labels import EMOTIONS, TASKS, UnknownLabelError, classes_containing
 
-PROB_COLUMNS: tuple[str, ...] = tuple(f"p_{name}" for name in EMOTIONS)
-
 
 def prediction_classes(columns: Sequence[str]) -> tuple[str, ...] | None:
     """The task's class list a predictions file declares by its ``p_{class}`` columns."""
-    probs = [c[2:] for c in columns if c.startswith("p_")]
+    # lazy: the scorer's module brings torch, which most tables never need
+    from crossemotion.evaluation.scoring import prob_columns
+
+    probs = [c for c in columns if c.startswith("p_")]
     for classes in TASKS.values():
-        if probs == list(classes):
+        if probs == prob_columns(classes):
             return classes
     return None
 
