@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import polars as pl
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
@@ -287,3 +288,27 @@ def test_provenance(tmp_path: Path) -> None:
     assert data_fingerprint([shard, manifest]) != after
     assert git_commit(tmp_path) == "unknown"
     assert git_commit(Path(__file__).parent) != "unknown"
+
+
+def test_fingerprint_ignores_decode_times(tmp_path: Path) -> None:
+    """The same clips decoded again take other times: the fingerprint stays; a status
+    change moves it."""
+    manifest = tmp_path / "manifest.parquet"
+    rows = {"key": ["dia0_utt0", "dia0_utt1"], "status": ["ok", "ok"]}
+    pl.DataFrame({**rows, "decode_seconds": [0.11, 0.12]}).write_parquet(manifest)
+    first = data_fingerprint([manifest])
+    pl.DataFrame({**rows, "decode_seconds": [0.13, 0.10]}).write_parquet(manifest)
+    assert data_fingerprint([manifest]) == first
+    pl.DataFrame(
+        {**rows, "status": ["ok", "corrupt"], "decode_seconds": [0.13, 0.10]}
+    ).write_parquet(manifest)
+    assert data_fingerprint([manifest]) != first
+    # utterance times are data, not timings
+    pl.DataFrame({**rows, "start_seconds": [1.0, 2.0], "decode_seconds": [0.1, 0.1]}).write_parquet(
+        manifest
+    )
+    second = data_fingerprint([manifest])
+    pl.DataFrame({**rows, "start_seconds": [1.0, 2.5], "decode_seconds": [0.1, 0.1]}).write_parquet(
+        manifest
+    )
+    assert data_fingerprint([manifest]) != second

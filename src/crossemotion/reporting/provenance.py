@@ -10,9 +10,11 @@ from typing import Any
 
 from crossemotion.config import config_hash
 
-# Manifests are small and define the data, so their bytes are hashed; shards
-# are large, so their names and sizes stand in for them.
+# Manifests are small and define the data, so their rows are hashed (timings
+# aside); shards are large, so their names and sizes stand in for them.
 _CONTENT_HASH_LIMIT = 64 * 1024 * 1024
+# how long a step took, not what the data is (start/end_seconds are data)
+_TIMING_COLUMNS = frozenset({"decode_seconds"})
 
 
 def git_commit(root: str | Path = ".") -> str:
@@ -46,10 +48,24 @@ def data_fingerprint(paths: Iterable[str | Path]) -> str:
             digest.update(b"<missing>")
             continue
         size = p.stat().st_size
-        digest.update(str(size).encode())
         if p.name.endswith("manifest.parquet") and size <= _CONTENT_HASH_LIMIT:
-            digest.update(hashlib.sha256(p.read_bytes()).digest())
+            digest.update(_manifest_digest(p))
+            continue
+        digest.update(str(size).encode())
     return digest.hexdigest()[:12]
+
+
+def _manifest_digest(path: Path) -> bytes:
+    """The manifest's rows without its timing columns (``decode_seconds``: the same
+    data decoded twice takes other times, and a fingerprint must not change for it)."""
+    import polars as pl
+
+    try:
+        frame = pl.read_parquet(path)
+    except Exception:  # not Parquet (a damaged file): its bytes are what there is
+        return hashlib.sha256(path.read_bytes()).digest()
+    timing = [c for c in frame.columns if c in _TIMING_COLUMNS]
+    return hashlib.sha256(frame.drop(timing).write_csv().encode()).digest()
 
 
 def is_demo(config: Mapping[str, Any]) -> bool:
