@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 EMOTIONS: tuple[str, ...] = (
     "anger",
     "disgust",
@@ -147,3 +149,8 @@ def character_of(speaker: str | None) -> str:
     if not speaker:
         return OTHER
     return _CAST_BY_NAME.get(speaker.strip().casefold(), OTHER)
+
+
+def prob_columns(classes: Sequence[str] = EMOTIONS) -> list[str]:
+    """predictions.parquet's probability columns of a class list (``p_anger``, ``p_negative``)."""
+    return [f"p_{name}" for name in classes]

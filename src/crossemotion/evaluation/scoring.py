@@ -27,7 +27,7 @@ from crossemotion.datasets.shards import (
 )
 from crossemotion.evaluation.metrics import classification_metrics
 from crossemotion.io import atomic_path, write_json, write_parquet
-from crossemotion.labels import DEFAULT_TASK, EMOTIONS, task_classes
+from crossemotion.labels import DEFAULT_TASK, EMOTIONS, prob_columns, task_classes
 from crossemotion.models.registry import ModelSpec, ShardInputs
 
 # train_log.csv's columns (crossemotion.training.loop's epoch rows), for a run that trained none
@@ -41,11 +41,6 @@ LOG_COLUMNS = (
     "best",
 )
 EVAL_SPLITS = ("dev", "test")
-
-
-def prob_columns(classes: Sequence[str] = EMOTIONS) -> list[str]:
-    """predictions.parquet's probability columns of a class list (``p_anger``, ``p_negative``)."""
-    return [f"p_{name}" for name in classes]
 
 
 PROB_COLUMNS = prob_columns(EMOTIONS)

@@ -8,14 +8,17 @@ from typing import Any
 
 import pandas as pd
 
-from crossemotion.labels import EMOTIONS, TASKS, UnknownLabelError, classes_containing
+from crossemotion.labels import (
+    EMOTIONS,
+    TASKS,
+    UnknownLabelError,
+    classes_containing,
+    prob_columns,
+)
 
 
 def prediction_classes(columns: Sequence[str]) -> tuple[str, ...] | None:
     """The task's class list a predictions file declares by its ``p_{class}`` columns."""
-    # lazy: the scorer's module brings torch, which most tables never need
-    from crossemotion.evaluation.scoring import prob_columns
-
     probs = [c for c in columns if c.startswith("p_")]
     for classes in TASKS.values():
         if probs == prob_columns(classes):
