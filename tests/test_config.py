@@ -87,7 +87,6 @@ def test_snakemake_rejects_wrong_type_at_startup(workdir: Path, tmp_path: Path) 
     assert "epochs" in out and "many" in out
 
 
-
 def test_demo_jobs_take_one_core_each_and_ingest_goes_first(workdir: Path) -> None:
     """On 2 cores a two-thread job waits for both to be free while one-thread jobs
     keep taking the free one, so the demo asks one thread per job (synth and the

@@ -57,8 +57,11 @@ class FaceSettings:
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any], jpeg_quality: int = 90) -> FaceSettings:
-        known = {k: cfg[k] for k in ("detector", "size", "margin", "min_size", "max_per_frame",
-                                     "selector") if k in cfg}
+        known = {
+            k: cfg[k]
+            for k in ("detector", "size", "margin", "min_size", "max_per_frame", "selector")
+            if k in cfg
+        }
         return cls(**known, jpeg_quality=jpeg_quality)
 
     def build_detector(self) -> FaceDetector:
@@ -75,13 +78,17 @@ def square_crop(image: np.ndarray, det: Detection, margin: float, size: int) -> 
     pad = max(0, -x0, -y0, x1 - w, y1 - h)
     if pad:
         image = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
-    crop = image[y0 + pad: y1 + pad, x0 + pad: x1 + pad]
+    crop = image[y0 + pad : y1 + pad, x0 + pad : x1 + pad]
     interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
     return cv2.resize(crop, (size, size), interpolation=interp)
 
 
-def clip_faces(row: dict[str, Any], detector: FaceDetector, s: FaceSettings,
-               references: References | None = None) -> list[dict[str, Any]]:
+def clip_faces(
+    row: dict[str, Any],
+    detector: FaceDetector,
+    s: FaceSettings,
+    references: References | None = None,
+) -> list[dict[str, Any]]:
     """Speaker face rows for one clips-shard row (one per frame with a face).
 
     ``references``: pick the face most like the speaker (``face_refs.References.pick``)
@@ -98,36 +105,52 @@ def clip_faces(row: dict[str, Any], detector: FaceDetector, s: FaceSettings,
         if not found:
             continue
         best = references.pick(image, found, row["character"]) if references else found[0]
-        out.append({
-            "dataset": "meld",
-            "split": row["split"],
-            "id": f"{row['key']}_f{index}",
-            "key": row["key"],
-            "dialogue_id": row["dialogue_id"],
-            "utterance_id": row["utterance_id"],
-            "source": row["file"],
-            "frame_index": index,
-            "character": row["character"],
-            "speaker": row["speaker"],
-            "label": row["label"],
-            "image": encode_jpeg(square_crop(image, best, s.margin, s.size), s.jpeg_quality),
-            "bbox": list(best.box),
-            "score": float(best.score),
-            "n_faces": len(found),
-        })
+        out.append(
+            {
+                "dataset": "meld",
+                "split": row["split"],
+                "id": f"{row['key']}_f{index}",
+                "key": row["key"],
+                "dialogue_id": row["dialogue_id"],
+                "utterance_id": row["utterance_id"],
+                "source": row["file"],
+                "frame_index": index,
+                "character": row["character"],
+                "speaker": row["speaker"],
+                "label": row["label"],
+                "image": encode_jpeg(square_crop(image, best, s.margin, s.size), s.jpeg_quality),
+                "bbox": list(best.box),
+                "score": float(best.score),
+                "n_faces": len(found),
+            }
+        )
     return out
 
 
 def _clip_rows(path: str | Path, batch_size: int) -> Iterator[dict[str, Any]]:
     pf = pq.ParquetFile(path)
-    cols = ["split", "dialogue_id", "utterance_id", "key", "file", "character", "speaker",
-            "label", "frames"]
+    cols = [
+        "split",
+        "dialogue_id",
+        "utterance_id",
+        "key",
+        "file",
+        "character",
+        "speaker",
+        "label",
+        "frames",
+    ]
     for batch in pf.iter_batches(batch_size=batch_size, columns=cols):
         yield from batch.to_pylist()
 
 
-def faces_shard(clips_path: str | Path, out: str | Path, s: FaceSettings,
-                batch_size: int = 16, references: References | None = None) -> pl.DataFrame:
+def faces_shard(
+    clips_path: str | Path,
+    out: str | Path,
+    s: FaceSettings,
+    batch_size: int = 16,
+    references: References | None = None,
+) -> pl.DataFrame:
     """Detect and crop faces for every clip of a clips shard; stream rows to ``out``.
 
     Returns per-clip counts (``key``, ``frames``, ``faces_found``) for logging.
@@ -136,14 +159,28 @@ def faces_shard(clips_path: str | Path, out: str | Path, s: FaceSettings,
     n_clips = pq.ParquetFile(clips_path).metadata.num_rows
     counts: list[dict[str, Any]] = []
     pending: list[dict[str, Any]] = []
-    pbar = tqdm(total=n_clips, desc=f"faces {Path(out).name}", unit="clip",
-                file=LogStream(log), mininterval=10, ascii=True)
-    with atomic_path(out, suffix=".parquet") as tmp, \
-            pq.ParquetWriter(tmp, FACE_SHARD_SCHEMA, compression="zstd") as writer:
+    pbar = tqdm(
+        total=n_clips,
+        desc=f"faces {Path(out).name}",
+        unit="clip",
+        file=LogStream(log),
+        mininterval=10,
+        ascii=True,
+    )
+    with (
+        atomic_path(out, suffix=".parquet") as tmp,
+        pq.ParquetWriter(tmp, FACE_SHARD_SCHEMA, compression="zstd") as writer,
+    ):
         for row in _clip_rows(clips_path, batch_size):
             rows = clip_faces(row, detector, s, references)
-            counts.append({"split": row["split"], "key": row["key"],
-                           "frames": len(row["frames"] or []), "faces_found": len(rows)})
+            counts.append(
+                {
+                    "split": row["split"],
+                    "key": row["key"],
+                    "frames": len(row["frames"] or []),
+                    "faces_found": len(rows),
+                }
+            )
             pending.extend(rows)
             if len(pending) >= 256:
                 writer.write_table(pa.Table.from_pylist(pending, schema=FACE_SHARD_SCHEMA))
@@ -151,5 +188,7 @@ def faces_shard(clips_path: str | Path, out: str | Path, s: FaceSettings,
             pbar.update(1)
         writer.write_table(pa.Table.from_pylist(pending, schema=FACE_SHARD_SCHEMA))
     pbar.close()
-    return pl.DataFrame(counts, schema={"split": pl.String, "key": pl.String,
-                                        "frames": pl.Int32, "faces_found": pl.Int32})
+    return pl.DataFrame(
+        counts,
+        schema={"split": pl.String, "key": pl.String, "frames": pl.Int32, "faces_found": pl.Int32},
+    )

@@ -60,10 +60,14 @@ def build_meld_manifest(
     """
 
     dec = statuses.select(
-        "split", "key",
+        "split",
+        "key",
         pl.col("status").alias("_dstatus"),
         pl.col("reason").alias("_dreason"),
-        "duration", "has_audio", "n_frames", "decode_seconds",
+        "duration",
+        "has_audio",
+        "n_frames",
+        "decode_seconds",
     )
     found = faces.group_by("split", "key").agg(pl.len().cast(pl.Int32).alias("_faces"))
     out = index.join(dec, on=["split", "key"], how="left", nulls_equal=False)
@@ -73,8 +77,11 @@ def build_meld_manifest(
     out = out.with_columns(
         pl.when(decoded).then(pl.col("_dstatus")).otherwise(pl.col("status")).alias("status"),
         pl.when(decoded).then(pl.col("_dreason")).otherwise(pl.col("reason")).alias("reason"),
-        pl.when(usable).then(pl.col("_faces").fill_null(0)).otherwise(None)
-        .cast(pl.Int32).alias("faces_found"),
+        pl.when(usable)
+        .then(pl.col("_faces").fill_null(0))
+        .otherwise(None)
+        .cast(pl.Int32)
+        .alias("faces_found"),
     )
     return out.drop("_dstatus", "_dreason", "_faces")
 
@@ -83,32 +90,44 @@ def meld_summary(manifest: pl.DataFrame, share: float | None = None) -> str:
     """Markdown: counts by split x status, face-found figures, the bad share."""
 
     table = (
-        manifest.group_by("split", "status").len()
+        manifest.group_by("split", "status")
+        .len()
         .pivot(on="status", index="split", values="len")
         .fill_null(0)
     )
     order = {"train": 0, "dev": 1, "test": 2}
     table = table.sort(pl.col("split").replace_strict(order, default=9))
     statuses = [c for c in table.columns if c != "split"]
-    lines = ["# MELD manifest summary", "",
-             "| split | " + " | ".join(statuses) + " | total |",
-             "|---|" + "---:|" * (len(statuses) + 1)]
+    lines = [
+        "# MELD manifest summary",
+        "",
+        "| split | " + " | ".join(statuses) + " | total |",
+        "|---|" + "---:|" * (len(statuses) + 1),
+    ]
     for row in table.iter_rows(named=True):
         total = sum(row[s] for s in statuses)
-        lines.append(f"| {row['split']} | " + " | ".join(str(row[s]) for s in statuses)
-                     + f" | {total} |")
+        lines.append(
+            f"| {row['split']} | " + " | ".join(str(row[s]) for s in statuses) + f" | {total} |"
+        )
     decoded = manifest.filter(pl.col("faces_found").is_not_null())
     if decoded.height:
         frames = decoded["n_frames"].sum()
-        lines += ["", f"Decoded clips: {decoded.height}; clips with at least one face: "
-                  f"{(decoded['faces_found'] > 0).sum()} "
-                  f"({(decoded['faces_found'] > 0).mean():.1%}); frames with a face: "
-                  f"{decoded['faces_found'].sum()} of {frames} "
-                  f"({decoded['faces_found'].sum() / max(frames, 1):.1%})."]
+        lines += [
+            "",
+            f"Decoded clips: {decoded.height}; clips with at least one face: "
+            f"{(decoded['faces_found'] > 0).sum()} "
+            f"({(decoded['faces_found'] > 0).mean():.1%}); frames with a face: "
+            f"{decoded['faces_found'].sum()} of {frames} "
+            f"({decoded['faces_found'].sum() / max(frames, 1):.1%}).",
+        ]
         if "decode_seconds" in decoded.columns:
-            lines.append(f"Decode time per clip: mean {decoded['decode_seconds'].mean() * 1000:.0f}"
-                         f" ms, max {decoded['decode_seconds'].max() * 1000:.0f} ms.")
+            lines.append(
+                f"Decode time per clip: mean {decoded['decode_seconds'].mean() * 1000:.0f}"
+                f" ms, max {decoded['decode_seconds'].max() * 1000:.0f} ms."
+            )
     if share is not None:
-        lines += ["", f"Bad share (statuses other than ok/overlong among annotated items): "
-                  f"{share:.2%}."]
+        lines += [
+            "",
+            f"Bad share (statuses other than ok/overlong among annotated items): {share:.2%}.",
+        ]
     return "\n".join(lines) + "\n"

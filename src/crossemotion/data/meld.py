@@ -84,8 +84,19 @@ INDEX_SCHEMA: dict[str, Any] = {
 }
 
 TEXT_COLUMNS: tuple[str, ...] = (
-    "split", "dialogue_id", "utterance_id", "key", "speaker", "character", "label",
-    "sentiment", "text", "season", "episode", "start_time", "end_time",
+    "split",
+    "dialogue_id",
+    "utterance_id",
+    "key",
+    "speaker",
+    "character",
+    "label",
+    "sentiment",
+    "text",
+    "season",
+    "episode",
+    "start_time",
+    "end_time",
 )
 
 
@@ -163,9 +174,12 @@ def locate(root: str | Path) -> Layout:
             layout.clip_dirs[s] = max(dirs[s], key=lambda t: (t[0], -len(t[1].parts)))[1]
         if csvs[s]:
             layout.csvs[s] = min(csvs[s], key=lambda p: (len(p.parts), str(p)))
-    log.info("MELD layout under %s: clips %s, csvs %s", root,
-             {k: str(v) for k, v in layout.clip_dirs.items()},
-             {k: str(v) for k, v in layout.csvs.items()})
+    log.info(
+        "MELD layout under %s: clips %s, csvs %s",
+        root,
+        {k: str(v) for k, v in layout.clip_dirs.items()},
+        {k: str(v) for k, v in layout.csvs.items()},
+    )
     return layout
 
 
@@ -203,8 +217,11 @@ def read_annotations(path: str | Path, split: str) -> pl.DataFrame:
         header = next(reader)
     except StopIteration:
         raise MeldLayoutError(f"{path}: empty annotation file") from None
-    cols = {i: _CSV_COLUMNS[_norm_header(h)] for i, h in enumerate(header)
-            if _norm_header(h) in _CSV_COLUMNS}
+    cols = {
+        i: _CSV_COLUMNS[_norm_header(h)]
+        for i, h in enumerate(header)
+        if _norm_header(h) in _CSV_COLUMNS
+    }
     missing = [c for c in _REQUIRED if c not in cols.values()]
     if missing:
         raise MeldLayoutError(f"{path}: columns {missing} not found in header {header}")
@@ -218,12 +235,18 @@ def read_annotations(path: str | Path, split: str) -> pl.DataFrame:
         dia, utt = _int_or_none(rec.get("dialogue_id")), _int_or_none(rec.get("utterance_id"))
         if dia is None or utt is None:
             bad += 1
-            log.warning("%s line %d: unparsable ids %r/%r, row left out", path, line_no,
-                        rec.get("dialogue_id"), rec.get("utterance_id"))
+            log.warning(
+                "%s line %d: unparsable ids %r/%r, row left out",
+                path,
+                line_no,
+                rec.get("dialogue_id"),
+                rec.get("utterance_id"),
+            )
             continue
         if (dia, utt) in seen:
-            log.warning("%s line %d: duplicate %s, first row kept", path, line_no,
-                        utterance_key(dia, utt))
+            log.warning(
+                "%s line %d: duplicate %s, first row kept", path, line_no, utterance_key(dia, utt)
+            )
             continue
         seen.add((dia, utt))
         rows.append(_annotation_row(rec, split, dia, utt))
@@ -285,10 +308,14 @@ def _match_split(ann: pl.DataFrame, split: str, folder: Path | None) -> pl.DataF
     if folder is None:
         reason = f"split folder {SPLIT_DIRS[split]!r} not found in the unpacked archive"
         return ann.with_columns(
-            pl.when(pl.col("status") == mf.OK).then(pl.lit(mf.MISSING))
-            .otherwise(pl.col("status")).alias("status"),
-            pl.when(pl.col("status") == mf.OK).then(pl.lit(reason))
-            .otherwise(pl.col("reason")).alias("reason"),
+            pl.when(pl.col("status") == mf.OK)
+            .then(pl.lit(mf.MISSING))
+            .otherwise(pl.col("status"))
+            .alias("status"),
+            pl.when(pl.col("status") == mf.OK)
+            .then(pl.lit(reason))
+            .otherwise(pl.col("reason"))
+            .alias("reason"),
         )
     clips, unparsable = scan_clips(folder)
     rows = ann.to_dicts()
@@ -304,16 +331,25 @@ def _match_split(ann: pl.DataFrame, split: str, folder: Path | None) -> pl.DataF
     for (dia, utt), path in sorted(clips.items()):
         rows.append(_extra_row(split, path, dia, utt, mf.UNANNOTATED, "clip has no annotation row"))
     for path in unparsable:
-        rows.append(_extra_row(split, path, None, None, mf.UNPARSABLE,
-                               "clip name is not dia{D}_utt{U}"))
+        rows.append(
+            _extra_row(split, path, None, None, mf.UNPARSABLE, "clip name is not dia{D}_utt{U}")
+        )
     return pl.DataFrame(rows, schema=INDEX_SCHEMA)
 
 
-def _extra_row(split: str, path: Path, dia: int | None, utt: int | None, status: str,
-               reason: str) -> dict[str, Any]:
+def _extra_row(
+    split: str, path: Path, dia: int | None, utt: int | None, status: str, reason: str
+) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(INDEX_SCHEMA)
-    row.update(split=split, dialogue_id=dia, utterance_id=utt, file=str(path), status=status,
-               reason=reason, key=utterance_key(dia, utt) if dia is not None else None)
+    row.update(
+        split=split,
+        dialogue_id=dia,
+        utterance_id=utt,
+        file=str(path),
+        status=status,
+        reason=reason,
+        key=utterance_key(dia, utt) if dia is not None else None,
+    )
     return row
 
 
@@ -339,8 +375,11 @@ def build_index(
         ann = read_annotations(csv_path, split)
         if root is None:
             ann = ann.with_columns(
-                pl.when(pl.col("status") == mf.OK).then(pl.lit("text only: clips not indexed"))
-                .otherwise(pl.col("reason")).alias("reason"))
+                pl.when(pl.col("status") == mf.OK)
+                .then(pl.lit("text only: clips not indexed"))
+                .otherwise(pl.col("reason"))
+                .alias("reason")
+            )
             parts.append(ann)
         else:
             parts.append(_match_split(ann, split, layout.clip_dirs.get(split)))
@@ -359,12 +398,9 @@ def text_rows(index: pl.DataFrame, split: str) -> pl.DataFrame:
 
 def decodable_rows(index: pl.DataFrame, split: str, shard: int, n_shards: int) -> pl.DataFrame:
     """Index rows of one shard that decoding should open (annotated, labelled, file present)."""
-    return (
-        index.filter(
-            (pl.col("split") == split)
-            & (pl.col("status") == mf.OK)
-            & pl.col("file").is_not_null()
-            & ((pl.col("dialogue_id") % n_shards) == shard)
-        )
-        .sort("dialogue_id", "utterance_id")
-    )
+    return index.filter(
+        (pl.col("split") == split)
+        & (pl.col("status") == mf.OK)
+        & pl.col("file").is_not_null()
+        & ((pl.col("dialogue_id") % n_shards) == shard)
+    ).sort("dialogue_id", "utterance_id")

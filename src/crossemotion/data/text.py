@@ -18,28 +18,32 @@ from __future__ import annotations
 import re
 
 # C1 controls left by cp1252 text read as latin-1; each is the cp1252 glyph.
-_C1_TO_CP1252 = {chr(b): bytes([b]).decode("cp1252") for b in range(0x80, 0xA0)
-                 if b not in (0x81, 0x8D, 0x8F, 0x90, 0x9D)}
+_C1_TO_CP1252 = {
+    chr(b): bytes([b]).decode("cp1252")
+    for b in range(0x80, 0xA0)
+    if b not in (0x81, 0x8D, 0x8F, 0x90, 0x9D)
+}
 _C1_RE = re.compile("[\x80-\x9f]")
 # Lead bytes of UTF-8 sequences as cp1252 shows them, followed by a
 # continuation byte as cp1252 shows it: the fingerprint of double encoding.
-_MOJIBAKE_RE = re.compile("[\u00c2-\u00f4][\u0080-\u00bf\u0152\u0153\u0160\u0161\u0178"
-                          "\u017d\u017e\u0192\u02c6\u02dc\u2013\u2014\u2018\u2019\u201a"
-                          "\u201c\u201d\u201e\u2020\u2021\u2022\u2026\u2030\u2039\u203a"
-                          "\u20ac\u2122]")
+_MOJIBAKE_RE = re.compile(
+    "[\u00c2-\u00f4][\u0080-\u00bf\u0152\u0153\u0160\u0161\u0178"
+    "\u017d\u017e\u0192\u02c6\u02dc\u2013\u2014\u2018\u2019\u201a"
+    "\u201c\u201d\u201e\u2020\u2021\u2022\u2026\u2030\u2039\u203a"
+    "\u20ac\u2122]"
+)
 _SPACE_RE = re.compile(r"\s+")
 
 
 def _to_cp1252_bytes(chunk: str) -> bytes:
     # cp1252 leaves 0x81, 0x8D, 0x8F, 0x90, 0x9D undefined; decoders pass them
     # through as the C1 character of the same number, so map those back too.
-    return b"".join(
-        bytes([ord(c)]) if "\x80" <= c <= "\x9f" else c.encode("cp1252") for c in chunk
-    )
+    return b"".join(bytes([ord(c)]) if "\x80" <= c <= "\x9f" else c.encode("cp1252") for c in chunk)
 
 
 def _undo_double_encoding(text: str) -> str:
     """Reverse UTF-8-read-as-cp1252, one run of damaged characters at a time."""
+
     def fix(match: re.Match[str]) -> str:
         chunk = match.group(0)
         try:
@@ -48,7 +52,7 @@ def _undo_double_encoding(text: str) -> str:
             return chunk
 
     # A damaged character is a lead glyph plus one to three continuation glyphs.
-    cont = _MOJIBAKE_RE.pattern[len("[\u00c2-\u00f4]"):]
+    cont = _MOJIBAKE_RE.pattern[len("[\u00c2-\u00f4]") :]
     return re.sub(f"[\u00c2-\u00f4](?:{cont}){{1,3}}", fix, text)
 
 

@@ -8,12 +8,16 @@ from typing import Any
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", default=os.environ.get("CROSSEMOTION_MODELS", "results/models"),
-                        help="folder of {model}/{dataset}/model.pt (default results/models)")
+    parser.add_argument(
+        "--models",
+        default=os.environ.get("CROSSEMOTION_MODELS", "results/models"),
+        help="folder of {model}/{dataset}/model.pt (default results/models)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--workers", type=int, default=1,
-                        help="uvicorn worker processes; each loads every model")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="uvicorn worker processes; each loads every model"
+    )
     parser.add_argument("--no-ui", action="store_true", help="do not mount the Gradio demo at /ui")
     parser.add_argument("--log-level", default="info")
 

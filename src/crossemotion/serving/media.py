@@ -43,9 +43,7 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     try:
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise MediaTypeError(
-            f"not an image: expected one of {', '.join(IMAGE_FORMATS)}"
-        ) from None
+        raise MediaTypeError(f"not an image: expected one of {', '.join(IMAGE_FORMATS)}") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         # PIL's own cap (the warning too, where warnings are errors) trips in open(),
         # before the size is known here

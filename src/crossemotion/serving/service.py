@@ -277,8 +277,9 @@ class Service:
 
     def _clip(self, data: bytes, text: str | None) -> ClipResult:
         s = self.settings
-        assert self.tmp_dir is not None and self.decode_pool is not None, \
+        assert self.tmp_dir is not None and self.decode_pool is not None, (
             "Service.load() was not called"
+        )
         clip = media.read_clip(
             data, self.tmp_dir, frames=s.clip_frames, height=s.clip_height,
             max_seconds=s.max_clip_seconds, pool=self.decode_pool,

@@ -7,8 +7,11 @@ import os
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", default=os.environ.get("CROSSEMOTION_MODELS", "results/models"),
-                        help="folder of {model}/{dataset}/model.pt (default results/models)")
+    parser.add_argument(
+        "--models",
+        default=os.environ.get("CROSSEMOTION_MODELS", "results/models"),
+        help="folder of {model}/{dataset}/model.pt (default results/models)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=7860)
 
