@@ -17,7 +17,7 @@ from crossemotion.datasets.shards import label_indices
 from crossemotion.evaluation.scoring import PROB_COLUMNS
 from crossemotion.labels import EMOTIONS
 from crossemotion.training.runner import train_and_evaluate
-from crossemotion.transfer import (
+from crossemotion.training.transfer import (
     Cell,
     TransferInputs,
     cell_metrics,

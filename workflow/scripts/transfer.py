@@ -4,7 +4,7 @@ from pathlib import Path
 
 from crossemotion.layout import shard_inputs
 from crossemotion.logs import setup_logging
-from crossemotion.transfer import Cell, TransferInputs, run_transfer
+from crossemotion.training.transfer import Cell, TransferInputs, run_transfer
 
 sm = snakemake  # type: ignore[name-defined]
 log = setup_logging(sm.log[0])

@@ -115,13 +115,14 @@ def cap_faces_per_key(frame: pl.DataFrame, limit: int | None) -> pl.DataFrame:
     return capped.drop("_rank", "_n", "_wanted")
 
 
-def face_datasets(
+def face_tables(
     cfg: Mapping[str, Any],
     paths: Mapping[str, Sequence[str | Path]],
     seed: int,
     text: Mapping[str, Sequence[str | Path]] | None = None,
-) -> dict[str, FaceDataset]:
-    """Face datasets per split; ``text`` (MELD text shards) labels faces for ``task: sentiment``."""
+) -> dict[str, pl.DataFrame]:
+    """train/dev/test face rows as a training job reads them: the task's labels (``text``,
+    MELD's text shards, labels faces for ``task: sentiment``) and the per-utterance cap."""
     frames = face_splits(paths, seed, float(cfg.get("dev_fraction", DEV_FRACTION)))
     task = cfg.get("task")
     if classes_of(cfg) != EMOTIONS:
@@ -132,9 +133,26 @@ def face_datasets(
             )
         frames = {split: task_labels(f, task, sentiments) for split, f in frames.items()}
     limit = cfg.get("faces_per_utterance")
-    frames = {split: cap_faces_per_key(f, limit) for split, f in frames.items()}
+    return {split: cap_faces_per_key(f, limit) for split, f in frames.items()}
+
+
+def face_datasets_from_tables(
+    cfg: Mapping[str, Any], tables: Mapping[str, pl.DataFrame]
+) -> dict[str, FaceDataset]:
+    """One dataset per split of prepared face rows; only train is augmented (``augment``)."""
     augment = bool(cfg.get("augment", False))
     return {
-        split: FaceDataset(frames[split], cfg, augment=split == "train" and augment)
-        for split in ("train", "dev", "test")
+        split: FaceDataset(frame, cfg, augment=split == "train" and augment)
+        for split, frame in tables.items()
     }
+
+
+def face_datasets(
+    cfg: Mapping[str, Any],
+    paths: Mapping[str, Sequence[str | Path]],
+    seed: int,
+    text: Mapping[str, Sequence[str | Path]] | None = None,
+) -> dict[str, FaceDataset]:
+    """Face datasets per split; ``text`` (MELD text shards) labels faces for ``task: sentiment``."""
+    tables = face_tables(cfg, paths, seed, text)
+    return face_datasets_from_tables(cfg, {s: tables[s] for s in ("train", "dev", "test")})

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from crossemotion.layout import ShardInputs
 
 if TYPE_CHECKING:  # the workflow reads MODELS at parse time without importing torch
+    import polars as pl
     from torch import nn
     from torch.utils.data import Dataset
 
@@ -83,6 +84,12 @@ class ModelSpec:
     # [JPEG bytes...]} for fusion. See crossemotion.inference.
     preprocess: Callable[[list[Any], Mapping[str, Any]], dict[str, Any]]
     collate: Callable[[list[Any]], Any] | None = None
+    # (model config, {split: prepared rows}) -> {split: Dataset}, for jobs that
+    # choose the rows themselves (transfer: leakage filter, fine-tuning
+    # fraction); None for a model whose items are not rows of one shard kind
+    datasets_from_tables: (
+        Callable[[Mapping[str, Any], Mapping[str, pl.DataFrame]], dict[str, Dataset]] | None
+    ) = None
     # aggregate face-level outputs to utterances by ``key`` on MELD
     aggregate_by_key: bool = False
 

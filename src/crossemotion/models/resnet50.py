@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from crossemotion.datasets.collate import stack_collate
-from crossemotion.datasets.faces import face_datasets
+from crossemotion.datasets.faces import face_datasets, face_datasets_from_tables
 from crossemotion.models.backbones import feature_extractor, pretrained_fallback
 from crossemotion.models.registry import ModelSpec, ShardInputs, register
 from crossemotion.models.vision import preprocess_images
@@ -53,6 +53,7 @@ SPEC = register(
         name="resnet50",
         build=build,
         make_datasets=make_datasets,
+        datasets_from_tables=face_datasets_from_tables,
         collate=stack_collate,
         aggregate_by_key=True,
         preprocess=preprocess_images,

@@ -50,7 +50,7 @@ from crossemotion import checkpoint
 from crossemotion.config import config_hash
 from crossemotion.data.leakage import LINK_SCHEMA, excluded_items
 from crossemotion.data.leakage import RULES as LEAKAGE_RULES
-from crossemotion.datasets.faces import FaceDataset, cap_faces_per_key, face_splits
+from crossemotion.datasets.faces import cap_faces_per_key, face_splits
 from crossemotion.datasets.shards import (
     DEV_FRACTION,
     label_indices,
@@ -282,11 +282,13 @@ def run_transfer(
     train_frame = data.faces["train"]
     if cell.fraction is not None:
         train_frame = select_fraction(train_frame, cell.fraction, seed)
-    augment = bool(model_cfg.get("augment", False))
-    datasets = {
-        "train": FaceDataset(train_frame, model_cfg, augment=augment),
-        **{s: FaceDataset(data.faces[s], model_cfg) for s in EVAL_SPLITS},
-    }
+    if spec.datasets_from_tables is None:
+        raise ValueError(
+            f"transfer needs a model that builds datasets from face rows; {spec.name!r} does not"
+        )
+    datasets = spec.datasets_from_tables(
+        model_cfg, {"train": train_frame, **{s: data.faces[s] for s in EVAL_SPLITS}}
+    )
     for split in EVAL_SPLITS:
         if len(datasets[split]) == 0:
             raise ValueError(f"{cell}: the target's {split} split has no faces left")
@@ -377,7 +379,7 @@ _META = ["id", "key", "split", "speaker", "character", "label"]
 def _describe(
     cell: Cell,
     data: TargetData,
-    datasets: Mapping[str, FaceDataset],
+    datasets: Mapping[str, Any],
     src_labels: np.ndarray,
     transfer_cfg: Mapping[str, Any],
     model_cfg: Mapping[str, Any],
