@@ -299,7 +299,7 @@ def test_transfer_table_scores_every_row_of_a_target_on_the_same_items(cells, wo
 
     links = pl.read_parquet(world["leakage"])
     runs = [transfer_run("resnet50", s, t, m, world["root"]) for s, t, m in cells]
-    target_only = {t: Run("resnet50", t, world["root"] / "models" / t, source=t)
+    target_only = {t: [Run("resnet50", t, world["root"] / "models" / t, source=t)]
                    for t in ("meld", "ifeed")}  # fmt: skip
     directions = [("ifeed", "meld"), ("meld", "ifeed")]
     excluded = {(s, t): excluded_items(links, s, t)["test"] for s, t in directions}

@@ -7,9 +7,12 @@ A rule hands a job its shards as named inputs (``input_name(kind, split)``)
 and the job reads them back by name (``shard_inputs``), so no path is parsed.
 
 Seeds: the first seed of ``seeds`` (or the single ``seed``) writes the
-contract paths ``results/models/{model}/{dataset}/``; every further seed S
-writes ``results/models/{model}/{dataset}/seed{S}/``. So a one-seed config
-keeps today's layout, and adding seeds never moves or retrains the first.
+contract paths ``results/models/{model}/{dataset}/`` and
+``results/transfer/{source}_to_{target}/{mode}/``; every further seed S writes
+a ``seed{S}/`` folder inside them (``results/models/{model}/{dataset}/seed{S}/``,
+``results/transfer/{source}_to_{target}/{mode}/seed{S}/``). The transfer cell
+of seed S fine-tunes the source model trained with seed S. So a one-seed
+config keeps today's layout, and adding seeds never moves or retrains the first.
 """
 
 from __future__ import annotations
@@ -129,5 +132,9 @@ def model_dir(model: str, dataset: str, seed_dir: str = "", root: str | Path = R
     return base / seed_dir if seed_dir else base
 
 
-def transfer_dir(source: str, target: str, mode: str, root: str | Path = RESULTS) -> str:
-    return f"{root}/transfer/{source}_to_{target}/{mode}"
+def transfer_dir(
+    source: str, target: str, mode: str, seed_dir: str = "", root: str | Path = RESULTS
+) -> str:
+    """A transfer cell's folder; ``seed_dir`` as for :func:`model_dir` ('' or 'seed{S}')."""
+    base = f"{root}/transfer/{source}_to_{target}/{mode}"
+    return f"{base}/{seed_dir}" if seed_dir else base

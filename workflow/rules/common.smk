@@ -97,6 +97,11 @@ def seed_dirs():
     return [f"{d}/" if d else "" for d in (seed_subdir(s, seeds()) for s in seeds())]
 
 
+def job_seed(wildcards):
+    """The seed of a training or transfer job, from its ``{seeddir}`` wildcard."""
+    return seed_of_subdir(wildcards.seeddir, seeds())
+
+
 def transfer_cfg():
     return config.get("transfer", {})
 
@@ -197,16 +202,19 @@ def transfer_targets():
 
 
 def transfer_files(names, with_target_only=True):
+    """Every seed's files of the transfer cells (and of the target-only runs)."""
     files = [
-        f"{layout.transfer_dir(s, t, m)}/{name}"
+        f"{layout.transfer_dir(s, t, m)}/{d}{name}"
         for s, t, m in transfer_cells()
+        for d in seed_dirs()
         for name in names
     ]
     if with_target_only:
         files += [
-            f"{model_dir(transfer_model(), t)}/{name}"
+            f"{model_dir(transfer_model(), t)}/{d}{name}"
             for t in transfer_targets()
             if (transfer_model(), t) in model_runs()
+            for d in seed_dirs()
             for name in names
         ]
     return list(dict.fromkeys(files))
@@ -354,7 +362,7 @@ def train_params(model):
     return {
         "model": model,
         "model_cfg": model_cfg(model),
-        "seed": lambda wildcards: seed_of_subdir(wildcards.seeddir, seeds()),
+        "seed": job_seed,
         # only when not the default: emotion runs keep their params (no rerun)
         **({"task": task()} if task() != "emotion" else {}),
         "device": config.get("device", "auto"),
@@ -391,11 +399,13 @@ def transfer_modes():
 
 
 def transfer_inputs(wildcards):
+    """The source model of the job's seed, and the shards of both datasets."""
     source_train = named_shards(wildcards.source, ["faces"])[
         layout.input_name("faces", "train")
     ]
+    source_dir = model_dir(transfer_model(), wildcards.source)
     inputs = {
-        "model": f"{model_dir(transfer_model(), wildcards.source)}/model.pt",
+        "model": f"{source_dir}/{wildcards.seeddir}model.pt",
         "source_train": source_train,
         **named_shards(wildcards.target, ["faces"]),
     }
@@ -408,8 +418,11 @@ def transfer_inputs(wildcards):
 
 
 def transfer_outputs():
+    """Named cell files; {seeddir} is empty for the first seed (the contract paths)."""
     folder = layout.transfer_dir("{source}", "{target}", "{mode}")
-    return {Path(name).stem: f"{folder}/{name}" for name in layout.TRANSFER_FILES}
+    return {
+        Path(name).stem: f"{folder}/{{seeddir}}{name}" for name in layout.TRANSFER_FILES
+    }
 
 
 # ----------------------------------------------------------- report.smk

@@ -1,7 +1,9 @@
 # Cross-dataset transfer: the face model trained on one dataset is scored on
 # the other, as is (zero_shot) and after fine-tuning on a fraction of the
-# target's training faces (finetune_{fraction}). One job per cell; the
-# target-only reference is the model trained on the target (models.smk).
+# target's training faces (finetune_{fraction}). One job per cell and seed:
+# the cell of seed S fine-tunes the source model trained with seed S and
+# writes the seed's folder ({seeddir}, empty for the first seed, as in
+# models.smk); the target-only reference is the model trained on the target.
 
 
 rule transfer:
@@ -10,13 +12,14 @@ rule transfer:
     output:
         **transfer_outputs(),
     log:
-        "logs/transfer/{source}_to_{target}/{mode}.log",
+        "logs/transfer/{source}_to_{target}/{seeddir}{mode}.log",
     benchmark:
-        "logs/benchmarks/transfer_{source}_to_{target}_{mode}.tsv"
+        "logs/benchmarks/{seeddir}transfer_{source}_to_{target}_{mode}.tsv"
     wildcard_constraints:
         source="ifeed|meld",
         target="ifeed|meld",
         mode=transfer_modes(),
+        seeddir=SEED_DIR_PATTERN,
     conda:
         "../../envs/crossemotion.yaml"
     threads: config["models"].get(transfer_model(), {}).get("threads", 2)
@@ -27,7 +30,7 @@ rule transfer:
     params:
         transfer=transfer_cfg(),
         model_cfg=config["models"].get(transfer_model(), {}),
-        seed=config.get("seed", 13),
+        seed=job_seed,
         device=config.get("device", "auto"),
     script:
         "../scripts/transfer.py"

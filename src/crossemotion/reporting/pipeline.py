@@ -12,11 +12,11 @@ from crossemotion.layout import config_seeds
 from crossemotion.reporting import figures
 from crossemotion.reporting.character import character_table
 from crossemotion.reporting.provenance import provenance
-from crossemotion.reporting.runs import Run, model_run, primary_level, seed_runs, transfer_run
+from crossemotion.reporting.runs import Run, primary_level, seed_runs, transfer_run
 from crossemotion.reporting.scores import read_predictions
 from crossemotion.reporting.tables import (
-    BENCHMARK_MD_COLUMNS,
     benchmark_table,
+    markdown_columns,
     transfer_table,
     write_table,
 )
@@ -28,8 +28,13 @@ TITLES = {
 }
 
 
-def _cells(cells: Sequence[tuple[str, str, str]], model: str, results: str | Path) -> list[Run]:
-    return [transfer_run(model, s, t, m, results) for s, t, m in cells]
+def _cells(
+    cells: Sequence[tuple[str, str, str]], model: str, results: str | Path, seeds: Sequence[int]
+) -> list[Run]:
+    """Every seed's run of every cell."""
+    return [
+        transfer_run(model, s, t, m, results, seed, seeds) for s, t, m in cells for seed in seeds
+    ]
 
 
 def _excluded(
@@ -62,14 +67,21 @@ def build_table(
             every_seed, bool(settings.get("demo")), bool(settings.get("reference_rows", True))
         )
     if table == "character_wise":
-        return character_table(every_seed + _cells(cells, transfer_model, results))
+        return character_table(every_seed + _cells(cells, transfer_model, results, seeds))
     if table == "transfer":
         targets = {t for _s, t, _m in cells}
-        # A target whose own model run is disabled has no reference row (logged).
-        candidates = {t: model_run(transfer_model, t, results) for t in targets}
-        target_only = {t: r for t, r in candidates.items() if r.predictions_path.exists()}
+        # A target whose own model run is disabled has no reference row (logged);
+        # the cells of seed S are compared with the target's model of seed S.
+        target_only = {
+            t: [
+                r
+                for r in seed_runs(transfer_model, t, seeds, results)
+                if r.predictions_path.exists()
+            ]
+            for t in targets
+        }
         return transfer_table(
-            _cells(cells, transfer_model, results), target_only, _excluded(settings, cells)
+            _cells(cells, transfer_model, results, seeds), target_only, _excluded(settings, cells)
         )
     raise ValueError(f"unknown table {table!r}")
 
@@ -89,7 +101,7 @@ def write_named_table(
     prov = provenance(
         settings.get("config", {}), settings.get("data_files", []), settings.get("root", ".")
     )
-    md_columns = BENCHMARK_MD_COLUMNS if table == "benchmark" else None
+    md_columns = markdown_columns(table, frame)
     write_table(frame, csv_path, md_path, TITLES[table], prov, md_columns, html_path)
     return frame
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from crossemotion.layout import model_dir as layout_model_dir
-from crossemotion.layout import seed_subdir
+from crossemotion.layout import seed_subdir, transfer_dir
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +74,18 @@ def seed_runs(model: str, dataset: str, seeds: Sequence[int], root: str | Path =
 
 
 def transfer_run(
-    model: str, source: str, target: str, mode: str, root: str | Path = "results"
+    model: str,
+    source: str,
+    target: str,
+    mode: str,
+    root: str | Path = "results",
+    seed: int | None = None,
+    seeds: Sequence[int] = (),
 ) -> Run:
-    directory = Path(root) / "transfer" / f"{source}_to_{target}" / mode
-    return Run(model, target, directory, source=source, mode=mode)
+    """The cell of one seed (the first of ``seeds`` when ``seed`` is None)."""
+    seed_dir = seed_subdir(seed, seeds) if seed is not None and seeds else ""
+    directory = Path(transfer_dir(source, target, mode, seed_dir, root))
+    return Run(model, target, directory, source=source, mode=mode, seed=seed)
 
 
 def primary_level(dataset: str) -> str:

@@ -31,6 +31,19 @@ PAIRED = "paired bootstrap (95% CI of the weighted-F1 difference)"
 # fusion against each single modality it fuses, on the same MELD test utterances
 CI_PAIRS: tuple[tuple[str, str], ...] = (("fusion", "text"), ("fusion", "resnet50"))
 SCORE_COLUMNS: tuple[str, ...] = ("accuracy", "weighted_f1", "macro_f1")
+# a row averaged over seeds (seed_mean_row): the score columns hold the mean
+SEED_COLUMNS: tuple[str, ...] = (
+    "n_seeds",
+    "seeds",
+    "accuracy_sd",
+    "weighted_f1_sd",
+    "macro_f1_sd",
+    "weighted_f1_per_seed",
+)
+# the per-seed detail stays in the csv; Markdown and HTML show n_seeds and the wF1 sd
+CSV_ONLY_SEED_COLUMNS: frozenset[str] = frozenset(
+    {"seeds", "accuracy_sd", "macro_f1_sd", "weighted_f1_per_seed"}
+)
 EXTERNAL = "external reference (not measured here)"
 DESIGN_REFERENCE = "reference measured by the design author (not measured here)"
 
@@ -52,12 +65,7 @@ BENCHMARK_COLUMNS: tuple[str, ...] = (
     "data",
     "note",
     # seeds: the score columns above hold the mean over seeds
-    "n_seeds",
-    "seeds",
-    "accuracy_sd",
-    "weighted_f1_sd",
-    "macro_f1_sd",
-    "weighted_f1_per_seed",
+    *SEED_COLUMNS,
     # paired bootstrap rows (source PAIRED): weighted-F1 difference and its CI
     "wf1_difference",
     "ci_low",
@@ -69,10 +77,12 @@ BENCHMARK_COLUMNS: tuple[str, ...] = (
 BENCHMARK_MD_COLUMNS: tuple[str, ...] = tuple(
     c
     for c in BENCHMARK_COLUMNS
-    if c not in {"data", "seeds", "accuracy_sd", "macro_f1_sd", "weighted_f1_per_seed"}
+    if c != "data"
+    and c not in CSV_ONLY_SEED_COLUMNS
     and c not in BENCHMARK_COLUMNS[BENCHMARK_COLUMNS.index("wf1_difference") :]
 )
 
+# with several seeds SEED_COLUMNS follow (one seed keeps exactly these columns)
 TRANSFER_COLUMNS: tuple[str, ...] = (
     "source",
     "target",
@@ -235,10 +245,13 @@ def _group_by_model(runs: Iterable[Run]) -> dict[tuple[str, str], list[Run]]:
     return groups
 
 
-def _seed_row(runs: Sequence[Run], demo: bool) -> dict[str, Any]:
-    """One benchmark row per model: the first seed's row with scores averaged over seeds."""
-    rows = [benchmark_row(run, demo) for run in runs]
+def seed_mean_row(rows: Sequence[Mapping[str, Any]], runs: Sequence[Run]) -> dict[str, Any]:
+    """The first seed's row with SCORE_COLUMNS averaged over the seeds' rows, their
+    sd, and the SEED_COLUMNS (``rows[i]`` scores ``runs[i]``, the same items)."""
     out = dict(rows[0])
+    if len({r.get("n") for r in rows}) > 1:
+        log.warning("%s: seeds scored on different numbers of items %s",
+                    runs[0].directory, [r.get("n") for r in rows])  # fmt: skip
     for col in SCORE_COLUMNS:
         summary = seed_summary([r[col] for r in rows])
         out[col] = summary.mean
@@ -248,8 +261,14 @@ def _seed_row(runs: Sequence[Run], demo: bool) -> dict[str, Any]:
     out["weighted_f1_per_seed"] = " ".join(
         "–" if r["weighted_f1"] is None else f"{r['weighted_f1']:.4f}" for r in rows
     )
-    if len(rows) > 1:
-        out["note"] = f"{out['note']}, mean ± sd of {len(rows)} seeds"
+    return out
+
+
+def _seed_row(runs: Sequence[Run], demo: bool) -> dict[str, Any]:
+    """One benchmark row per model: the first seed's row with scores averaged over seeds."""
+    out = seed_mean_row([benchmark_row(run, demo) for run in runs], runs)
+    if len(runs) > 1:
+        out["note"] = f"{out['note']}, mean ± sd of {len(runs)} seeds"
     return out
 
 
@@ -373,36 +392,64 @@ def _level_rows(
     return rows
 
 
+def _seed_level_rows(
+    runs: Sequence[Run], mode: str, source: str, drop: set[str] | None = None
+) -> list[dict[str, Any]]:
+    """``_level_rows`` of one cell (or target-only model) per seed, averaged per level."""
+    by_level: dict[str, tuple[list[dict[str, Any]], list[Run]]] = {}
+    for run in runs:
+        for row in _level_rows(run, mode, source, drop):
+            rows, seeds = by_level.setdefault(row["level"], ([], []))
+            rows.append(row)
+            seeds.append(run)
+    return [seed_mean_row(rows, seeds) for rows, seeds in by_level.values()]
+
+
 def transfer_table(
     cells: Sequence[Run],
-    target_only: Mapping[str, Run],
+    target_only: Mapping[str, Sequence[Run]],
     excluded: Mapping[tuple[str, str], set[str]] | None = None,
 ) -> pd.DataFrame:
     """Transfer cells plus, per direction, the target-only model as reference.
 
+    ``cells`` holds one run per cell and seed, ``target_only`` the target's
+    model runs per seed: each row is the mean over its seeds, and with several
+    seeds the SEED_COLUMNS give the sd and the per-seed values.
     ``excluded``: (source, target) -> the target's test items the cells left
     out for leakage (``crossemotion.data.leakage.excluded_items``); the
     target-only row leaves them out too, so all rows of a target share ``n``.
     """
-    rows: list[dict[str, Any]] = []
-    directions: list[tuple[str, str, str]] = []
+    groups: dict[tuple[str, str, str, str], list[Run]] = {}
     for cell in cells:
-        rows += _level_rows(cell, cell.mode, cell.source)
-        direction = (cell.source, cell.dataset, cell.model)
-        if direction not in directions:
-            directions.append(direction)
-    for source, target, _model in directions:
-        if target in target_only:
+        groups.setdefault((cell.source, cell.dataset, cell.mode, cell.model), []).append(cell)
+    rows: list[dict[str, Any]] = []
+    directions: list[tuple[str, str]] = []
+    for (source, target, mode, _model), runs in groups.items():
+        rows += _seed_level_rows(runs, mode, source)
+        if (source, target) not in directions:
+            directions.append((source, target))
+    for source, target in directions:
+        if target_only.get(target):
             drop = None if excluded is None else excluded.get((source, target), set())
-            rows += _level_rows(target_only[target], "target_only", source, drop)
+            rows += _seed_level_rows(target_only[target], "target_only", source, drop)
         else:
             log.warning("no target-only model for %s; its reference row is left out", target)
-    frame = pd.DataFrame(rows, columns=list(TRANSFER_COLUMNS))
+    several = any(len(runs) > 1 for runs in [*groups.values(), *target_only.values()])
+    columns = [*TRANSFER_COLUMNS, *(SEED_COLUMNS if several else ())]
+    frame = pd.DataFrame(rows, columns=columns)
     for (source, target, level), part in frame.groupby(["source", "target", "level"]):
         if part["n"].nunique() > 1:
             log.warning("%s -> %s (%s level): rows scored on different items, n %s",
                         source, target, level, sorted(part["n"].unique()))  # fmt: skip
     return frame
+
+
+def markdown_columns(table: str, frame: pd.DataFrame) -> list[str] | None:
+    """Columns Markdown and HTML show (None: all): the csv keeps the per-seed detail."""
+    if table == "benchmark":
+        return list(BENCHMARK_MD_COLUMNS)
+    shown = [c for c in frame.columns if c not in CSV_ONLY_SEED_COLUMNS]
+    return shown if len(shown) < len(frame.columns) else None
 
 
 INT_COLUMNS: tuple[str, ...] = ("n", "n_excluded", "parameters", "epochs_run")
