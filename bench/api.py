@@ -58,11 +58,11 @@ def _random_models(out: Path) -> Path:
     for (model, dataset), cfg in RANDOM_CONFIGS.items():
         spec = get_spec(model)
         torch.manual_seed(0)
-        net = spec.build(cfg, len(EMOTIONS))
+        net = spec.build(spec.configure(cfg), len(EMOTIONS))
         checkpoint.save(out / model / dataset / "model.pt", {
             "format": 1, "model": model, "dataset": dataset, "config": cfg,
             "labels": list(EMOTIONS), "state_dict": checkpoint.cpu_state_dict(net),
-            "preprocess": preprocess_info(spec, cfg), "epoch": 0, "metrics": {},
+            "preprocess": preprocess_info(spec, spec.configure(cfg)), "epoch": 0, "metrics": {},
         })  # fmt: skip
     return out
 

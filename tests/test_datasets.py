@@ -19,6 +19,7 @@ from crossemotion.datasets.clips import ClipDataset
 from crossemotion.datasets.collate import stack_collate
 from crossemotion.datasets.faces import FaceDataset
 from crossemotion.labels import EMOTIONS
+from crossemotion.model_config import ClipConfig, FaceConfig
 from tests.vision_fixtures import class_image
 
 BAD = b"\xff\xd8 not a jpeg"
@@ -79,7 +80,7 @@ def test_clip_dataset_decodes_each_frame_once(
     cfg = {"frames": 3, "size": 24}
     counter = _Counting(monkeypatch, clips)
     with caplog.at_level(logging.WARNING):
-        ds = ClipDataset(_clip_frame(rows), cfg)
+        ds = ClipDataset(_clip_frame(rows), ClipConfig.from_mapping(cfg))
     # the clip with a bad frame goes although the frame is not one of the 3 sampled
     assert ds.meta["id"].to_list() == ["c0", "c1", "c4"]
     assert ds.labels.tolist() == [0, 1, 4]
@@ -89,7 +90,7 @@ def test_clip_dataset_decodes_each_frame_once(
     items = [ds[i]["frames"] for i in range(len(ds)) for _ in range(2)]
     assert counter.calls == 28
     # ... and the items are what decoding on access gives (the path without a cache)
-    uncached = ClipDataset(_clip_frame(rows), {**cfg, "cache_mb": 0})
+    uncached = ClipDataset(_clip_frame(rows), ClipConfig.from_mapping(cfg, cache_mb=0))
     for i in range(len(ds)):
         assert torch.equal(items[2 * i], uncached[i]["frames"])
         assert items[2 * i].shape == (3, 3, 24, 24) and items[2 * i].dtype == torch.uint8
@@ -100,12 +101,12 @@ def test_clip_dataset_speaker_crops_match_on_access() -> None:
     rows = [frames[:4], frames[4:]]
     boxes = {"dia0_utt0": {0: (10, 12, 20, 20), 3: (30, 20, 16, 16)}, "dia1_utt0": {}}
     cfg = {"frames": 2, "size": 16}
-    cached = ClipDataset(_clip_frame(rows), cfg, boxes=boxes)
-    fresh = ClipDataset(_clip_frame(rows), {**cfg, "cache_mb": 0}, boxes=boxes)
+    cached = ClipDataset(_clip_frame(rows), ClipConfig.from_mapping(cfg), boxes=boxes)
+    fresh = ClipDataset(_clip_frame(rows), ClipConfig.from_mapping(cfg, cache_mb=0), boxes=boxes)
     assert cached.cache is not None and len(cached.cache.items) == 2
     for i in range(2):
         assert torch.equal(cached[i]["frames"], fresh[i]["frames"])
-    full = ClipDataset(_clip_frame(rows), {**cfg, "cache_mb": 0})
+    full = ClipDataset(_clip_frame(rows), ClipConfig.from_mapping(cfg, cache_mb=0))
     # the clip with boxes is cropped, the one without stays a full frame
     assert not torch.equal(cached[0]["frames"], full[0]["frames"])
     assert torch.equal(cached[1]["frames"], full[1]["frames"])
@@ -118,7 +119,7 @@ def test_face_dataset_decodes_each_image_once(
     images[2] = BAD
     counter = _Counting(monkeypatch, faces)
     with caplog.at_level(logging.WARNING):
-        ds = FaceDataset(_face_frame(images), {"size": 32})
+        ds = FaceDataset(_face_frame(images), FaceConfig(size=32))
     assert ds.meta["id"].to_list() == ["f0", "f1", "f3", "f4", "f5"]
     assert ds.labels.tolist() == [0, 1, 3, 4, 5]
     assert "dropping 1 of 6 rows with undecodable image" in caplog.text
@@ -134,7 +135,7 @@ def test_a_full_cache_decodes_the_rest_on_access(monkeypatch: pytest.MonkeyPatch
     images = _jpegs(5)
     counter = _Counting(monkeypatch, faces)
     # room for two 3x32x32 uint8 images
-    ds = FaceDataset(_face_frame(images), {"size": 32, "cache_mb": 2 * 3 * 32 * 32 / 2**20})
+    ds = FaceDataset(_face_frame(images), FaceConfig(size=32, cache_mb=2 * 3 * 32 * 32 / 2**20))
     assert ds.cache is not None and sorted(ds.cache.items) == [0, 1]
     assert counter.calls == 5
     for i in range(5):

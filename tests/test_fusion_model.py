@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -10,7 +11,7 @@ from PIL import Image
 
 from crossemotion.datasets.text import collate_fusion, evenly_spaced
 from crossemotion.labels import EMOTIONS
-from crossemotion.models.fusion import FusionModel, preprocess
+from crossemotion.models.fusion import FusionConfig, FusionModel, preprocess
 from crossemotion.models.registry import ShardInputs, build_model, get_spec
 from tests.test_text_model import utterances
 
@@ -28,6 +29,10 @@ CFG = {
 }
 
 
+def cfg(**overrides: Any) -> FusionConfig:
+    return get_spec("fusion").configure({**CFG, **overrides})
+
+
 def jpeg(seed: int, size: int = 40) -> bytes:
     pixels = np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8)
     buf = io.BytesIO()
@@ -38,7 +43,7 @@ def jpeg(seed: int, size: int = 40) -> bytes:
 def test_fusion_forward_backward_shapes() -> None:
     torch.manual_seed(0)
     model = build_model("fusion", {**CFG, "image_arch": "resnet50"}, len(EMOTIONS))
-    batch = preprocess(["Oh my God!", "Fine."], [[jpeg(1), jpeg(2)], [jpeg(3)]], CFG)
+    batch = preprocess(["Oh my God!", "Fine."], [[jpeg(1), jpeg(2)], [jpeg(3)]], cfg())
     assert batch["faces"].shape == (2, 3, 3, 32, 32)
     assert batch["face_mask"].tolist() == [[True, True, False], [True, False, False]]
     logits = model(batch)
@@ -51,8 +56,8 @@ def test_fusion_forward_backward_shapes() -> None:
 
 def test_utterance_without_faces_ignores_face_pixels() -> None:
     torch.manual_seed(0)
-    model = FusionModel(CFG, len(EMOTIONS)).eval()
-    batch = preprocess(["No one is on screen.", "Ross smiles."], [[], [jpeg(4)]], CFG)
+    model = FusionModel(cfg(), len(EMOTIONS)).eval()
+    batch = preprocess(["No one is on screen.", "Ross smiles."], [[], [jpeg(4)]], cfg())
     assert not batch["face_mask"][0].any()
     with torch.no_grad():
         before = model(batch)
@@ -67,8 +72,8 @@ def test_utterance_without_faces_ignores_face_pixels() -> None:
 
 def test_batch_with_no_faces_at_all_runs() -> None:
     torch.manual_seed(0)
-    model = FusionModel(CFG, len(EMOTIONS))
-    batch = preprocess(["Hi.", "Bye."], [[], []], CFG)
+    model = FusionModel(cfg(), len(EMOTIONS))
+    batch = preprocess(["Hi.", "Bye."], [[], []], cfg())
     logits = model(batch)
     assert logits.shape == (2, len(EMOTIONS)) and torch.isfinite(logits).all()
     logits.sum().backward()
@@ -84,7 +89,7 @@ def test_batch_with_no_faces_at_all_runs() -> None:
 
 def test_modality_dropout_never_hides_both_modalities() -> None:
     torch.manual_seed(0)
-    model = FusionModel({**CFG, "modality_dropout": 1.0}, len(EMOTIONS)).train()
+    model = FusionModel(cfg(modality_dropout=1.0), len(EMOTIONS)).train()
     text_keep = torch.ones(500, dtype=torch.bool)
     faces = torch.ones(500, 3, dtype=torch.bool)
     faces[:100] = False  # text-only utterances keep their text
@@ -95,7 +100,7 @@ def test_modality_dropout_never_hides_both_modalities() -> None:
 
 
 def test_param_groups_give_text_encoder_its_own_lr() -> None:
-    model = FusionModel({**CFG, "text_lr": 1e-5}, len(EMOTIONS))
+    model = FusionModel(cfg(text_lr=1e-5), len(EMOTIONS))
     groups = model.param_groups(1e-3)
     assert sorted(g["lr"] for g in groups) == [1e-5, 1e-3]
     n = sum(len(g["params"]) for g in groups)
@@ -130,7 +135,7 @@ def test_fusion_datasets_from_shards(tmp_path: Path) -> None:
         face_paths[split] = [tmp_path / split / "faces.parquet"]
         text.write_parquet(text_paths[split][0])
         faces.write_parquet(face_paths[split][0])
-    data = get_spec("fusion").make_datasets(CFG, "meld", ShardInputs({}, face_paths, text_paths))
+    data = get_spec("fusion").make_datasets(cfg(), "meld", ShardInputs({}, face_paths, text_paths))
     train = data["train"]
     keys = train.meta["key"].to_list()
     item = train[keys.index("dia1_utt0")]
@@ -140,5 +145,5 @@ def test_fusion_datasets_from_shards(tmp_path: Path) -> None:
     assert not train[keys.index("dia1_utt2")]["face_mask"].any()
     batch = collate_fusion([train[i] for i in range(4)])
     assert batch["faces"].shape == (4, 3, 3, 32, 32) and batch["label"].shape == (4,)
-    logits = FusionModel(CFG, len(EMOTIONS))(batch)
+    logits = FusionModel(cfg(), len(EMOTIONS))(batch)
     assert logits.shape == (4, len(EMOTIONS))

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from crossemotion.labels import EMOTIONS
+from crossemotion.model_config import ModelConfig
 from crossemotion.models.backbones import WeightsNotFoundError, torchvision_model
 from crossemotion.models.registry import MODELS, ModelSpec, build_model, get_spec
 from crossemotion.serving.models import KINDS
@@ -59,7 +60,7 @@ def test_spec_takes_its_static_facts_from_the_model_table(name: str) -> None:
 def test_model_table_is_the_only_list_of_models() -> None:
     assert set(KINDS) == set(MODELS)
     with pytest.raises(KeyError, match="known models: c3d, cnn_lstm, fusion, resnet50, text"):
-        ModelSpec("lstm2", build_model, lambda *a: {}, lambda units, cfg: {})
+        ModelSpec("lstm2", ModelConfig, build_model, lambda *a: {}, lambda units, cfg: {})
     with pytest.raises(KeyError, match="unknown model 'lstm2'"):
         get_spec("lstm2")
 
@@ -99,17 +100,18 @@ def test_unknown_weights_name_lists_choices() -> None:
 
 def test_clip_frames_default_once() -> None:
     """A clip config without ``frames``: the dataset, the inference preprocessing and
-    c3d's shape all take the schema's default (c3d assumed 16 where the rest took 8)."""
+    c3d's shape all take the one default (c3d assumed 16 where the rest took 8)."""
     from crossemotion.config import schema_default
-    from crossemotion.datasets.clips import CLIP_FRAMES
+    from crossemotion.model_config import ClipConfig
+    from crossemotion.models.c3d import C3DConfig
     from crossemotion.models.vision import preprocess_clips
 
-    assert CLIP_FRAMES == schema_default("clip_model", "frames") == 16
-    cfg = {"channels": [4, 4], "size": 16}
+    assert ClipConfig().frames == schema_default("clip_model", "frames") == 16
+    cfg = C3DConfig.from_mapping({"channels": [4, 4], "size": 16})
     clip = [np.full((24, 32, 3), 10 * i, dtype=np.uint8) for i in range(20)]
     batch = preprocess_clips([clip], cfg)
-    assert batch["frames"].shape == (1, CLIP_FRAMES, 3, 16, 16)
-    model = build_model("c3d", cfg, len(EMOTIONS)).eval()
+    assert batch["frames"].shape == (1, 16, 3, 16, 16)
+    model = build_model("c3d", {"channels": [4, 4], "size": 16}, len(EMOTIONS)).eval()
     with torch.no_grad():
         assert model(batch).shape == (1, len(EMOTIONS))
 

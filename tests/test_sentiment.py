@@ -16,7 +16,7 @@ from crossemotion.evaluation.metrics import classification_metrics
 from crossemotion.evaluation.scoring import prob_columns
 from crossemotion.inference import load_predictor
 from crossemotion.labels import EMOTIONS, SENTIMENTS, UnknownLabelError, normalize_class
-from crossemotion.models.registry import ShardInputs
+from crossemotion.models.registry import ShardInputs, get_spec
 from crossemotion.reporting.figures import confusion_figure
 from crossemotion.reporting.runs import model_run
 from crossemotion.reporting.scores import read_predictions
@@ -152,7 +152,7 @@ def test_sentiment_tables_and_figure(text_run, tmp_path: Path) -> None:
 
 
 def test_sentiment_labels_faces_by_their_utterance(meld: ShardInputs) -> None:
-    cfg = {**TINY["resnet50"], "task": "sentiment"}
+    cfg = get_spec("resnet50").configure(TINY["resnet50"], task="sentiment")
     data = face_datasets(cfg, meld.faces, seed=5, text=meld.text)
     shard = pl.concat([pl.read_parquet(p[0]) for p in meld.text.values()])
     by_key = dict(zip(shard["key"], shard["sentiment"], strict=True))
@@ -166,7 +166,7 @@ def test_sentiment_labels_faces_by_their_utterance(meld: ShardInputs) -> None:
 
 def test_ifeed_has_no_sentiment(meld: ShardInputs, tmp_path: Path) -> None:
     ifeed = write_ifeed_shards(tmp_path)
-    cfg = {**TINY["resnet50"], "task": "sentiment"}
+    cfg = get_spec("resnet50").configure(TINY["resnet50"], task="sentiment")
     # IFEED faces carry MELD source keys; they must not borrow those utterances' sentiment
     for text in ({}, meld.text):
         with pytest.raises(ValueError, match="IFEED has no sentiment"):

@@ -56,12 +56,12 @@ def write_checkpoint(root: Path, model: str, dataset: str, cfg: dict) -> Path:
 
     spec = get_spec(model)
     torch.manual_seed(0)
-    net = spec.build(cfg, len(EMOTIONS))
+    net = spec.build(spec.configure(cfg), len(EMOTIONS))
     out = root / model / dataset
     checkpoint.save(out / "model.pt", {
         "format": 1, "model": model, "dataset": dataset, "config": cfg,
         "labels": list(EMOTIONS), "state_dict": checkpoint.cpu_state_dict(net),
-        "preprocess": preprocess_info(spec, cfg), "epoch": 0, "metrics": {},
+        "preprocess": preprocess_info(spec, spec.configure(cfg)), "epoch": 0, "metrics": {},
     })  # fmt: skip
     write_json(out / "metrics.json", {"model": model, "dataset": dataset,
                                       "test": FIXTURE_TEST_METRICS})  # fmt: skip

@@ -84,13 +84,13 @@ def test_bad_context_is_a_clear_422(server: Server, body: dict, phrase: str) -> 
 def test_service_formats_turns_and_serves_a_sentiment_model(tmp_path: Path) -> None:
     spec = get_spec("text")
     torch.manual_seed(0)
-    net = spec.build(CONTEXT_CFG, len(SENTIMENTS))
+    net = spec.build(spec.configure(CONTEXT_CFG), len(SENTIMENTS))
     path = tmp_path / "text" / "meld" / "model.pt"
     checkpoint.save(path, {
         "format": 1, "model": "text", "dataset": "meld", "config": CONTEXT_CFG,
         "task": "sentiment", "labels": list(SENTIMENTS),
         "state_dict": checkpoint.cpu_state_dict(net),
-        "preprocess": preprocess_info(spec, CONTEXT_CFG), "epoch": 0, "metrics": {},
+        "preprocess": preprocess_info(spec, spec.configure(CONTEXT_CFG)), "epoch": 0, "metrics": {},
     })  # fmt: skip
     service = Service(Settings(models_dir=tmp_path))
     service.models.append(load_model(path, "cpu"))

@@ -10,6 +10,7 @@ from crossemotion.datasets.speaker_crop import (
     crop_window,
     speaker_boxes,
 )
+from crossemotion.model_config import ClipConfig
 
 
 def test_boxes_by_key_and_frame():
@@ -54,6 +55,6 @@ def test_window_is_moved_then_shrunk_to_stay_inside_the_frame():
 
 
 def test_unknown_crop_mode_is_refused():
-    assert crop_mode({}) == "full"
+    assert crop_mode(ClipConfig()) == "full"
     with pytest.raises(ValueError, match="crop"):
-        crop_mode({"crop": "face"})
+        crop_mode(ClipConfig(crop="face"))

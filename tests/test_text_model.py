@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -22,10 +23,14 @@ from crossemotion.datasets.text import (
 from crossemotion.labels import EMOTIONS
 from crossemotion.models.encoders import EncoderNotFoundError, load_tokenizer
 from crossemotion.models.registry import ShardInputs, build_model, get_spec
-from crossemotion.models.text import preprocess_text, tokenizer_for
+from crossemotion.models.text import TextConfig, preprocess_text, tokenizer_for
 from crossemotion.training.loop import predict_probs
 
 CFG = {"encoder": "minilm", "max_length": 32, "context": 0, "pooling": "mean", "lr": 5e-5}
+
+
+def text_cfg(cfg: dict[str, Any]) -> TextConfig:
+    return get_spec("text").configure(cfg)
 
 
 def utterances() -> pl.DataFrame:
@@ -158,7 +163,7 @@ def test_split_room(room: int, n_past: int, n_future: int, expected: tuple[int, 
 
 def test_serving_units_are_formatted_as_in_training() -> None:
     cfg = {**CFG, "context": 2, "future": 1, "max_length": 64}
-    data = TextDataset(utterances(), cfg, tokenizer_for("minilm"))
+    data = TextDataset(utterances(), text_cfg(cfg), tokenizer_for("minilm"))
     keys = data.meta["key"].to_list()
     units = [
         {
@@ -179,7 +184,7 @@ def test_serving_units_are_formatted_as_in_training() -> None:
             ],
         },
     ]
-    batch = preprocess_text([*units, "Fine."], cfg)
+    batch = preprocess_text([*units, "Fine."], text_cfg(cfg))
     for i, key in enumerate(["dia1_utt1", "dia1_utt2"]):
         expected = data.encoded[keys.index(key)]
         n = len(expected["input_ids"])
@@ -217,7 +222,7 @@ def test_length_buckets_cover_every_item_once_deterministically() -> None:
 def test_length_ordered_prediction_returns_dataset_order() -> None:
     torch.manual_seed(0)
     cfg = {**CFG, "context": 2, "future": 1}
-    data = TextDataset(utterances(), cfg, tokenizer_for("minilm"))
+    data = TextDataset(utterances(), text_cfg(cfg), tokenizer_for("minilm"))
     assert len(set(data.lengths)) > 1
     model = build_model("text", cfg, len(EMOTIONS)).eval()
     probs = predict_probs(model, data, collate_text, 4, torch.device("cpu"))
@@ -229,7 +234,7 @@ def test_length_ordered_prediction_returns_dataset_order() -> None:
 def test_text_forward_backward_shapes() -> None:
     torch.manual_seed(0)
     model = build_model("text", CFG, len(EMOTIONS))
-    batch = preprocess_text(["Oh my God!", "Fine."], CFG)
+    batch = preprocess_text(["Oh my God!", "Fine."], text_cfg(CFG))
     logits = model(batch)
     assert logits.shape == (2, len(EMOTIONS))
     logits.sum().backward()
@@ -239,7 +244,7 @@ def test_text_forward_backward_shapes() -> None:
 
 def test_frozen_encoder_trains_head_only() -> None:
     model = build_model("text", {**CFG, "freeze": True}, len(EMOTIONS))
-    model(preprocess_text(["Hi."], CFG)).sum().backward()
+    model(preprocess_text(["Hi."], text_cfg(CFG))).sum().backward()
     assert all(p.grad is None for p in model.text.encoder.parameters())
     assert model.head.weight.grad is not None
     assert len(model.param_groups(5e-5)) == 1
@@ -248,8 +253,10 @@ def test_frozen_encoder_trains_head_only() -> None:
 def test_cls_pooling_and_padding_do_not_change_the_prediction() -> None:
     model = build_model("text", {**CFG, "pooling": "cls"}, len(EMOTIONS)).eval()
     with torch.no_grad():
-        alone = model(preprocess_text(["Hi."], CFG))
-        padded = model(preprocess_text(["Hi.", "a much longer utterance than the first"], CFG))
+        alone = model(preprocess_text(["Hi."], text_cfg(CFG)))
+        padded = model(
+            preprocess_text(["Hi.", "a much longer utterance than the first"], text_cfg(CFG))
+        )
     torch.testing.assert_close(alone[0], padded[0], atol=1e-4, rtol=1e-4)
 
 
@@ -262,7 +269,7 @@ def test_datasets_from_text_shards(tmp_path: Path) -> None:
         frame.with_columns(pl.lit(split).alias("split")).write_parquet(path)
         paths[split] = [path]
     spec = get_spec("text")
-    data = spec.make_datasets({**CFG, "context": 1}, "meld", ShardInputs({}, {}, paths))
+    data = spec.make_datasets(text_cfg({**CFG, "context": 1}), "meld", ShardInputs({}, {}, paths))
     train = data["train"]
     assert len(train) == frame.height
     assert train.meta.columns == ["id", "key", "split", "speaker", "character", "label"]
@@ -297,7 +304,9 @@ def test_dataset_on_real_meld_utterances(meld_csvs: Path) -> None:
             "text": raw["Utterance"],
         }
     )
-    data = TextDataset(frame, {**CFG, "context": 2, "max_length": 64}, tokenizer_for("minilm"))
+    data = TextDataset(
+        frame, text_cfg({**CFG, "context": 2, "max_length": 64}), tokenizer_for("minilm")
+    )
     assert len(data) == 60 and max(data.lengths) <= 64
     model = build_model("text", CFG, len(EMOTIONS)).eval()
     with torch.no_grad():
@@ -315,8 +324,9 @@ def test_fusion_formats_text_like_the_text_model() -> None:
         "context": [{"speaker": "Rachel", "text": "You slept with her."}],
         "images": [],
     }
-    text_batch = preprocess_text([unit], cfg)
-    fusion_batch = fusion_preprocess([unit], [[]], cfg)
+    text_only = {k: v for k, v in cfg.items() if k not in ("faces", "size")}
+    text_batch = preprocess_text([unit], text_cfg(text_only))
+    fusion_batch = fusion_preprocess([unit], [[]], get_spec("fusion").configure(cfg))
     for key in ("input_ids", "token_type_ids", "attention_mask"):
         assert torch.equal(text_batch[key], fusion_batch[key])
     assert int(text_batch["token_type_ids"].max()) == 1

@@ -28,6 +28,7 @@ from torch import nn
 from crossemotion import checkpoint
 from crossemotion.device import autocast, resolve_device, to_device
 from crossemotion.labels import EMOTIONS, task_of_classes
+from crossemotion.model_config import ModelConfig
 from crossemotion.models.registry import ModelSpec, get_spec
 
 
@@ -35,7 +36,7 @@ from crossemotion.models.registry import ModelSpec, get_spec
 class Predictor:
     model: str  # config name, e.g. "resnet50"
     dataset: str
-    cfg: dict[str, Any]
+    cfg: ModelConfig  # the typed config the checkpoint was trained with
     net: nn.Module
     spec: ModelSpec
     device: torch.device
@@ -94,7 +95,7 @@ def load_predictor(path: str | Path, device: str = "auto") -> Predictor:
         raise ValueError(f"checkpoint labels {list(labels)} are no task's class list") from None
     spec = get_spec(ckpt["model"])
     # the checkpoint holds the trained weights: never fetch pretrained ones again
-    cfg = {**ckpt["config"], "weights": None}
+    cfg = spec.configure(ckpt["config"], weights=None)
     model = spec.build(cfg, len(labels))
     model.load_state_dict(ckpt["state_dict"])
     dev = resolve_device(device)
@@ -102,10 +103,10 @@ def load_predictor(path: str | Path, device: str = "auto") -> Predictor:
     return Predictor(
         model=ckpt["model"],
         dataset=ckpt["dataset"],
-        cfg=dict(ckpt["config"]),
+        cfg=cfg,
         net=model,
         spec=spec,
         device=dev,
-        batch_size=int(ckpt["config"].get("batch_size", 16)),
+        batch_size=cfg.batch_size,
         labels=labels,
     )

@@ -28,6 +28,7 @@ from crossemotion.layout import (
     seed_of_subdir,
     seed_subdir,
 )
+from crossemotion.model_config import model_default
 from crossemotion.models.registry import MODELS
 
 validate(config, schema=str(schema_path()))
@@ -43,12 +44,22 @@ def task():
     return config.get("task", "emotion")
 
 
+def model_cfg(model):
+    return config["models"].get(model, {})
+
+
+def model_setting(model, key):
+    """A model key as its job reads it: the config's value, else the typed config's default."""
+    value = model_cfg(model).get(key)
+    return model_default(key) if value is None else value
+
+
 if task() != "emotion":
     _off = [
         f"{name}/{d}"
-        for name, cfg in config["models"].items()
-        if cfg.get("enabled", True)
-        for d in cfg.get("datasets", ["meld"])
+        for name in config["models"]
+        if model_setting(name, "enabled")
+        for d in model_setting(name, "datasets")
         if d != "meld"
     ]
     if _off or config.get("transfer", {}).get("enabled", False):
@@ -62,10 +73,6 @@ def demo_data():
     return bool(config.get("demo", config.get("synth", {}).get("enabled", False)))
 
 
-def model_cfg(model):
-    return config["models"].get(model, {})
-
-
 def reads_text_only(model):
     """A model a text-only run (no video, no faces) can train."""
     return MODELS[model].inputs == ("text",)
@@ -74,12 +81,12 @@ def reads_text_only(model):
 def model_runs():
     """(model, dataset) pairs the config enables."""
     runs = []
-    for name, cfg in config["models"].items():
-        if not cfg.get("enabled", True):
+    for name in config["models"]:
+        if not model_setting(name, "enabled"):
             continue
         if text_only() and not reads_text_only(name):
             continue
-        for dataset in cfg.get("datasets", ["meld"]):
+        for dataset in model_setting(name, "datasets"):
             # text-only has no faces; IFEED has no sentiment labels
             if (text_only() or task() != "emotion") and dataset != "meld":
                 continue
@@ -335,7 +342,7 @@ SEED_DIR_PATTERN = r"(seed\d+/)?"
 
 def model_datasets(model):
     """Wildcard constraint: the datasets the config trains ``model`` on."""
-    datasets = model_cfg(model).get("datasets", ["meld"])
+    datasets = model_setting(model, "datasets")
     return "|".join(datasets) if datasets else "(?!)"
 
 
@@ -345,7 +352,7 @@ def train_inputs(model):
             return named_shards("ifeed", ["faces"])
         kinds = list(MODELS[model].inputs)
         # speaker-centred clips read the face boxes of the faces stage
-        if model_cfg(model).get("crop") == "speaker" and "faces" not in kinds:
+        if model_setting(model, "crop") == "speaker" and "faces" not in kinds:
             kinds.append("faces")
         return named_shards("meld", kinds)
 
@@ -375,12 +382,12 @@ def model_gpus(model):
 
     SLURM's executor turns `gpu` into `sbatch --gpus`, which a cluster without
     GPU GRES rejects, so nothing is asked unless the config says so (the
-    model's `gpus`, schema default 0) or `--set-resources RULE:gpu=N` does;
+    model's `gpus`, default 0) or `--set-resources RULE:gpu=N` does;
     `device: cpu` never asks. `device: auto` then trains on the GPU the job got.
     """
     if config.get("device", "auto") == "cpu":
         return 0
-    return int(model_cfg(model).get("gpus", 0))
+    return int(model_setting(model, "gpus"))
 
 
 def train_resources(model):
@@ -444,10 +451,9 @@ def transfer_leakage_input():
 def speaker_crop_scale():
     """crop_scale of the first clip model cropping around the speaker (else the default)."""
     for name, info in MODELS.items():
-        cfg = config["models"].get(name, {})
-        if info.unit == "video" and cfg.get("crop") == "speaker":
-            return float(cfg.get("crop_scale", 1.8))
-    return 1.8
+        if info.unit == "video" and model_setting(name, "crop") == "speaker":
+            return float(model_setting(name, "crop_scale"))
+    return float(model_default("crop_scale"))
 
 
 def data_files():

@@ -24,7 +24,7 @@ for model in MODELS:
         priority: MODELS[model].priority
         conda:
             "../../envs/crossemotion.yaml"
-        threads: model_cfg(model).get("threads", 2)
+        threads: model_setting(model, "threads")
         resources:
             **train_resources(model),
         params:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 import torch
@@ -27,7 +26,6 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from crossemotion.codec import decode_jpeg, to_uint8_chw
-from crossemotion.config import schema_default
 from crossemotion.datasets.shards import (
     augment_image,
     cache_for,
@@ -41,20 +39,17 @@ from crossemotion.datasets.shards import (
     task_labels,
 )
 from crossemotion.datasets.speaker_crop import (
-    DEFAULT_SCALE,
     Box,
     clip_windows,
     crop_mode,
     crop_window,
     speaker_boxes,
 )
+from crossemotion.model_config import ClipConfig
 
 BOX_COLUMNS = ["key", "frame_index", "bbox"]
 
 
-# frames sampled per clip when a config leaves them out (one default for the
-# clip models' datasets, their inference and c3d's shape: the schema's)
-CLIP_FRAMES: int = schema_default("clip_model", "frames")
 
 
 class ClipDataset(Dataset):
@@ -66,14 +61,14 @@ class ClipDataset(Dataset):
     def __init__(
         self,
         frame: pl.DataFrame,
-        cfg: Mapping[str, Any],
+        cfg: ClipConfig,
         augment: bool = False,
         boxes: Mapping[str, Mapping[int, Box]] | None = None,
     ) -> None:
         frame = frame.filter(pl.col("frames").list.len() > 0)
-        self.crop_scale = float(cfg.get("crop_scale", DEFAULT_SCALE))
-        self.t = int(cfg.get("frames", CLIP_FRAMES))
-        self.size = int(cfg.get("size", 112))
+        self.crop_scale = cfg.crop_scale
+        self.t = cfg.frames
+        self.size = cfg.size
         self.augment = augment
         self.cache = cache_for(cfg)
         frames: list[list[bytes]] = frame["frames"].to_list()
@@ -131,7 +126,7 @@ class ClipDataset(Dataset):
 
 
 def clip_datasets(
-    cfg: Mapping[str, Any],
+    cfg: ClipConfig,
     paths: Mapping[str, Sequence[str | Path]],
     faces: Mapping[str, Sequence[str | Path]] | None = None,
 ) -> dict[str, ClipDataset]:
@@ -141,13 +136,13 @@ def clip_datasets(
         raise ValueError("crop: speaker needs the MELD faces shards of every split")
     out = {}
     for split in ("train", "dev", "test"):
-        frame = task_labels(read_shards(paths[split]), cfg.get("task"))
+        frame = task_labels(read_shards(paths[split]), cfg.task)
         boxes = None
         if speaker and faces:
             boxes = speaker_boxes(
                 pl.concat([pl.read_parquet(p, columns=BOX_COLUMNS) for p in faces[split]])
             )
         out[split] = ClipDataset(
-            frame, cfg, augment=split == "train" and bool(cfg.get("augment", False)), boxes=boxes
+            frame, cfg, augment=split == "train" and cfg.augment, boxes=boxes
         )
     return out

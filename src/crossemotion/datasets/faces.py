@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 import torch
@@ -39,6 +38,7 @@ from crossemotion.datasets.shards import (
     task_labels,
 )
 from crossemotion.labels import EMOTIONS
+from crossemotion.model_config import FaceConfig
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,8 @@ log = logging.getLogger(__name__)
 class FaceDataset(Dataset):
     """One item per face crop: uint8 ``image`` [3, S, S]; undecodable images are left out."""
 
-    def __init__(self, frame: pl.DataFrame, cfg: Mapping[str, Any], augment: bool = False) -> None:
-        self.size = int(cfg.get("size", 224))
+    def __init__(self, frame: pl.DataFrame, cfg: FaceConfig, augment: bool = False) -> None:
+        self.size = cfg.size
         self.augment = augment
         self.cache = cache_for(cfg)
         images: list[bytes] = frame["image"].to_list()
@@ -116,39 +116,36 @@ def cap_faces_per_key(frame: pl.DataFrame, limit: int | None) -> pl.DataFrame:
 
 
 def face_tables(
-    cfg: Mapping[str, Any],
+    cfg: FaceConfig,
     paths: Mapping[str, Sequence[str | Path]],
     seed: int,
     text: Mapping[str, Sequence[str | Path]] | None = None,
 ) -> dict[str, pl.DataFrame]:
     """train/dev/test face rows as a training job reads them: the task's labels (``text``,
     MELD's text shards, labels faces for ``task: sentiment``) and the per-utterance cap."""
-    frames = face_splits(paths, seed, float(cfg.get("dev_fraction", DEV_FRACTION)))
-    task = cfg.get("task")
+    frames = face_splits(paths, seed, cfg.dev_fraction)
     if classes_of(cfg) != EMOTIONS:
         sentiments = None
         if text:
             sentiments = pl.concat(
                 [read_shards(p, columns=["key", "sentiment"]) for p in text.values() if p]
             )
-        frames = {split: task_labels(f, task, sentiments) for split, f in frames.items()}
-    limit = cfg.get("faces_per_utterance")
-    return {split: cap_faces_per_key(f, limit) for split, f in frames.items()}
+        frames = {split: task_labels(f, cfg.task, sentiments) for split, f in frames.items()}
+    return {split: cap_faces_per_key(f, cfg.faces_per_utterance) for split, f in frames.items()}
 
 
 def face_datasets_from_tables(
-    cfg: Mapping[str, Any], tables: Mapping[str, pl.DataFrame]
+    cfg: FaceConfig, tables: Mapping[str, pl.DataFrame]
 ) -> dict[str, FaceDataset]:
     """One dataset per split of prepared face rows; only train is augmented (``augment``)."""
-    augment = bool(cfg.get("augment", False))
     return {
-        split: FaceDataset(frame, cfg, augment=split == "train" and augment)
+        split: FaceDataset(frame, cfg, augment=split == "train" and cfg.augment)
         for split, frame in tables.items()
     }
 
 
 def face_datasets(
-    cfg: Mapping[str, Any],
+    cfg: FaceConfig,
     paths: Mapping[str, Sequence[str | Path]],
     seed: int,
     text: Mapping[str, Sequence[str | Path]] | None = None,

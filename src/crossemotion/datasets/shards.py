@@ -2,7 +2,7 @@
 
 Images are kept as uint8 tensors once decoded (by the check that builds a
 dataset, ``check_and_cache``) so that no epoch decodes them again; the cache
-is bounded (``cache_mb`` in a model config, default 2048 MB, 0 disables it)
+is bounded (``cache_mb`` of the model config, 0 disables it)
 so real MELD/IFEED sizes fall back to decoding on the fly instead of
 exhausting memory.
 """
@@ -10,7 +10,7 @@ exhausting memory.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +20,13 @@ import torch
 from torch import Tensor
 
 from crossemotion.labels import EMOTIONS, normalize_class, task_classes
+from crossemotion.model_config import ModelConfig
 
 log = logging.getLogger(__name__)
 
 META_COLUMNS = ("id", "key", "split", "speaker", "character", "label")
-DEFAULT_CACHE_MB = 2048
 # fraction of IFEED's training images held out as dev (IFEED has no dev split)
-DEV_FRACTION = 0.15
+DEV_FRACTION: float = ModelConfig.dev_fraction
 
 
 def read_shards(paths: Sequence[str | Path], columns: Sequence[str] | None = None) -> pl.DataFrame:
@@ -44,9 +44,9 @@ def label_indices(labels: Sequence[Any], classes: Sequence[str] = EMOTIONS) -> n
     return np.array([index[normalize_class(str(v), names)] for v in labels], dtype=np.int64)
 
 
-def classes_of(cfg: Mapping[str, Any]) -> tuple[str, ...]:
-    """The class list of the config's ``task`` (the runner puts it there; default emotion)."""
-    return task_classes(cfg.get("task"))
+def classes_of(cfg: ModelConfig) -> tuple[str, ...]:
+    """The class list of the config's ``task``."""
+    return task_classes(cfg.task)
 
 
 def task_labels(
@@ -156,9 +156,8 @@ def cached_item(cache: DecodeCache | None, index: int, build: Callable[[], Tenso
     return item
 
 
-def cache_for(cfg: Mapping[str, Any]) -> DecodeCache | None:
-    budget = float(cfg.get("cache_mb", DEFAULT_CACHE_MB))
-    return DecodeCache(budget) if budget > 0 else None
+def cache_for(cfg: ModelConfig) -> DecodeCache | None:
+    return DecodeCache(cfg.cache_mb) if cfg.cache_mb > 0 else None
 
 
 def check_and_cache(

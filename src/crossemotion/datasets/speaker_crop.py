@@ -18,13 +18,15 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import polars as pl
 
+from crossemotion.model_config import ClipConfig
+
 Box = tuple[int, int, int, int]  # x, y, w, h
 
-DEFAULT_SCALE = 1.8  # window side / face-box side: the head and some shoulders
+DEFAULT_SCALE: float = ClipConfig.crop_scale
 
 
-def crop_mode(cfg: Mapping[str, object]) -> str:
-    mode = str(cfg.get("crop", "full"))
+def crop_mode(cfg: ClipConfig) -> str:
+    mode = cfg.crop
     if mode not in ("full", "speaker"):
         raise ValueError(f"crop must be 'full' or 'speaker', not {mode!r}")
     return mode

@@ -55,6 +55,7 @@ from crossemotion.datasets.shards import (
     read_shards,
     task_labels,
 )
+from crossemotion.model_config import FusionInputConfig, TextInputConfig
 
 
 @dataclass(frozen=True)
@@ -81,18 +82,15 @@ class DialogueWindow:
 class DialogueFormat:
     """How a model turns a dialogue window into tokens (its config's keys)."""
 
-    past: int = 0
-    future: int = 0
-    speakers: bool = True
-    max_length: int = 128
+    past: int = TextInputConfig.context
+    future: int = TextInputConfig.future
+    speakers: bool = TextInputConfig.speakers
+    max_length: int = TextInputConfig.max_length
 
     @classmethod
-    def from_cfg(cls, cfg: Mapping[str, Any]) -> DialogueFormat:
+    def from_cfg(cls, cfg: TextInputConfig) -> DialogueFormat:
         fmt = cls(
-            past=int(cfg.get("context", 0) or 0),
-            future=int(cfg.get("future", 0) or 0),
-            speakers=bool(cfg.get("speakers", True)),
-            max_length=int(cfg.get("max_length", 128)),
+            past=cfg.context, future=cfg.future, speakers=cfg.speakers, max_length=cfg.max_length
         )
         if fmt.past < 0 or fmt.future < 0:
             raise ValueError(f"context and future must be >= 0, got {fmt.past} and {fmt.future}")
@@ -235,7 +233,7 @@ def encode_dialogue(
 
 
 def preprocess_text(
-    units: Sequence[Any], cfg: Mapping[str, Any], tokenizer: Any
+    units: Sequence[Any], cfg: TextInputConfig, tokenizer: Any
 ) -> dict[str, Tensor]:
     """Raw units (utterances or dialogue windows, see ``window_of``) -> a padded model batch.
 
@@ -277,8 +275,8 @@ class TextDataset(Dataset):
     The label is the config's ``task`` class (emotion or MELD's sentiment).
     """
 
-    def __init__(self, frame: pl.DataFrame, cfg: Mapping[str, Any], tokenizer: Any) -> None:
-        frame = task_labels(frame.sort("dialogue_id", "utterance_id"), cfg.get("task"))
+    def __init__(self, frame: pl.DataFrame, cfg: TextInputConfig, tokenizer: Any) -> None:
+        frame = task_labels(frame.sort("dialogue_id", "utterance_id"), cfg.task)
         self.format = DialogueFormat.from_cfg(cfg)
         windows = dialogue_windows(frame, self.format.past, self.format.future)
         ids = token_ids_for(tokenizer)
@@ -319,7 +317,7 @@ class FusionDataset(Dataset):
         self,
         frame: pl.DataFrame,
         faces: pl.DataFrame | None,
-        cfg: Mapping[str, Any],
+        cfg: FusionInputConfig,
         tokenizer: Any,
     ) -> None:
         self.text = TextDataset(frame, cfg, tokenizer)
@@ -328,8 +326,8 @@ class FusionDataset(Dataset):
         self.labels = self.text.labels
         # the text's token count: faces add a fixed cost per item
         self.lengths = self.text.lengths
-        self.k = int(cfg.get("faces", 3))
-        self.size = int(cfg.get("size", 224))
+        self.k = cfg.faces
+        self.size = cfg.size
         by_key = select_faces(faces, self.k) if faces is not None else {}
         self.images = [by_key.get(k, []) for k in self.meta["key"]]
 
@@ -369,13 +367,13 @@ def collate_fusion(items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
 
 
 def text_datasets(
-    cfg: Mapping[str, Any], paths: Mapping[str, Sequence[str | Path]], tokenizer: Any
+    cfg: TextInputConfig, paths: Mapping[str, Sequence[str | Path]], tokenizer: Any
 ) -> dict[str, TextDataset]:
     return {split: TextDataset(read_shards(paths[split]), cfg, tokenizer) for split in paths}
 
 
 def fusion_datasets(
-    cfg: Mapping[str, Any],
+    cfg: FusionInputConfig,
     text_paths: Mapping[str, Sequence[str | Path]],
     face_paths: Mapping[str, Sequence[str | Path]],
     tokenizer: Any,

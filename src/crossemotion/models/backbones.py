@@ -14,13 +14,14 @@ governs the Hugging Face text encoders (crossemotion.models.encoders).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 import torchvision
 from torch import nn
+
+from crossemotion.model_config import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +35,9 @@ class WeightsNotFoundError(RuntimeError):
     """Requested pretrained weights are not in the local torch hub cache."""
 
 
-def pretrained_fallback(cfg: Mapping[str, Any]) -> str:
-    """A model config's ``pretrained_fallback`` (default ``error``), validated."""
-    value = cfg.get("pretrained_fallback") or FALLBACK_ERROR
+def pretrained_fallback(cfg: ModelConfig) -> str:
+    """A model config's ``pretrained_fallback``, validated."""
+    value = cfg.pretrained_fallback
     if value not in FALLBACKS:
         raise ValueError(
             f"pretrained_fallback must be one of {', '.join(FALLBACKS)}, not {value!r}"

@@ -9,11 +9,11 @@ Config: ``channels`` (one block per entry), ``frames``, ``size``, ``dropout``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from crossemotion.datasets.clips import CLIP_FRAMES
+from crossemotion.model_config import ClipConfig
 from crossemotion.models.registry import register
 from crossemotion.models.vision import clip_spec
 
@@ -27,14 +27,21 @@ def block(c_in: int, c_out: int, pool: tuple[int, int, int]) -> nn.Sequential:
     )
 
 
+@dataclass(frozen=True, kw_only=True)
+class C3DConfig(ClipConfig):
+    # one block per entry
+    channels: tuple[int, ...] = (64, 128, 256, 256)
+    dropout: float = 0.5
+
+
 class C3D(nn.Module):
-    def __init__(self, cfg: Mapping[str, Any], num_classes: int) -> None:
+    def __init__(self, cfg: C3DConfig, num_classes: int) -> None:
         super().__init__()
-        channels = [int(c) for c in cfg.get("channels", [64, 128, 256, 256])]
+        channels = [int(c) for c in cfg.channels]
         if not channels:
             raise ValueError("c3d needs at least one entry in `channels`")
         layers, c_in = [], 3
-        t, s = int(cfg.get("frames", CLIP_FRAMES)), int(cfg.get("size", 112))
+        t, s = cfg.frames, cfg.size
         for i, c_out in enumerate(channels):
             # pool an axis only while it is at least 2 long, so any depth fits
             pool_t = 2 if i > 0 and t >= 2 else 1
@@ -43,7 +50,7 @@ class C3D(nn.Module):
             t, s, c_in = t // pool_t, s // pool_s, c_out
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool3d(1)
-        self.dropout = nn.Dropout(float(cfg.get("dropout", 0.5)))
+        self.dropout = nn.Dropout(cfg.dropout)
         self.fc = nn.Linear(c_in, num_classes)
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
@@ -52,8 +59,8 @@ class C3D(nn.Module):
         return self.fc(self.dropout(self.pool(x).flatten(1)))
 
 
-def build(cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
+def build(cfg: C3DConfig, num_classes: int) -> nn.Module:
     return C3D(cfg, num_classes)
 
 
-SPEC = register(clip_spec("c3d", build))
+SPEC = register(clip_spec("c3d", build, C3DConfig))

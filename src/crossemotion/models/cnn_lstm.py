@@ -11,26 +11,31 @@ weights name or null), ``hidden``, ``frames``, ``size``, ``dropout``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from crossemotion.model_config import ClipConfig
 from crossemotion.models.backbones import feature_extractor, pretrained_fallback
 from crossemotion.models.registry import register
 from crossemotion.models.vision import clip_spec
 
 
+@dataclass(frozen=True, kw_only=True)
+class CnnLstmConfig(ClipConfig):
+    backbone: str = "resnet18"
+    hidden: int = 256
+    dropout: float = 0.3
+
+
 class CNNLSTM(nn.Module):
-    def __init__(self, cfg: Mapping[str, Any], num_classes: int) -> None:
+    def __init__(self, cfg: CnnLstmConfig, num_classes: int) -> None:
         super().__init__()
-        self.cnn, width = feature_extractor(
-            str(cfg.get("backbone", "resnet18")), cfg.get("weights"), pretrained_fallback(cfg)
-        )
-        hidden = int(cfg.get("hidden", 256))
-        self.lstm = nn.LSTM(width, hidden, batch_first=True)
-        self.dropout = nn.Dropout(float(cfg.get("dropout", 0.3)))
-        self.fc = nn.Linear(hidden + width, num_classes)
+        self.cnn, width = feature_extractor(cfg.backbone, cfg.weights, pretrained_fallback(cfg))
+        self.lstm = nn.LSTM(width, cfg.hidden, batch_first=True)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.fc = nn.Linear(cfg.hidden + width, num_classes)
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
         frames = batch["frames"]  # [B, T, 3, S, S]
@@ -40,8 +45,8 @@ class CNNLSTM(nn.Module):
         return self.fc(self.dropout(torch.cat([h[-1], feats.mean(1)], dim=1)))
 
 
-def build(cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
+def build(cfg: CnnLstmConfig, num_classes: int) -> nn.Module:
     return CNNLSTM(cfg, num_classes)
 
 
-SPEC = register(clip_spec("cnn_lstm", build))
+SPEC = register(clip_spec("cnn_lstm", build, CnnLstmConfig))

@@ -10,7 +10,8 @@ rather than concatenating them.
 
 Training-time modality dropout (``modality_dropout``) hides all text or all
 face tokens of a random share of utterances, so the fusion layer cannot lean
-on the faster-learning modality alone. ``text_lr`` (default min(lr, 5e-5))
+on the faster-learning modality alone. ``text_lr`` (default min(lr, 5e-5), see
+``FusionConfig``)
 keeps the pretrained text encoder on a gentler learning rate than the fresh
 image encoder and fusion layer, via ``param_groups``.
 """
@@ -18,6 +19,7 @@ image encoder and fusion layer, via ``param_groups``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -26,6 +28,7 @@ from torch.utils.data import Dataset
 
 from crossemotion.codec import pil_face_tensor
 from crossemotion.datasets import text as text_data
+from crossemotion.model_config import FusionInputConfig
 from crossemotion.models.backbones import feature_extractor, pretrained_fallback
 from crossemotion.models.registry import ModelSpec, ShardInputs, register
 from crossemotion.models.text import TextEncoder, tokenizer_for
@@ -33,41 +36,59 @@ from crossemotion.models.text import TextEncoder, tokenizer_for
 CLS_TYPE, TEXT_TYPE, FACE_TYPE = 0, 1, 2
 
 
+@dataclass(frozen=True, kw_only=True)
+class FusionConfig(FusionInputConfig):
+    # the fresh image encoder and fusion layer's step; the text encoder's is ``text_lr``
+    lr: float = 5e-4
+    image_arch: str = "resnet50"
+    dim: int = 256
+    heads: int = 4
+    layers: int = 1
+    dropout: float = 0.1
+    freeze_text: bool = False
+    # attend over the text token sequence, not just its pooled vector
+    text_tokens: bool = True
+    modality_dropout: float = 0.3
+    # None: min(lr, 5e-5)
+    text_lr: float | None = None
+
+    @property
+    def text_learning_rate(self) -> float:
+        return self.text_lr if self.text_lr is not None else min(self.lr, 5e-5)
+
+
 class FusionModel(nn.Module):
-    def __init__(self, cfg: Mapping[str, Any], num_classes: int) -> None:
+    def __init__(self, cfg: FusionConfig, num_classes: int) -> None:
         super().__init__()
-        dim = int(cfg.get("dim", 256))
+        dim = cfg.dim
         self.text = TextEncoder(
-            str(cfg.get("encoder", "minilm")),
-            pooling=str(cfg.get("pooling", "mean")),
-            freeze=bool(cfg.get("freeze_text", False)),
+            cfg.encoder,
+            pooling=cfg.pooling,
+            freeze=cfg.freeze_text,
             fallback=pretrained_fallback(cfg),
         )
         # the same offline-only loader as the other vision models: never a download
         self.image, image_width = feature_extractor(
-            str(cfg.get("image_arch", "resnet50")), cfg.get("weights"), pretrained_fallback(cfg)
+            cfg.image_arch, cfg.weights, pretrained_fallback(cfg)
         )
-        self.text_tokens = bool(cfg.get("text_tokens", True))
-        self.modality_dropout = float(cfg.get("modality_dropout", 0.3))
+        self.text_tokens = cfg.text_tokens
+        self.modality_dropout = cfg.modality_dropout
         self.text_proj = nn.Linear(self.text.width, dim)
         self.face_proj = nn.Linear(image_width, dim)
         self.types = nn.Embedding(3, dim)
         self.cls = nn.Parameter(torch.zeros(1, 1, dim))
         layer = nn.TransformerEncoderLayer(
             dim,
-            int(cfg.get("heads", 4)),
+            cfg.heads,
             dim_feedforward=2 * dim,
-            dropout=float(cfg.get("dropout", 0.1)),
+            dropout=cfg.dropout,
             batch_first=True,
             norm_first=True,
         )
-        self.fusion = nn.TransformerEncoder(
-            layer, int(cfg.get("layers", 1)), enable_nested_tensor=False
-        )
+        self.fusion = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
-        lr = float(cfg.get("lr", 5e-4))
-        self.text_lr = float(cfg.get("text_lr", min(lr, 5e-5)))
+        self.text_lr = cfg.text_learning_rate
 
     def encode_faces(self, faces: Tensor, mask: Tensor) -> Tensor:
         """[B, K, 3, S, S] -> [B, K, D]; the backbone sees only present faces."""
@@ -123,11 +144,11 @@ class FusionModel(nn.Module):
         return groups
 
 
-def build(cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
+def build(cfg: FusionConfig, num_classes: int) -> nn.Module:
     return FusionModel(cfg, num_classes)
 
 
-def make_datasets(cfg: Mapping[str, Any], dataset: str, shards: ShardInputs) -> dict[str, Dataset]:
+def make_datasets(cfg: FusionConfig, dataset: str, shards: ShardInputs) -> dict[str, Dataset]:
     if dataset != "meld":
         raise ValueError(f"the fusion model needs MELD utterances with faces, not {dataset!r}")
     tokenizer = tokenizer_for(cfg)
@@ -135,13 +156,13 @@ def make_datasets(cfg: Mapping[str, Any], dataset: str, shards: ShardInputs) -> 
 
 
 def preprocess(
-    texts: list[Any], images: list[list[Any]], cfg: Mapping[str, Any]
+    texts: list[Any], images: list[list[Any]], cfg: FusionInputConfig
 ) -> dict[str, Tensor]:
     """Inference hook: utterances (or dialogue windows, see text_data.window_of) + their
     faces as JPEG bytes or RGB arrays (any count, may be empty)."""
     tokenizer = tokenizer_for(cfg)
     batch = text_data.preprocess_text(texts, cfg, tokenizer)
-    k, size = int(cfg.get("faces", 3)), int(cfg.get("size", 224))
+    k, size = cfg.faces, cfg.size
     faces = torch.zeros((len(texts), k, 3, size, size))
     mask = torch.zeros((len(texts), k), dtype=torch.bool)
     for i, crops in enumerate(images):
@@ -152,7 +173,7 @@ def preprocess(
     return batch
 
 
-def preprocess_units(units: list[Any], cfg: Mapping[str, Any]) -> dict[str, Tensor]:
+def preprocess_units(units: list[Any], cfg: FusionInputConfig) -> dict[str, Tensor]:
     """The spec's hook: ``{"text", "images"}`` units (plus a dialogue window's keys), or a
     bare utterance without faces."""
     # a mapping unit is also the text's dialogue window (speaker, context, future)
@@ -164,6 +185,7 @@ def preprocess_units(units: list[Any], cfg: Mapping[str, Any]) -> dict[str, Tens
 SPEC = register(
     ModelSpec(
         name="fusion",
+        config=FusionConfig,
         build=build,
         make_datasets=make_datasets,
         preprocess=preprocess_units,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from crossemotion.layout import ShardInputs
+from crossemotion.model_config import ModelConfig
 
 if TYPE_CHECKING:  # the workflow reads MODELS at parse time without importing torch
     import polars as pl
@@ -71,30 +72,37 @@ def model_info(name: str) -> ModelInfo:
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
+    # the model's typed config: every default of its keys (crossemotion.model_config)
+    config: type[ModelConfig]
     # (model config, number of classes) -> module with forward(batch) -> logits
-    build: Callable[[Mapping[str, Any], int], nn.Module]
+    build: Callable[[Any, int], nn.Module]
     # (model config, dataset name, shard inputs) -> {split: Dataset}; every
     # Dataset has a ``meta`` polars DataFrame aligned with its indices
     # (id, key, split, speaker, character, label) for predictions.parquet.
-    make_datasets: Callable[[Mapping[str, Any], str, ShardInputs], dict[str, Dataset]]
+    make_datasets: Callable[[Any, str, ShardInputs], dict[str, Dataset]]
     # inference hook: (list of raw units, model config) -> batch dict for
     # forward(). A unit is an image (path, JPEG bytes or HxWx3 RGB uint8 array)
     # for "image" models, a clip (video path or list of frames) for "video"
     # models, a str (or dialogue window) for "text", {"text": str, "images":
     # [JPEG bytes...]} for fusion. See crossemotion.inference.
-    preprocess: Callable[[list[Any], Mapping[str, Any]], dict[str, Any]]
+    preprocess: Callable[[list[Any], Any], dict[str, Any]]
     collate: Callable[[list[Any]], Any] | None = None
     # (model config, {split: prepared rows}) -> {split: Dataset}, for jobs that
     # choose the rows themselves (transfer: leakage filter, fine-tuning
     # fraction); None for a model whose items are not rows of one shard kind
     datasets_from_tables: (
-        Callable[[Mapping[str, Any], Mapping[str, pl.DataFrame]], dict[str, Dataset]] | None
+        Callable[[Any, Mapping[str, pl.DataFrame]], dict[str, Dataset]] | None
     ) = None
     # aggregate face-level outputs to utterances by ``key`` on MELD
     aggregate_by_key: bool = False
 
     def __post_init__(self) -> None:
         model_info(self.name)
+
+    def configure(self, cfg: Mapping[str, Any] | ModelConfig, **overrides: Any) -> Any:
+        """The typed config of a model section or a checkpoint's ``config``; ``overrides``
+        (the global ``seed`` and ``task``) win. Unknown keys are an error naming them."""
+        return self.config.from_mapping(cfg, **overrides)
 
     @property
     def info(self) -> ModelInfo:
@@ -124,4 +132,5 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def build_model(name: str, cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
-    return get_spec(name).build(cfg, num_classes)
+    spec = get_spec(name)
+    return spec.build(spec.configure(cfg), num_classes)

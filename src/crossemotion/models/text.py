@@ -7,12 +7,13 @@ random-init model of its size, see crossemotion.models.encoders), ``pooling``
 the head only), ``max_length``, ``context`` and ``future`` (previous and next
 turns of the dialogue) and ``speakers`` (speaker names on the turns; see
 crossemotion.datasets.text for the input layout). ``head_lr`` sets the head's learning rate
-(default 20x ``lr``) for frameworks that honour ``param_groups``.
+(default 20x ``lr``) for frameworks that honour ``param_groups``. Defaults: ``TextConfig``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -21,6 +22,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from crossemotion.datasets import text as text_data
+from crossemotion.model_config import TextInputConfig
 from crossemotion.models.backbones import FALLBACK_ERROR, pretrained_fallback
 from crossemotion.models.encoders import encoder_width, load_text_encoder, load_tokenizer
 from crossemotion.models.registry import ModelSpec, ShardInputs, register
@@ -58,18 +60,30 @@ class TextEncoder(nn.Module):
         return hidden, pool(hidden, batch["attention_mask"], self.pooling)
 
 
+@dataclass(frozen=True, kw_only=True)
+class TextConfig(TextInputConfig):
+    # the pretrained encoder's step; the fresh head's is ``head_lr``
+    lr: float = 5e-5
+    # train the head only
+    freeze: bool = False
+    dropout: float = 0.1
+    # None: 20 x lr (the fresh head learns faster than the pretrained encoder)
+    head_lr: float | None = None
+
+    @property
+    def head_learning_rate(self) -> float:
+        return self.head_lr if self.head_lr is not None else 20 * self.lr
+
+
 class TextClassifier(nn.Module):
-    def __init__(self, cfg: Mapping[str, Any], num_classes: int) -> None:
+    def __init__(self, cfg: TextConfig, num_classes: int) -> None:
         super().__init__()
         self.text = TextEncoder(
-            str(cfg.get("encoder", "minilm")),
-            pooling=str(cfg.get("pooling", "mean")),
-            freeze=bool(cfg.get("freeze", False)),
-            fallback=pretrained_fallback(cfg),
+            cfg.encoder, pooling=cfg.pooling, freeze=cfg.freeze, fallback=pretrained_fallback(cfg)
         )
-        self.dropout = nn.Dropout(float(cfg.get("dropout", 0.1)))
+        self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(self.text.width, num_classes)
-        self.head_lr = float(cfg.get("head_lr", 20 * float(cfg.get("lr", 5e-5))))
+        self.head_lr = cfg.head_learning_rate
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
         _, pooled = self.text(batch)
@@ -89,25 +103,25 @@ def _tokenizer(name: str, fallback: str) -> Any:
     return load_tokenizer(name, fallback)
 
 
-def tokenizer_for(name: str | Mapping[str, Any]) -> Any:
+def tokenizer_for(name: str | TextInputConfig) -> Any:
     """The tokenizer of an encoder name, or of a model config (``encoder`` + fallback)."""
-    if isinstance(name, Mapping):
-        return _tokenizer(str(name.get("encoder", "minilm")), pretrained_fallback(name))
+    if isinstance(name, TextInputConfig):
+        return _tokenizer(name.encoder, pretrained_fallback(name))
     return _tokenizer(name, FALLBACK_ERROR)
 
 
-def build(cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
+def build(cfg: TextConfig, num_classes: int) -> nn.Module:
     return TextClassifier(cfg, num_classes)
 
 
-def make_datasets(cfg: Mapping[str, Any], dataset: str, shards: ShardInputs) -> dict[str, Dataset]:
+def make_datasets(cfg: TextConfig, dataset: str, shards: ShardInputs) -> dict[str, Dataset]:
     if dataset != "meld":
         raise ValueError(f"the text model needs MELD utterances, not {dataset!r}")
     tokenizer = tokenizer_for(cfg)
     return dict(text_data.text_datasets(cfg, shards.text, tokenizer))
 
 
-def preprocess_text(units: list[Any], cfg: Mapping[str, Any]) -> dict[str, Tensor]:
+def preprocess_text(units: list[Any], cfg: TextInputConfig) -> dict[str, Tensor]:
     """Inference hook: utterances, or ``{"text", "speaker", "context", "future"}``
     dialogue windows (see text_data.window_of) -> batch dict for ``TextClassifier``."""
     tokenizer = tokenizer_for(cfg)
@@ -116,7 +130,7 @@ def preprocess_text(units: list[Any], cfg: Mapping[str, Any]) -> dict[str, Tenso
 
 
 @torch.no_grad()
-def predict_texts(model: nn.Module, texts: list[Any], cfg: Mapping[str, Any]) -> Tensor:
+def predict_texts(model: nn.Module, texts: list[Any], cfg: TextInputConfig) -> Tensor:
     """Class probabilities [N, number of classes] for raw utterances or dialogue windows."""
     model.eval()
     return model(preprocess_text(texts, cfg)).softmax(-1)
@@ -125,6 +139,7 @@ def predict_texts(model: nn.Module, texts: list[Any], cfg: Mapping[str, Any]) ->
 SPEC = register(
     ModelSpec(
         name="text",
+        config=TextConfig,
         build=build,
         make_datasets=make_datasets,
         preprocess=preprocess_text,

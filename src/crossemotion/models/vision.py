@@ -17,16 +17,16 @@ from torch.utils.data import Dataset
 
 from crossemotion.codec import load_image, normalize, to_uint8_chw
 from crossemotion.data.face_detect import shared_detector
-from crossemotion.datasets.clips import CLIP_FRAMES, clip_datasets
+from crossemotion.datasets.clips import clip_datasets
 from crossemotion.datasets.collate import stack_collate
 from crossemotion.datasets.shards import frame_indices
 from crossemotion.datasets.speaker_crop import (
-    DEFAULT_SCALE,
     clip_windows,
     crop_mode,
     crop_window,
     detect_boxes,
 )
+from crossemotion.model_config import ClipConfig, FaceConfig
 from crossemotion.models.registry import ModelSpec, ShardInputs
 
 ImageInput = str | Path | bytes | np.ndarray
@@ -46,9 +46,8 @@ def read_video(path: str | Path, frames: int) -> list[np.ndarray]:
     return [result.frames[i] for i in frame_indices(len(result.frames), frames)]
 
 
-def preprocess_images(units: list[ImageInput], cfg: Mapping[str, Any]) -> dict[str, Tensor]:
-    size = int(cfg.get("size", 224))
-    images = torch.stack([normalize(to_uint8_chw(load_image(u), size)) for u in units])
+def preprocess_images(units: list[ImageInput], cfg: FaceConfig) -> dict[str, Tensor]:
+    images = torch.stack([normalize(to_uint8_chw(load_image(u), cfg.size)) for u in units])
     return {"image": images}
 
 
@@ -72,25 +71,25 @@ def clip_tensor(unit: ClipInput, t: int, size: int, crop_scale: float | None = N
     return normalize(torch.stack([to_uint8_chw(img, size) for img in imgs]))
 
 
-def preprocess_clips(units: list[ClipInput], cfg: Mapping[str, Any]) -> dict[str, Tensor]:
-    t, size = int(cfg.get("frames", CLIP_FRAMES)), int(cfg.get("size", 112))
-    scale = float(cfg.get("crop_scale", DEFAULT_SCALE)) if crop_mode(cfg) == "speaker" else None
-    return {"frames": torch.stack([clip_tensor(u, t, size, scale) for u in units])}
+def preprocess_clips(units: list[ClipInput], cfg: ClipConfig) -> dict[str, Tensor]:
+    scale = cfg.crop_scale if crop_mode(cfg) == "speaker" else None
+    return {"frames": torch.stack([clip_tensor(u, cfg.frames, cfg.size, scale) for u in units])}
 
 
-def clip_spec(name: str, build: Callable[[Mapping[str, Any], int], nn.Module]) -> ModelSpec:
+def clip_spec(
+    name: str, build: Callable[[Any, int], nn.Module], config: type[ClipConfig]
+) -> ModelSpec:
     """The spec of a clip model: MELD clips (speaker windows from the faces shards),
     stacked batches, the clip preprocessing above; only the network differs."""
 
-    def make_datasets(
-        cfg: Mapping[str, Any], dataset: str, shards: ShardInputs
-    ) -> dict[str, Dataset]:
+    def make_datasets(cfg: ClipConfig, dataset: str, shards: ShardInputs) -> dict[str, Dataset]:
         if dataset != "meld":
             raise ValueError(f"{name} trains on MELD clips, not {dataset!r}")
         return dict(clip_datasets(cfg, shards.clips, shards.faces))
 
     return ModelSpec(
         name=name,
+        config=config,
         build=build,
         make_datasets=make_datasets,
         collate=stack_collate,

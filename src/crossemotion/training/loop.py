@@ -19,10 +19,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,30 +41,32 @@ from crossemotion.datasets.collate import Collate
 from crossemotion.datasets.shards import labels_of
 from crossemotion.device import autocast, resolve_device, seed_everything, to_device
 from crossemotion.labels import EMOTIONS
+from crossemotion.model_config import ModelConfig
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    schedule: str = "constant"
-    warmup_fraction: float = 0.1
-    patience: int = 5
-    class_weights: bool = True
-    grad_clip: float = 1.0
-    seed: int = 13
-    num_workers: int = 0
-    length_buckets: bool = True
+    """The loop's settings: the training keys of a model config (their defaults are
+    ``crossemotion.model_config.ModelConfig``'s)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    schedule: str
+    warmup_fraction: float
+    patience: int
+    class_weights: bool
+    grad_clip: float
+    seed: int
+    num_workers: int
+    length_buckets: bool
 
     @classmethod
-    def from_cfg(cls, cfg: Mapping[str, Any], seed: int) -> TrainConfig:
-        known = {f for f in cls.__dataclass_fields__ if f != "seed"}
-        values = {k: cfg[k] for k in known if cfg.get(k) is not None}
-        return cls(seed=seed, **values)
+    def of(cls, cfg: ModelConfig) -> TrainConfig:
+        return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)})
 
 
 @dataclass

@@ -41,6 +41,7 @@ from crossemotion.evaluation.metrics import classification_metrics, majority_bas
 from crossemotion.evaluation.scoring import Scorer, prediction_frame, write_run
 from crossemotion.evaluation.timing import measure_inference
 from crossemotion.labels import DEFAULT_TASK, task_classes
+from crossemotion.model_config import ModelConfig
 from crossemotion.models.registry import ModelSpec, ShardInputs, get_spec
 from crossemotion.training.loop import FitResult, TrainConfig, fit, predict_probs
 
@@ -60,7 +61,7 @@ def inputs_fingerprint(inputs: ShardInputs) -> list[tuple[str, int, int]]:
     return sorted(out)
 
 
-def preprocess_info(spec: ModelSpec, cfg: Mapping[str, Any]) -> dict[str, Any]:
+def preprocess_info(spec: ModelSpec, cfg: ModelConfig) -> dict[str, Any]:
     info: dict[str, Any] = {
         "unit": spec.unit,
         "inputs": list(spec.inputs),
@@ -78,8 +79,8 @@ def preprocess_info(spec: ModelSpec, cfg: Mapping[str, Any]) -> dict[str, Any]:
         "encoder",
         "faces",
     ):
-        if key in cfg:
-            info[key] = cfg[key]
+        if hasattr(cfg, key):
+            info[key] = getattr(cfg, key)
     return info
 
 
@@ -106,12 +107,13 @@ def train_and_evaluate(
     seed = int(global_cfg.get("seed", 13))
     task = str(global_cfg.get("task") or DEFAULT_TASK)
     classes = task_classes(task)
-    threads = int(threads or model_cfg.get("threads", 1))
+    spec = get_spec(model_name)
+    cfg = spec.configure(model_cfg, seed=seed, task=task)
+    threads = int(threads or cfg.threads)
     torch.set_num_threads(threads)
     device = resolve_device(global_cfg.get("device", "auto"))
     seed_everything(seed)
-    spec = get_spec(model_name)
-    datasets = spec.make_datasets({**model_cfg, "seed": seed, "task": task}, dataset, inputs)
+    datasets = spec.make_datasets(cfg, dataset, inputs)
     for split in ("train", "dev", "test"):
         if len(datasets[split]) == 0:
             raise ValueError(f"{model_name}/{dataset}: the {split} split has no items")
@@ -121,9 +123,9 @@ def train_and_evaluate(
         device, threads,
     )  # fmt: skip
     seed_everything(seed)
-    model = spec.build(model_cfg, len(classes))
+    model = spec.build(cfg, len(classes))
     scorer = Scorer.for_run(spec, dataset, datasets, inputs, task)
-    tcfg = TrainConfig.from_cfg(model_cfg, seed)
+    tcfg = TrainConfig.of(cfg)
     key = config_hash(
         {"model": model_name, "dataset": dataset, "cfg": model_cfg, "seed": seed,
          "device": device.type, "inputs": inputs_fingerprint(inputs),
@@ -139,7 +141,7 @@ def train_and_evaluate(
     )  # fmt: skip
     model.load_state_dict(result.best_state)
     metrics = evaluate_and_write(
-        spec, dataset, model, model_cfg, datasets, scorer, result, tcfg, device, out_dir, seed
+        spec, dataset, model, model_cfg, datasets, scorer, result, tcfg, device, out_dir, cfg
     )
     checkpoint.clear_resume(state_dir)
     log.info(
@@ -161,8 +163,10 @@ def evaluate_and_write(
     tcfg: TrainConfig,
     device: torch.device,
     out_dir: Path,
-    seed: int,
+    cfg: ModelConfig,
 ) -> dict[str, Any]:
+    """Score dev/test, time inference, write the run; ``model_cfg`` is the section as the
+    config gave it (recorded), ``cfg`` its typed form (the checkpoint's preprocessing)."""
     classes = scorer.classes
     metrics: dict[str, Any] = {
         "model": spec.name,
@@ -216,14 +220,14 @@ def evaluate_and_write(
         "n_train": len(datasets["train"]),
         "resumed_from_epoch": result.resumed_from,
     }
-    metrics["seed"] = seed
+    metrics["seed"] = cfg.seed
     metrics["config"] = dict(model_cfg)
     write_run(
         out_dir,
         metrics,
         pl.concat(frames, how="diagonal_relaxed"),
         result.log,
-        model=checkpoint_payload(spec, dataset, model, model_cfg, result, metrics),
+        model=checkpoint_payload(spec, dataset, model, model_cfg, cfg, result, metrics),
     )
     return metrics
 
@@ -233,6 +237,7 @@ def checkpoint_payload(
     dataset: str,
     model: torch.nn.Module,
     model_cfg: Mapping[str, Any],
+    cfg: ModelConfig,
     result: FitResult,
     metrics: Mapping[str, Any],
 ) -> dict[str, Any]:
@@ -245,7 +250,7 @@ def checkpoint_payload(
         "task": metrics["task"],
         "labels": list(metrics["classes"]),
         "state_dict": checkpoint.cpu_state_dict(model),
-        "preprocess": preprocess_info(spec, model_cfg),
+        "preprocess": preprocess_info(spec, cfg),
         "epoch": result.best_epoch,
         "metrics": {
             s: {k: metrics[s][k] for k in ("accuracy", "weighted_f1", "n")} for s in ("dev", "test")

@@ -52,7 +52,6 @@ from crossemotion.data.leakage import LINK_SCHEMA, excluded_items
 from crossemotion.data.leakage import RULES as LEAKAGE_RULES
 from crossemotion.datasets.faces import cap_faces_per_key, face_splits
 from crossemotion.datasets.shards import (
-    DEV_FRACTION,
     label_indices,
     read_shards,
     stratified_group_split,
@@ -203,7 +202,7 @@ def load_source(path: str | Path) -> tuple[ModelSpec, torch.nn.Module, dict[str,
         )
     spec = get_spec(ckpt["model"])
     cfg = dict(ckpt["config"])
-    model = spec.build(cfg, len(EMOTIONS))
+    model = spec.build(spec.configure(cfg), len(EMOTIONS))
     model.load_state_dict(ckpt["state_dict"])
     return spec, model, cfg
 
@@ -268,26 +267,28 @@ def run_transfer(
     device = resolve_device(global_cfg.get("device", "auto"))
     seed_everything(seed)
     spec, model, model_cfg = load_source(inputs.checkpoint)
-    dev_fraction = float(model_cfg.get("dev_fraction", DEV_FRACTION))
+    if spec.datasets_from_tables is None:
+        raise ValueError(
+            f"transfer needs a model that builds datasets from face rows; {spec.name!r} does not"
+        )
+    cfg = spec.configure(model_cfg, seed=seed)
+    dev_fraction = cfg.dev_fraction
     exclude = bool(transfer_cfg.get("exclude_overlap", True))
     if exclude and inputs.leakage is None:
         raise ValueError("exclude_overlap is on but no leak links (leakage.parquet) were given")
     links = read_leakage(inputs.leakage) if exclude else read_leakage(None)
     leaked = excluded_items(links, cell.source, cell.target) if exclude else {}
     data = load_target(cell.target, inputs.faces, inputs.text, seed, dev_fraction, leaked)
-    limit = model_cfg.get("faces_per_utterance")
-    data.faces = {split: cap_faces_per_key(f, limit) for split, f in data.faces.items()}
+    data.faces = {
+        split: cap_faces_per_key(f, cfg.faces_per_utterance) for split, f in data.faces.items()
+    }
     src_labels = source_train_labels(cell.source, inputs.source_train, seed, dev_fraction)
 
     train_frame = data.faces["train"]
     if cell.fraction is not None:
         train_frame = select_fraction(train_frame, cell.fraction, seed)
-    if spec.datasets_from_tables is None:
-        raise ValueError(
-            f"transfer needs a model that builds datasets from face rows; {spec.name!r} does not"
-        )
     datasets = spec.datasets_from_tables(
-        model_cfg, {"train": train_frame, **{s: data.faces[s] for s in EVAL_SPLITS}}
+        cfg, {"train": train_frame, **{s: data.faces[s] for s in EVAL_SPLITS}}
     )
     for split in EVAL_SPLITS:
         if len(datasets[split]) == 0:
@@ -300,7 +301,7 @@ def run_transfer(
     )
     # prior for MELD utterances without a face: the labels the model last trained on
     scorer.set_prior(src_labels if cell.fraction is None else datasets["train"].labels)
-    tcfg = TrainConfig.from_cfg({**model_cfg, **_finetune_overrides(transfer_cfg)}, seed)
+    tcfg = TrainConfig.of(cfg.replace(**_finetune_overrides(transfer_cfg)))
     result = None
     if cell.fraction is not None:
         if len(datasets["train"]) == 0:

@@ -1,0 +1,89 @@
+"""Typed model configs: one default per key, and the schema's model keys equal the fields."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from crossemotion.config import ConfigError, _schema
+from crossemotion.model_config import ModelConfig, model_default
+from crossemotion.models.registry import MODELS, get_spec
+
+
+def schema_properties(model: str) -> dict[str, Any]:
+    """The keys the schema lets ``models.{model}`` set (its allOf references resolved)."""
+    schema = _schema()
+    node = schema["properties"]["models"]["properties"][model]
+    props = dict(node.get("properties", {}))
+    for part in node.get("allOf", []):
+        name = part["$ref"].rsplit("/", 1)[-1]
+        props.update(schema["definitions"][name]["properties"])
+    return props
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_schema_keys_are_the_typed_config_fields(model: str) -> None:
+    """Every key a config file may set is a field of the model's config, with the same
+    default where the schema fills one in; the fields beyond the schema are the
+    library-only keys and the two global ones."""
+    config = get_spec(model).config
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    props = schema_properties(model)
+    assert set(props) <= set(fields), sorted(set(props) - set(fields))
+    library_only = {"grad_clip", "num_workers", "dev_fraction", "cache_mb", "seed", "task"}
+    # length_buckets matters only where items have token counts (text, fusion)
+    assert set(fields) - set(props) <= library_only | {"length_buckets"}
+    for key, prop in props.items():
+        if "default" in prop:
+            assert fields[key].default == prop["default"], key
+
+
+def test_unknown_key_is_an_error_naming_it() -> None:
+    with pytest.raises(ConfigError, match="'epoch'"):
+        get_spec("resnet50").configure({"epoch": 3})
+
+
+def test_none_means_the_default_and_lists_become_tuples() -> None:
+    cfg = get_spec("c3d").configure({"epochs": None, "channels": [4, 8], "weights": None})
+    assert cfg.epochs == ModelConfig.epochs and cfg.channels == (4, 8) and cfg.weights is None
+    # a config whose default is None keeps None (random init), not a fallback
+    assert get_spec("resnet50").configure({"faces_per_utterance": None}).faces_per_utterance is None
+
+
+def test_global_keys_override_the_section() -> None:
+    cfg = get_spec("text").configure({"lr": 3e-5}, seed=7, task="sentiment")
+    assert (cfg.seed, cfg.task, cfg.lr) == (7, "sentiment", 3e-5)
+
+
+def test_derived_learning_rates_follow_lr() -> None:
+    """The text head learns 20x faster than the encoder unless head_lr is set; the fusion
+    text encoder takes min(lr, 5e-5) unless text_lr is set."""
+    assert get_spec("text").configure({"lr": 1e-5}).head_learning_rate == pytest.approx(2e-4)
+    assert get_spec("text").configure({"head_lr": 1e-3}).head_learning_rate == 1e-3
+    assert get_spec("fusion").configure({"lr": 1e-3}).text_learning_rate == 5e-5
+    assert get_spec("fusion").configure({"lr": 1e-5}).text_learning_rate == 1e-5
+
+
+def test_workflow_defaults_come_from_the_configs() -> None:
+    assert model_default("threads") == ModelConfig.threads
+    assert model_default("datasets") == ("meld",)
+    with pytest.raises(KeyError, match="size"):
+        model_default("size")  # clips and faces differ: ask the model's config
+
+
+def test_no_model_reads_a_raw_config() -> None:
+    """Defaults live in the config classes: no ``cfg.get(key, default)`` in the layers that
+    read a model config."""
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src" / "crossemotion"
+    offenders = [
+        f"{path.relative_to(src)}:{n}"
+        for folder in ("models", "datasets", "training")
+        for path in sorted((src / folder).glob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if "cfg.get(" in line and "transfer_cfg" not in line and "global_cfg" not in line
+    ]
+    assert offenders == []
