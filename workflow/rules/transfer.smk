@@ -22,7 +22,7 @@ rule transfer:
         seeddir=SEED_DIR_PATTERN,
     conda:
         "../../envs/crossemotion.yaml"
-    threads: config["models"].get(transfer_model(), {}).get("threads", 2)
+    threads: model_setting(transfer_model(), "threads")
     resources:
         mem_mb=6000,
         runtime=180,
