@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from crossemotion.data import manifest as mf
+from crossemotion.data.meld import TEXT_COLUMNS
 from crossemotion.data.pool import WorkerPool, WorkerTimeout
 from crossemotion.data.video import (
     ClipResult,
@@ -137,25 +138,8 @@ class LogStream:
 
 def _clip_row(row: dict[str, Any], r: ClipResult) -> dict[str, Any]:
     return {
-        **{
-            k: row.get(k)
-            for k in (
-                "split",
-                "dialogue_id",
-                "utterance_id",
-                "key",
-                "speaker",
-                "character",
-                "label",
-                "sentiment",
-                "text",
-                "season",
-                "episode",
-                "start_time",
-                "end_time",
-                "file",
-            )
-        },
+        # a clip row carries its utterance's text-shard columns and its file
+        **{k: row.get(k) for k in (*TEXT_COLUMNS, "file")},
         "duration": r.duration,
         "fps": r.fps,
         "width": r.width,

@@ -59,8 +59,4 @@ class C3D(nn.Module):
         return self.fc(self.dropout(self.pool(x).flatten(1)))
 
 
-def build(cfg: C3DConfig, num_classes: int) -> nn.Module:
-    return C3D(cfg, num_classes)
-
-
-SPEC = register(clip_spec("c3d", build, C3DConfig))
+SPEC = register(clip_spec("c3d", C3D, C3DConfig))

@@ -45,8 +45,4 @@ class CNNLSTM(nn.Module):
         return self.fc(self.dropout(torch.cat([h[-1], feats.mean(1)], dim=1)))
 
 
-def build(cfg: CnnLstmConfig, num_classes: int) -> nn.Module:
-    return CNNLSTM(cfg, num_classes)
-
-
-SPEC = register(clip_spec("cnn_lstm", build, CnnLstmConfig))
+SPEC = register(clip_spec("cnn_lstm", CNNLSTM, CnnLstmConfig))

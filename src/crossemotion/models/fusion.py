@@ -144,10 +144,6 @@ class FusionModel(nn.Module):
         return groups
 
 
-def build(cfg: FusionConfig, num_classes: int) -> nn.Module:
-    return FusionModel(cfg, num_classes)
-
-
 def make_datasets(cfg: FusionConfig, dataset: str, shards: ShardInputs) -> dict[str, Dataset]:
     if dataset != "meld":
         raise ValueError(f"the fusion model needs MELD utterances with faces, not {dataset!r}")
@@ -186,7 +182,7 @@ SPEC = register(
     ModelSpec(
         name="fusion",
         config=FusionConfig,
-        build=build,
+        build=FusionModel,
         make_datasets=make_datasets,
         preprocess=preprocess_units,
         collate=text_data.collate_fusion,

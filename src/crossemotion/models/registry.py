@@ -90,9 +90,9 @@ class ModelSpec:
     # (model config, {split: prepared rows}) -> {split: Dataset}, for jobs that
     # choose the rows themselves (transfer: leakage filter, fine-tuning
     # fraction); None for a model whose items are not rows of one shard kind
-    datasets_from_tables: (
-        Callable[[Any, Mapping[str, pl.DataFrame]], dict[str, Dataset]] | None
-    ) = None
+    datasets_from_tables: Callable[[Any, Mapping[str, pl.DataFrame]], dict[str, Dataset]] | None = (
+        None
+    )
     # aggregate face-level outputs to utterances by ``key`` on MELD
     aggregate_by_key: bool = False
 

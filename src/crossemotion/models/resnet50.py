@@ -43,10 +43,6 @@ class FaceClassifier(nn.Module):
         return self.fc(self.dropout(self.backbone(batch["image"])))
 
 
-def build(cfg: ResNet50Config, num_classes: int) -> nn.Module:
-    return FaceClassifier(cfg, num_classes)
-
-
 def make_datasets(cfg: ResNet50Config, dataset: str, shards: ShardInputs) -> dict[str, Dataset]:
     if not shards.faces.get("train") or not shards.faces.get("test"):
         raise ValueError(f"resnet50 on {dataset!r} needs train and test faces shards")
@@ -58,7 +54,7 @@ SPEC = register(
     ModelSpec(
         name="resnet50",
         config=ResNet50Config,
-        build=build,
+        build=FaceClassifier,
         make_datasets=make_datasets,
         datasets_from_tables=face_datasets_from_tables,
         collate=stack_collate,

@@ -110,10 +110,6 @@ def tokenizer_for(name: str | TextInputConfig) -> Any:
     return _tokenizer(name, FALLBACK_ERROR)
 
 
-def build(cfg: TextConfig, num_classes: int) -> nn.Module:
-    return TextClassifier(cfg, num_classes)
-
-
 def make_datasets(cfg: TextConfig, dataset: str, shards: ShardInputs) -> dict[str, Dataset]:
     if dataset != "meld":
         raise ValueError(f"the text model needs MELD utterances, not {dataset!r}")
@@ -140,7 +136,7 @@ SPEC = register(
     ModelSpec(
         name="text",
         config=TextConfig,
-        build=build,
+        build=TextClassifier,
         make_datasets=make_datasets,
         preprocess=preprocess_text,
         collate=text_data.collate_text,
