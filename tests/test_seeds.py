@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from crossemotion.evaluation.bootstrap import paired_bootstrap
+from crossemotion.evaluation.bootstrap import CI_SEED, ROUNDS, paired_bootstrap
 from crossemotion.labels import EMOTIONS
 from crossemotion.layout import (
     config_seeds,
@@ -24,6 +24,7 @@ from crossemotion.layout import (
 )
 from crossemotion.reporting.pipeline import write_named_table
 from crossemotion.reporting.tables import PAIRED, SEED_COLUMNS, TRANSFER_COLUMNS
+from tests.conftest import run_snakemake
 
 SEEDS = [13, 14, 15]
 RUNS = [("text", "meld"), ("fusion", "meld"), ("resnet50", "meld")]
@@ -321,3 +322,111 @@ def test_transfer_table_mean_sd_over_seeds_with_per_seed_values(tmp_path: Path) 
         assert row.weighted_f1 == pytest.approx(
             f1_score(test["label"], test["prediction"], average="weighted")
         )
+
+
+# seeds: [13, 14] on a small generated demo: the three models the CI rows pair,
+# one epoch each, one thread per job (about 3 minutes on 2 cores)
+RUN_SEEDS = (13, 14)
+SMALL_DEMO = """
+seeds: [13, 14]
+device: cpu
+synth:
+  utterances: {train: 28, dev: 14, test: 28}
+  ifeed_images: {train: 14, test: 7}
+meld:
+  shards: {train: 1, dev: 1, test: 1}
+models:
+  cnn_lstm: {enabled: false}
+  c3d: {enabled: false}
+  resnet50: {datasets: [meld], epochs: 1, patience: 1}
+  text: {epochs: 1, patience: 1}
+  fusion: {epochs: 1, patience: 1}
+transfer:
+  enabled: false
+"""
+
+
+def _seed_test_predictions(results: Path, model: str) -> list[pd.DataFrame]:
+    """Each seed's test utterances, indexed by id."""
+    out = []
+    for seed in RUN_SEEDS:
+        directory = model_dir(model, "meld", seed_subdir(seed, list(RUN_SEEDS)), results)
+        assert json.loads((directory / "metrics.json").read_text())["seed"] == seed
+        frame = pd.read_parquet(directory / "predictions.parquet")
+        test = frame[frame["split"] == "test"]
+        if "level" in test.columns:
+            test = test[test["level"] == "utterance"]
+        out.append(test.set_index("id"))
+    return out
+
+
+def _bootstrap_ci(truth: np.ndarray, a: list[np.ndarray], b: list[np.ndarray]) -> tuple:
+    """The documented paired bootstrap, redone with sklearn: ROUNDS resamples of the
+    items (numpy's default_rng(CI_SEED), one ``integers(0, n, n)`` draw per round),
+    each scoring every seed of both models on the same resample; the statistic is
+    mean-over-seeds wF1(a) minus that of b; a 95% percentile interval."""
+
+    def diff(idx: np.ndarray) -> float:
+        def mean_wf1(preds: list[np.ndarray]) -> float:
+            return float(np.mean([
+                f1_score(truth[idx], p[idx], average="weighted", zero_division=0) for p in preds
+            ]))  # fmt: skip
+
+        return mean_wf1(a) - mean_wf1(b)
+
+    rng = np.random.default_rng(CI_SEED)
+    n = truth.size
+    rounds = np.array([diff(rng.integers(0, n, n)) for _ in range(ROUNDS)])
+    low, high = np.quantile(rounds, [0.025, 0.975])
+    return diff(np.arange(n)), float(low), float(high)
+
+
+@pytest.mark.slow
+def test_two_seed_run_table_matches_predictions(workdir: Path) -> None:
+    """A real two-seed run of text, resnet50 and fusion: the benchmark csv's mean, sd,
+    per-seed values and paired CIs equal a recomputation from each seed's
+    predictions.parquet (sklearn, and the bootstrap redone with numpy)."""
+    (workdir / "seeds.yaml").write_text(SMALL_DEMO)
+    target = "results/tables/benchmark.csv"
+    run_snakemake(
+        ["--cores", "2", "--configfile", "config/demo.yaml", "seeds.yaml", "--", target],
+        cwd=workdir,
+    )
+    table = pd.read_csv(workdir / target)
+    results = workdir / "results"
+    preds = {m: _seed_test_predictions(results, m) for m in ("text", "resnet50", "fusion")}
+    # the items in the order the table pairs them: the first model's first seed
+    order = preds["fusion"][0].index
+    truth = preds["fusion"][0]["label"].to_numpy()
+    assert len(order) == 28
+
+    for model, seeds in preds.items():
+        row = table[(table["source"] == "measured") & (table["model"] == model)].iloc[0]
+        wf1 = [f1_score(p["label"], p["prediction"], average="weighted") for p in seeds]
+        acc = [float((p["label"] == p["prediction"]).mean()) for p in seeds]
+        assert row["n"] == 28 and row["n_seeds"] == 2 and row["seeds"] == "13 14"
+        assert row["weighted_f1"] == pytest.approx(np.mean(wf1))
+        assert row["weighted_f1_sd"] == pytest.approx(np.std(wf1, ddof=1))
+        assert row["accuracy"] == pytest.approx(np.mean(acc))
+        assert row["accuracy_sd"] == pytest.approx(np.std(acc, ddof=1))
+        per_seed = [float(v) for v in row["weighted_f1_per_seed"].split()]
+        assert per_seed == pytest.approx(wf1, abs=1e-4)
+        assert "mean ± sd of 2 seeds" in row["note"]
+    # the seeds trained different models
+    first, second = preds["text"]
+    assert not np.allclose(first.loc[order, "p_joy"], second.loc[order, "p_joy"])
+
+    paired = table[table["source"] == PAIRED].set_index("model")
+    assert list(paired.index) == ["fusion vs text", "fusion vs resnet50"]
+    fusion = [p.loc[order, "prediction"].to_numpy() for p in preds["fusion"]]
+    for other in ("text", "resnet50"):
+        assert all((p.loc[order, "label"].to_numpy() == truth).all() for p in preds[other])
+        others = [p.loc[order, "prediction"].to_numpy() for p in preds[other]]
+        difference, low, high = _bootstrap_ci(truth, fusion, others)
+        row = paired.loc[f"fusion vs {other}"]
+        assert row["n"] == 28
+        assert row["wf1_difference"] == pytest.approx(difference)
+        measured = table[table["source"] == "measured"].set_index("model")["weighted_f1"]
+        assert row["wf1_difference"] == pytest.approx(measured["fusion"] - measured[other])
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx((low, high))
+        assert bool(row["significant"]) == (low > 0 or high < 0)
