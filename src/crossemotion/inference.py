@@ -28,6 +28,7 @@ from torch import nn
 from crossemotion import checkpoint
 from crossemotion.device import autocast, resolve_device, to_device
 from crossemotion.labels import EMOTIONS, task_of_classes
+from crossemotion.layout import CHECKPOINT
 from crossemotion.model_config import ModelConfig
 from crossemotion.models.registry import ModelSpec, get_spec
 
@@ -80,7 +81,7 @@ class Predictor:
 def checkpoint_path(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
-        path = path / "model.pt"
+        path = path / CHECKPOINT
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     return path

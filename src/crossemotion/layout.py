@@ -30,9 +30,14 @@ RESULTS = "results"
 MELD_SPLITS = ("train", "dev", "test")
 IFEED_SPLITS = ("train", "test")
 SHARD_KINDS = ("clips", "faces", "text")
+# the files of a run directory
+CHECKPOINT = "model.pt"
+METRICS = "metrics.json"
+PREDICTIONS = "predictions.parquet"
+TRAIN_LOG = "train_log.csv"
 # what a training job writes into its run directory; metrics.json marks it complete
-TRAIN_FILES = ("model.pt", "metrics.json", "predictions.parquet", "train_log.csv")
-TRANSFER_FILES = ("metrics.json", "predictions.parquet", "train_log.csv")
+TRAIN_FILES = (CHECKPOINT, METRICS, PREDICTIONS, TRAIN_LOG)
+TRANSFER_FILES = (METRICS, PREDICTIONS, TRAIN_LOG)
 
 
 @dataclass(frozen=True)

@@ -232,14 +232,14 @@ def final_targets():
     targets = ["results/meld/manifest.parquet"] if not text_only() else []
     targets += meld_shards("text")
     for model, dataset in model_runs():
-        targets += [f"{model_dir(model, dataset)}/{d}metrics.json" for d in seed_dirs()]
+        targets += [f"{model_dir(model, dataset)}/{d}{layout.METRICS}" for d in seed_dirs()]
     if not text_only():
         targets += [
             "results/ifeed/manifest.parquet",
             "results/ifeed/alignment.parquet",
             "results/tables/speaker_faces.csv",
         ]
-        targets += transfer_files(["metrics.json"], with_target_only=False)
+        targets += transfer_files([layout.METRICS], with_target_only=False)
     # tables and report in every mode, so a text-only run is reported too
     targets += [
         "results/tables/benchmark.csv",
@@ -412,7 +412,7 @@ def transfer_inputs(wildcards):
     ]
     source_dir = model_dir(transfer_model(), wildcards.source)
     inputs = {
-        "model": f"{source_dir}/{wildcards.seeddir}model.pt",
+        "model": f"{source_dir}/{wildcards.seeddir}{layout.CHECKPOINT}",
         "source_train": source_train,
         **named_shards(wildcards.target, ["faces"]),
     }

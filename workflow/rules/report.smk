@@ -17,7 +17,7 @@ wildcard_constraints:
 
 rule benchmark_table:
     input:
-        run_files(["metrics.json", "predictions.parquet"]),
+        run_files([layout.METRICS, layout.PREDICTIONS]),
     output:
         csv="results/tables/benchmark.csv",
         md="results/tables/benchmark.md",
@@ -45,8 +45,8 @@ rule benchmark_table:
 
 rule character_table:
     input:
-        run_files(["predictions.parquet"]),
-        transfer_files(["predictions.parquet"], with_target_only=False),
+        run_files([layout.PREDICTIONS]),
+        transfer_files([layout.PREDICTIONS], with_target_only=False),
     output:
         csv="results/tables/character_wise.csv",
         md="results/tables/character_wise.md",
@@ -76,7 +76,7 @@ rule character_table:
 
 rule transfer_table:
     input:
-        transfer_files(["metrics.json", "predictions.parquet"]),
+        transfer_files([layout.METRICS, layout.PREDICTIONS]),
         **transfer_leakage_input(),
     output:
         csv="results/tables/transfer.csv",

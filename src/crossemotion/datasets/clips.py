@@ -50,8 +50,6 @@ from crossemotion.model_config import ClipConfig
 BOX_COLUMNS = ["key", "frame_index", "bbox"]
 
 
-
-
 class ClipDataset(Dataset):
     """One item per MELD clip: uint8 ``frames`` [T, 3, S, S] sampled evenly over the clip.
 
@@ -142,7 +140,5 @@ def clip_datasets(
             boxes = speaker_boxes(
                 pl.concat([pl.read_parquet(p, columns=BOX_COLUMNS) for p in faces[split]])
             )
-        out[split] = ClipDataset(
-            frame, cfg, augment=split == "train" and cfg.augment, boxes=boxes
-        )
+        out[split] = ClipDataset(frame, cfg, augment=split == "train" and cfg.augment, boxes=boxes)
     return out

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from crossemotion import checkpoint
+from crossemotion import checkpoint, layout
 from crossemotion.datasets.shards import (
     label_indices,
     labels_of,
@@ -226,14 +226,14 @@ def write_run(
     """model.pt (when given), predictions.parquet, train_log.csv, then metrics.json."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if model is not None:
-        checkpoint.save(out_dir / "model.pt", dict(model))
-    write_parquet(out_dir / "predictions.parquet", predictions)
+        checkpoint.save(out_dir / layout.CHECKPOINT, dict(model))
+    write_parquet(out_dir / layout.PREDICTIONS, predictions)
     frame = (
         pl.DataFrame(list(train_log))
         if train_log
         else pl.DataFrame(schema={c: pl.Utf8 for c in LOG_COLUMNS})
     )
-    with atomic_path(out_dir / "train_log.csv", suffix=".csv") as tmp:
+    with atomic_path(out_dir / layout.TRAIN_LOG, suffix=".csv") as tmp:
         frame.write_csv(tmp)
     # metrics.json last: it is the rule's target, so its presence means "all done"
-    write_json(out_dir / "metrics.json", metrics)
+    write_json(out_dir / layout.METRICS, metrics)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from crossemotion import layout
 from crossemotion.layout import model_dir as layout_model_dir
 from crossemotion.layout import seed_subdir, transfer_dir
 
@@ -32,15 +33,15 @@ class Run:
 
     @property
     def metrics_path(self) -> Path:
-        return self.directory / "metrics.json"
+        return self.directory / layout.METRICS
 
     @property
     def predictions_path(self) -> Path:
-        return self.directory / "predictions.parquet"
+        return self.directory / layout.PREDICTIONS
 
     @property
     def train_log_path(self) -> Path:
-        return self.directory / "train_log.csv"
+        return self.directory / layout.TRAIN_LOG
 
     @property
     def is_transfer(self) -> bool:

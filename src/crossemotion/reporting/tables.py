@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from crossemotion import layout
 from crossemotion.evaluation.bootstrap import paired_bootstrap, seed_summary
 from crossemotion.io import write_text
 from crossemotion.labels import DEFAULT_TASK, classes_containing, task_of_classes
@@ -376,7 +377,7 @@ def _level_rows(
                 test, excluded = test[~left_out], int(left_out.sum())
             scores = classification_scores(test["label"], test["prediction"])
             rows.append({**base, "level": level, **scores, "n_excluded": excluded,
-                         "origin": "predictions.parquet"})  # fmt: skip
+                         "origin": layout.PREDICTIONS})  # fmt: skip
             continue
         stated = _get(metrics, "levels", level)
         if isinstance(stated, Mapping) and stated.get("weighted_f1") is not None:
@@ -386,7 +387,7 @@ def _level_rows(
                     "level": level,
                     **{k: stated.get(k) for k in ("n", "accuracy", "weighted_f1", "macro_f1")},
                     "n_excluded": _get(metrics, "excluded", "test", _EXCLUDED_UNIT[level]),
-                    "origin": "metrics.json",
+                    "origin": layout.METRICS,
                 }
             )
     return rows

@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 
 from crossemotion.labels import EMOTIONS
+from crossemotion.layout import CHECKPOINT, METRICS
 from crossemotion.models.registry import MODELS
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "model.pt"
 KINDS: dict[str, str] = {name: info.serving_kind for name, info in MODELS.items()}
 
 
@@ -77,7 +77,7 @@ def discover(models_dir: Path) -> list[Path]:
 
 def test_metrics(run_dir: Path) -> dict[str, Any] | None:
     """The test figures of ``metrics.json`` beside a checkpoint (None when absent)."""
-    path = run_dir / "metrics.json"
+    path = run_dir / METRICS
     try:
         payload = json.loads(path.read_text())
     except (OSError, ValueError):
