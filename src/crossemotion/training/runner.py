@@ -32,6 +32,7 @@ from typing import Any
 
 import polars as pl
 import torch
+from torch import nn
 
 from crossemotion import checkpoint
 from crossemotion.codec import IMAGENET_MEAN, IMAGENET_STD
@@ -227,31 +228,26 @@ def evaluate_and_write(
         metrics,
         pl.concat(frames, how="diagonal_relaxed"),
         result.log,
-        model=checkpoint_payload(spec, dataset, model, model_cfg, cfg, result, metrics),
+        model=checkpoint_payload(spec, model, cfg, metrics, result.best_epoch),
     )
     return metrics
 
 
 def checkpoint_payload(
-    spec: ModelSpec,
-    dataset: str,
-    model: torch.nn.Module,
-    model_cfg: Mapping[str, Any],
-    cfg: ModelConfig,
-    result: FitResult,
-    metrics: Mapping[str, Any],
+    spec: ModelSpec, model: nn.Module, cfg: ModelConfig, metrics: Mapping[str, Any], epoch: int
 ) -> dict[str, Any]:
-    """model.pt's content: the best epoch's weights and what inference needs to use them."""
+    """model.pt's content: the best epoch's weights and what inference needs to use them
+    (the config section as given, from ``metrics``, and the typed one's preprocessing)."""
     return {
         "format": 1,
         "model": spec.name,
-        "dataset": dataset,
-        "config": dict(model_cfg),
+        "dataset": metrics["dataset"],
+        "config": dict(metrics["config"]),
         "task": metrics["task"],
         "labels": list(metrics["classes"]),
         "state_dict": checkpoint.cpu_state_dict(model),
         "preprocess": preprocess_info(spec, cfg),
-        "epoch": result.best_epoch,
+        "epoch": epoch,
         "metrics": {
             s: {k: metrics[s][k] for k in ("accuracy", "weighted_f1", "n")} for s in ("dev", "test")
         },
