@@ -150,104 +150,42 @@ def render_head(
     ax, ay = 0.40 * s * look.aspect, 0.52 * s
     aa = cv2.LINE_AA
 
-    def both(draw) -> None:  # draw on image and mark opaque
-        draw(img, None)
-        draw(alpha, 255)
+    def ellipse(
+        centre: tuple[int, int],
+        axes: tuple[int, int],
+        start: int,
+        end: int,
+        color: RGB,
+        thickness: int = -1,
+    ) -> None:
+        """An upright ellipse arc on the image (filled by default)."""
+        cv2.ellipse(img, centre, axes, 0, start, end, color, thickness, aa)
+
+    def opaque_ellipse(
+        centre: tuple[int, int], axes: tuple[int, int], start: int, end: int, color: RGB
+    ) -> None:
+        """A filled ellipse arc on the image, marked opaque in the alpha."""
+        ellipse(centre, axes, start, end, color)
+        cv2.ellipse(alpha, centre, axes, 0, start, end, 255, -1, aa)
 
     # Shoulders and neck first, the head covers their top.
-    both(
-        lambda im, v: cv2.ellipse(
-            im,
-            _pt(cx, 2.3 * s),
-            _pt(0.95 * s, 0.75 * s),
-            0,
-            180,
-            360,
-            v if v is not None else look.shirt,
-            -1,
-            aa,
-        )
-    )
-    both(
-        lambda im, v: cv2.rectangle(
-            im,
-            _pt(cx - 0.16 * s, cy + 0.3 * s),
-            _pt(cx + 0.16 * s, 1.75 * s),
-            v if v is not None else _shade(look.skin, 0.85),
-            -1,
-        )
-    )
-    if look.hair_style in ("long", "curly"):
-        both(
-            lambda im, v: cv2.ellipse(
-                im,
-                _pt(cx, cy + 0.22 * s),
-                _pt(ax * 1.35, ay * 1.3),
-                0,
-                0,
-                360,
-                v if v is not None else look.hair,
-                -1,
-                aa,
-            )
-        )
-    elif look.hair_style == "bob":
-        both(
-            lambda im, v: cv2.ellipse(
-                im,
-                _pt(cx, cy + 0.02 * s),
-                _pt(ax * 1.3, ay * 1.1),
-                0,
-                0,
-                360,
-                v if v is not None else look.hair,
-                -1,
-                aa,
-            )
-        )
-    # ears
-    for side in (-1, 1):
-        both(
-            lambda im, v, side=side: cv2.ellipse(
-                im,
-                _pt(cx + side * ax * 0.98, cy),
-                _pt(0.07 * s, 0.12 * s),
-                0,
-                0,
-                360,
-                v if v is not None else _shade(look.skin, 0.9),
-                -1,
-                aa,
-            )
+    opaque_ellipse(_pt(cx, 2.3 * s), _pt(0.95 * s, 0.75 * s), 180, 360, look.shirt)
+    neck = (_pt(cx - 0.16 * s, cy + 0.3 * s), _pt(cx + 0.16 * s, 1.75 * s))
+    cv2.rectangle(img, *neck, _shade(look.skin, 0.85), -1)
+    cv2.rectangle(alpha, *neck, 255, -1)
+    # hair that falls behind the head: (centre drop, width, height) per style
+    behind = {"long": (0.22, 1.35, 1.3), "curly": (0.22, 1.35, 1.3), "bob": (0.02, 1.3, 1.1)}
+    if look.hair_style in behind:
+        drop, wide, tall = behind[look.hair_style]
+        opaque_ellipse(_pt(cx, cy + drop * s), _pt(ax * wide, ay * tall), 0, 360, look.hair)
+    for side in (-1, 1):  # ears
+        opaque_ellipse(
+            _pt(cx + side * ax * 0.98, cy), _pt(0.07 * s, 0.12 * s), 0, 360, _shade(look.skin, 0.9)
         )
     # face with darker sides: concentric ellipses fake the roundness
-    both(
-        lambda im, v: cv2.ellipse(
-            im,
-            _pt(cx, cy),
-            _pt(ax, ay),
-            0,
-            0,
-            360,
-            v if v is not None else _shade(look.skin, 0.82),
-            -1,
-            aa,
-        )
-    )
-    cv2.ellipse(
-        img,
-        _pt(cx, cy - 0.02 * s),
-        _pt(ax * 0.86, ay * 0.9),
-        0,
-        0,
-        360,
-        _shade(look.skin, 0.93),
-        -1,
-        aa,
-    )
-    cv2.ellipse(
-        img, _pt(cx, cy - 0.04 * s), _pt(ax * 0.68, ay * 0.75), 0, 0, 360, look.skin, -1, aa
-    )
+    opaque_ellipse(_pt(cx, cy), _pt(ax, ay), 0, 360, _shade(look.skin, 0.82))
+    ellipse(_pt(cx, cy - 0.02 * s), _pt(ax * 0.86, ay * 0.9), 0, 360, _shade(look.skin, 0.93))
+    ellipse(_pt(cx, cy - 0.04 * s), _pt(ax * 0.68, ay * 0.75), 0, 360, look.skin)
     # hair on top (fringe / cap)
     top = cy - ay
     if look.hair_style == "spiky":
@@ -257,36 +195,15 @@ def render_head(
             pts.append((x, top - (0.12 * s if i % 2 else 0.02 * s)))
         pts.append((cx + ax * 1.05, cy - 0.25 * s))
         pts.append((cx, top + 0.16 * s))
-        cv2.fillPoly(img, [np.array([_pt(*p) for p in pts], np.int32)], look.hair, aa)
-        cv2.fillPoly(alpha, [np.array([_pt(*p) for p in pts], np.int32)], 255, aa)
+        spikes = [np.array([_pt(*p) for p in pts], np.int32)]
+        cv2.fillPoly(img, spikes, look.hair, aa)
+        cv2.fillPoly(alpha, spikes, 255, aa)
     else:
         cap_h = 0.2 * s if look.hair_style in ("short",) else 0.26 * s
-        cv2.ellipse(
-            img,
-            _pt(cx, top + cap_h),
-            _pt(ax * 1.04, cap_h + 0.05 * s),
-            0,
-            180,
-            360,
-            look.hair,
-            -1,
-            aa,
-        )
-        cv2.ellipse(
-            alpha, _pt(cx, top + cap_h), _pt(ax * 1.04, cap_h + 0.05 * s), 0, 180, 360, 255, -1, aa
-        )
+        opaque_ellipse(_pt(cx, top + cap_h), _pt(ax * 1.04, cap_h + 0.05 * s), 180, 360, look.hair)
     if look.accessory == "headband":
-        cv2.ellipse(
-            img,
-            _pt(cx, top + 0.2 * s),
-            _pt(ax * 1.02, 0.2 * s),
-            0,
-            190,
-            350,
-            (230, 90, 120),
-            max(2, int(0.04 * s)),
-            aa,
-        )
+        band = max(2, int(0.04 * s))
+        ellipse(_pt(cx, top + 0.2 * s), _pt(ax * 1.02, 0.2 * s), 190, 350, (230, 90, 120), band)
     if look.accessory == "sideburns":
         for side in (-1, 1):
             cv2.rectangle(
@@ -297,17 +214,7 @@ def render_head(
                 -1,
             )
     if look.accessory == "stubble":
-        cv2.ellipse(
-            img,
-            _pt(cx, cy + 0.28 * s),
-            _pt(ax * 0.7, 0.2 * s),
-            0,
-            0,
-            180,
-            _shade(look.skin, 0.9),
-            -1,
-            aa,
-        )
+        ellipse(_pt(cx, cy + 0.28 * s), _pt(ax * 0.7, 0.2 * s), 0, 180, _shade(look.skin, 0.9))
     if look.accessory == "earrings":
         for side in (-1, 1):
             cv2.circle(
@@ -319,17 +226,8 @@ def render_head(
                 aa,
             )
     if look.accessory == "necklace":
-        cv2.ellipse(
-            img,
-            _pt(cx, 1.62 * s),
-            _pt(0.3 * s, 0.12 * s),
-            0,
-            0,
-            180,
-            (240, 230, 200),
-            max(1, int(0.02 * s)),
-            aa,
-        )
+        chain = max(1, int(0.02 * s))
+        ellipse(_pt(cx, 1.62 * s), _pt(0.3 * s, 0.12 * s), 0, 180, (240, 230, 200), chain)
 
     _draw_features(img, look, expr, cx, cy, s)
     patch = np.dstack([img, alpha])
