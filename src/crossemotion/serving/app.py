@@ -17,12 +17,10 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-import anyio
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -165,19 +163,11 @@ def create_app(models_dir: str | Path | None = None, settings: Settings | None =
     service = Service(settings)
     run = Runner(settings)
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await anyio.to_thread.run_sync(service.load)
-        try:
-            yield
-        finally:
-            service.close()
-
     app = FastAPI(
         title="CrossEmotion",
         summary="Emotion recognition on faces, clips and utterances (MELD / IFEED models)",
         version="1",
-        lifespan=lifespan,
+        lifespan=service.lifespan,
     )
     app.state.service = service
     app.state.settings = settings

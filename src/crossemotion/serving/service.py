@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import numpy as np
 
 from crossemotion.data.pool import WorkerPool
@@ -155,6 +157,18 @@ class Service:
         if self.tmp_dir is not None:
             shutil.rmtree(self.tmp_dir, ignore_errors=True)
             self.tmp_dir = None
+
+    @asynccontextmanager
+    async def lifespan(self, app: object) -> AsyncIterator[None]:
+        """The FastAPI lifespan of an app that serves this service (API or demo alone).
+
+        Loading runs in a worker thread so the event loop stays free meanwhile.
+        """
+        await anyio.to_thread.run_sync(self.load)
+        try:
+            yield
+        finally:
+            self.close()
 
     @property
     def status(self) -> str:

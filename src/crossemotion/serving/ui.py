@@ -21,8 +21,7 @@ import uuid
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -218,16 +217,8 @@ def create_ui_app(
     settings = settings or settings_from_env(models_dir=Path(models_dir) if models_dir else None)
     service = Service(settings)
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        import anyio
-
-        await anyio.to_thread.run_sync(service.load)
-        try:
-            yield
-        finally:
-            service.close()
-
-    app = FastAPI(title="CrossEmotion demo", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="CrossEmotion demo", lifespan=service.lifespan, docs_url=None, redoc_url=None
+    )
     app.state.service = service
     return mount_ui(app, service, path="/")
