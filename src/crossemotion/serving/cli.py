@@ -7,14 +7,19 @@ import os
 from typing import Any
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_server_arguments(parser: argparse.ArgumentParser, port: int) -> None:
+    """--models, --host and --port, shared by `serve` and `demo-ui`."""
     parser.add_argument(
         "--models",
         default=os.environ.get("CROSSEMOTION_MODELS", "results/models"),
         help="folder of {model}/{dataset}/model.pt (default results/models)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=int, default=port)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_server_arguments(parser, port=8000)
     parser.add_argument(
         "--workers", type=int, default=1, help="uvicorn worker processes; each loads every model"
     )

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
+
+from crossemotion.serving.cli import add_server_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--models",
-        default=os.environ.get("CROSSEMOTION_MODELS", "results/models"),
-        help="folder of {model}/{dataset}/model.pt (default results/models)",
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=7860)
+    add_server_arguments(parser, port=7860)
 
 
 def run(args: argparse.Namespace) -> int:
