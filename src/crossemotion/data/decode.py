@@ -136,31 +136,19 @@ class LogStream:
         pass
 
 
-def _clip_row(row: dict[str, Any], r: ClipResult) -> dict[str, Any]:
-    return {
-        # a clip row carries its utterance's text-shard columns and its file
-        **{k: row.get(k) for k in (*TEXT_COLUMNS, "file")},
-        "duration": r.duration,
-        "fps": r.fps,
-        "width": r.width,
-        "height": r.height,
-        "has_audio": r.has_audio,
-        "overlong": r.overlong,
-        "timestamps": r.timestamps,
-        "frames": r.frames,
-    }
+# the columns a clip shard's and a status file's rows copy from the clip's index row
+_CLIP_INDEX_COLUMNS = (*TEXT_COLUMNS, "file")
+_STATUS_INDEX_COLUMNS = ("split", "dialogue_id", "utterance_id", "key", "file")
 
 
-def _status_row(row: dict[str, Any], r: ClipResult) -> dict[str, Any]:
-    return {
-        **{k: row.get(k) for k in ("split", "dialogue_id", "utterance_id", "key", "file")},
-        "status": r.status,
-        "reason": r.reason,
-        "duration": r.duration,
-        "has_audio": r.has_audio,
-        "n_frames": len(r.frames),
-        "decode_seconds": r.seconds,
-    }
+def _row(
+    schema: pa.Schema, index_columns: tuple[str, ...], row: dict[str, Any], r: ClipResult
+) -> dict[str, Any]:
+    """A row of ``schema`` for one clip: ``index_columns`` from its index row, the
+    other columns from its decode result (the ``ClipResult`` field of that name)."""
+    given = {k: row.get(k) for k in index_columns}
+    given.update(n_frames=len(r.frames), decode_seconds=r.seconds)
+    return {name: given[name] if name in given else getattr(r, name) for name in schema.names}
 
 
 def _batches(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -207,12 +195,13 @@ def decode_shard(
             results = pool.map(decode_job, [(r["file"], settings) for r in batch],
                                timeout=settings.timeout + KILL_GRACE,
                                on_error=failed)  # fmt: skip
-            good = [_clip_row(row, r) for row, r in zip(batch, results, strict=True)
+            decoded = list(zip(batch, results, strict=True))
+            good = [_row(CLIP_SCHEMA, _CLIP_INDEX_COLUMNS, row, r) for row, r in decoded
                     if r.status in mf.USABLE]  # fmt: skip
             if good:
                 writer.write_table(pa.Table.from_pylist(good, schema=CLIP_SCHEMA))
-            for row, r in zip(batch, results, strict=True):
-                statuses.append(_status_row(row, r))
+            for row, r in decoded:
+                statuses.append(_row(STATUS_SCHEMA, _STATUS_INDEX_COLUMNS, row, r))
                 if r.status not in mf.USABLE:
                     log.warning("%s (%s): %s: %s", row["key"], row["file"], r.status, r.reason)
             pbar.update(len(batch))
