@@ -33,7 +33,7 @@ import stat
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -240,26 +240,26 @@ class _Extraction:
 
     # --------------------------------------------------------------- formats
 
-    def _tar(self, archive: Path, folder: Path, source: tuple[str, str]) -> list[Path]:
-        written: list[Path] = []
-        with tarfile.open(archive, "r:*") as tar:
-            members = tqdm(tar, desc=archive.name, unit=" members", disable=not self.progress)
-            for member in members:
-                self._count_members(1, archive)
-                target = self._tar_member(tar, member, folder, source)
-                if target is not None:
-                    written.append(target)
-        return written
-
-    def _tar_member(
-        self, tar: tarfile.TarFile, member: tarfile.TarInfo, folder: Path, source: tuple[str, str]
+    def _member(
+        self,
+        folder: Path,
+        source: tuple[str, str],
+        name: str,
+        *,
+        shown: str,
+        problem: tuple[str, str] | None,
+        is_dir: bool,
+        open_data: Callable[[], IO[bytes] | None],
+        refusal: Callable[[Exception], str | None],
     ) -> Path | None:
-        name = member.name
-        problem = member_problem(name)
-        if problem is None:
-            problem = _tar_type_problem(member)
+        """Extract one member of either format: the file written, or None.
+
+        ``name`` is the member's POSIX path, ``shown`` its name as the archive
+        spells it (for the report). A member that fails ``problem``, or whose
+        reading ``refusal`` names a reason for, is reported and skipped.
+        """
         if problem is not None:
-            self.report.add(problem[0], source, name, problem[1])
+            self.report.add(problem[0], source, shown, problem[1])
             return None
         if not PurePosixPath(name).parts:  # the archive's own "./" entry
             return None
@@ -267,20 +267,43 @@ class _Extraction:
         if target is None:
             return None
         try:
-            if member.isdir():
+            if is_dir:
                 target.mkdir(parents=True, exist_ok=True)
                 return None
-            src = tar.extractfile(member)
+            src = open_data()
             if src is None:
-                self.report.add(REFUSED, source, name, "member has no data")
+                self.report.add(REFUSED, source, shown, "member has no data")
                 return None
             with src:
                 self._write(src, target)
-        except OSError as err:
-            self.report.add(REFUSED, source, name, f"cannot write: {err.strerror or err}")
+        except Exception as err:
+            reason = refusal(err)
+            if reason is None:
+                raise
+            self.report.add(REFUSED, source, shown, reason)
             return None
         self._done(target)
         return target
+
+    def _tar(self, archive: Path, folder: Path, source: tuple[str, str]) -> list[Path]:
+        written: list[Path] = []
+        with tarfile.open(archive, "r:*") as tar:
+            members = tqdm(tar, desc=archive.name, unit=" members", disable=not self.progress)
+            for member in members:
+                self._count_members(1, archive)
+                target = self._member(
+                    folder,
+                    source,
+                    member.name,
+                    shown=member.name,
+                    problem=member_problem(member.name) or _tar_type_problem(member),
+                    is_dir=member.isdir(),
+                    open_data=lambda member=member: tar.extractfile(member),
+                    refusal=_write_refusal,
+                )
+                if target is not None:
+                    written.append(target)
+        return written
 
     def _zip(self, archive: Path, folder: Path, source: tuple[str, str]) -> list[Path]:
         written: list[Path] = []
@@ -291,43 +314,21 @@ class _Extraction:
                 zf.infolist(), desc=archive.name, unit=" members", disable=not self.progress
             )
             for info in infos:
-                target = self._zip_member(zf, info, folder, source)
+                # zips written on Windows may separate with backslashes
+                name = info.filename.replace("\\", "/")
+                target = self._member(
+                    folder,
+                    source,
+                    name,
+                    shown=info.filename,
+                    problem=member_problem(name) or _zip_type_problem(info),
+                    is_dir=info.is_dir(),
+                    open_data=lambda info=info: zf.open(info),
+                    refusal=lambda err, info=info: _zip_refusal(info, err),
+                )
                 if target is not None:
                     written.append(target)
         return written
-
-    def _zip_member(
-        self, zf: zipfile.ZipFile, info: zipfile.ZipInfo, folder: Path, source: tuple[str, str]
-    ) -> Path | None:
-        # zips written on Windows may separate with backslashes
-        name = info.filename.replace("\\", "/")
-        problem = member_problem(name) or _zip_type_problem(info)
-        if problem is not None:
-            self.report.add(problem[0], source, info.filename, problem[1])
-            return None
-        if not PurePosixPath(name).parts:
-            return None
-        target = self._target(folder, name, source)
-        if target is None:
-            return None
-        try:
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                return None
-            with zf.open(info) as src:
-                self._write(src, target)
-        except (zipfile.BadZipFile, zlib.error, EOFError) as err:
-            self.report.add(REFUSED, source, info.filename, f"corrupt member: {err}")
-            return None
-        except (NotImplementedError, RuntimeError) as err:
-            # zipfile's answer to a method it lacks (or whose module is missing)
-            self.report.add(REFUSED, source, info.filename, _method_reason(info, str(err)))
-            return None
-        except OSError as err:
-            self.report.add(REFUSED, source, info.filename, f"cannot write: {err.strerror or err}")
-            return None
-        self._done(target)
-        return target
 
     # --------------------------------------------------------------- driving
 
@@ -422,6 +423,22 @@ def _zip_type_problem(info: zipfile.ZipInfo) -> tuple[str, str] | None:
     if info.compress_type not in _ZIP_METHODS:
         return REFUSED, _method_reason(info)
     return None
+
+
+def _write_refusal(err: Exception) -> str | None:
+    """Why a member was not written, for errors that refuse that member only; None: re-raise."""
+    if isinstance(err, OSError):
+        return f"cannot write: {err.strerror or err}"
+    return None
+
+
+def _zip_refusal(info: zipfile.ZipInfo, err: Exception) -> str | None:
+    if isinstance(err, (zipfile.BadZipFile, zlib.error, EOFError)):
+        return f"corrupt member: {err}"
+    if isinstance(err, (NotImplementedError, RuntimeError)):
+        # zipfile's answer to a method it lacks (or whose module is missing)
+        return _method_reason(info, str(err))
+    return _write_refusal(err)
 
 
 def _method_reason(info: zipfile.ZipInfo, detail: str = "") -> str:
