@@ -232,7 +232,9 @@ def final_targets():
     targets = ["results/meld/manifest.parquet"] if not text_only() else []
     targets += meld_shards("text")
     for model, dataset in model_runs():
-        targets += [f"{model_dir(model, dataset)}/{d}{layout.METRICS}" for d in seed_dirs()]
+        targets += [
+            f"{model_dir(model, dataset)}/{d}{layout.METRICS}" for d in seed_dirs()
+        ]
     if not text_only():
         targets += [
             "results/ifeed/manifest.parquet",
