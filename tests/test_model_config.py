@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -87,3 +88,27 @@ def test_no_model_reads_a_raw_config() -> None:
         if "cfg.get(" in line and "transfer_cfg" not in line and "global_cfg" not in line
     ]
     assert offenders == []
+
+
+def test_checkpoint_with_an_unknown_config_key_is_refused_naming_it(tmp_path: Path) -> None:
+    """A checkpoint written by another version (or edited by hand) with a key this
+    version's config does not know is refused with the key named, before any weights load."""
+    from crossemotion import checkpoint
+    from crossemotion.inference import load_predictor
+    from crossemotion.labels import EMOTIONS
+
+    spec = get_spec("c3d")
+    section = {"channels": [4, 4], "frames": 2, "size": 16}
+    net = spec.build(spec.configure(section), len(EMOTIONS))
+    path = tmp_path / "model.pt"
+    checkpoint.save(path, {
+        "format": 1, "model": "c3d", "dataset": "meld", "config": {**section, "chanels": [8]},
+        "labels": list(EMOTIONS), "state_dict": checkpoint.cpu_state_dict(net),
+    })  # fmt: skip
+    with pytest.raises(ConfigError, match="'chanels'"):
+        load_predictor(path, device="cpu")
+    checkpoint.save(path, {
+        "format": 1, "model": "c3d", "dataset": "meld", "config": section,
+        "labels": list(EMOTIONS), "state_dict": checkpoint.cpu_state_dict(net),
+    })  # fmt: skip
+    assert load_predictor(path, device="cpu").cfg.channels == (4, 4)

@@ -22,8 +22,6 @@ from crossemotion.model_config import ClipConfig
 
 Box = tuple[int, int, int, int]  # x, y, w, h
 
-DEFAULT_SCALE: float = ClipConfig.crop_scale
-
 
 def crop_mode(cfg: ClipConfig) -> str:
     mode = cfg.crop

@@ -193,7 +193,11 @@ def source_train_labels(
     return label_indices(frame["label"].to_list())
 
 
-def load_source(path: str | Path) -> tuple[ModelSpec, torch.nn.Module, dict[str, Any]]:
+def load_source(
+    path: str | Path, seed: int
+) -> tuple[ModelSpec, torch.nn.Module, dict[str, Any], Any]:
+    """The source's spec, model with its weights, config section (as recorded) and the
+    typed config of that section for ``seed``."""
     ckpt = checkpoint.load(path)
     labels = [normalize_label(str(x)) for x in ckpt.get("labels", EMOTIONS)]
     if labels != list(EMOTIONS):
@@ -201,10 +205,11 @@ def load_source(path: str | Path) -> tuple[ModelSpec, torch.nn.Module, dict[str,
             f"{path}: checkpoint classes {labels} are not the canonical {list(EMOTIONS)}"
         )
     spec = get_spec(ckpt["model"])
-    cfg = dict(ckpt["config"])
-    model = spec.build(spec.configure(cfg), len(EMOTIONS))
+    section = dict(ckpt["config"])
+    cfg = spec.configure(section, seed=seed)
+    model = spec.build(cfg, len(EMOTIONS))
     model.load_state_dict(ckpt["state_dict"])
-    return spec, model, cfg
+    return spec, model, section, cfg
 
 
 # ------------------------------------------------------------------ scoring
@@ -266,12 +271,11 @@ def run_transfer(
     torch.set_num_threads(max(1, int(threads)))
     device = resolve_device(global_cfg.get("device", "auto"))
     seed_everything(seed)
-    spec, model, model_cfg = load_source(inputs.checkpoint)
+    spec, model, model_cfg, cfg = load_source(inputs.checkpoint, seed)
     if spec.datasets_from_tables is None:
         raise ValueError(
             f"transfer needs a model that builds datasets from face rows; {spec.name!r} does not"
         )
-    cfg = spec.configure(model_cfg, seed=seed)
     dev_fraction = cfg.dev_fraction
     exclude = bool(transfer_cfg.get("exclude_overlap", True))
     if exclude and inputs.leakage is None:
