@@ -1,0 +1,58 @@
+"""bench.text_dialogue: the dialogue-level stacker over trained text checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from sklearn.metrics import f1_score
+
+from bench import text_dialogue
+from crossemotion.models.registry import ShardInputs
+from crossemotion.training.runner import train_and_evaluate
+from tests.test_text_model import utterances
+
+
+def test_dialogue_groups_follow_dialogues_and_rank_speakers() -> None:
+    groups = text_dialogue.dialogue_groups(
+        [4, 4, 4, 9, 9] + [7] * 10,
+        ["Ross", "Rachel", "Ross", "Joey", "Joey"] + [f"s{i}" for i in range(10)],
+    )
+    assert [g[0].tolist() for g in groups] == [[0, 1, 2], [3, 4], list(range(5, 15))]
+    assert groups[0][1].tolist() == [0, 1, 0]
+    assert groups[1][1].tolist() == [0, 0]
+    # speakers past the slots share the last one
+    assert groups[2][1].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 7, 7]
+
+
+def test_stacker_reads_checkpoints_in_the_runs_own_order(tmp_path: Path) -> None:
+    frame = utterances()
+    paths = {}
+    for split in ("train", "dev", "test"):
+        path = tmp_path / "shards" / split / "part-0000.parquet"
+        path.parent.mkdir(parents=True)
+        frame.with_columns(pl.lit(split).alias("split")).write_parquet(path)
+        paths[split] = [path]
+    cfg = {"encoder": "minilm", "max_length": 32, "context": 1, "epochs": 1, "batch_size": 4}
+    run = tmp_path / "run"
+    train_and_evaluate(
+        "text", "meld", cfg, {"seed": 13, "device": "cpu"}, ShardInputs({}, {}, paths), run
+    )
+    out = tmp_path / "dialogue.json"
+    argv = ["--shards", str(tmp_path / "shards"), "--checkpoints", str(run), "--out", str(out)]
+    assert text_dialogue.main([*argv, "--seeds", "1", "2", "--epochs", "3"]) == 0
+    record = json.loads(out.read_text())
+
+    # the checkpoint's logits, read back in dialogue order, give the run's own predictions
+    predictions = pl.read_parquet(run / "predictions.parquet")
+    for split in ("dev", "test"):
+        rows = predictions.filter(pl.col("split") == split)
+        expected = f1_score(rows["label"], rows["prediction"], average="weighted")
+        assert np.isclose(record["utterance"][split], expected)
+    assert [r["seed"] for r in record["stacker"]] == [1, 2]
+    for r in record["stacker"]:
+        assert 1 <= r["epoch"] <= 3
+        assert 0.0 <= r["dev"] <= 1.0 and 0.0 <= r["test"] <= 1.0
+    assert not out.with_name(out.name + ".tmp").exists()
