@@ -271,3 +271,10 @@ def _faces_columns_from_architecture_doc() -> list[str]:
     assert block, "faces shard contract not found in docs/architecture.md"
     flat = re.sub(r"\([^)]*\)", "", block.group(1))
     return [c.strip() for c in flat.split(",") if c.strip()]
+
+
+def test_manifest_schema_has_every_parsed_field_in_order() -> None:
+    # from_pylist drops a field the schema lacks without a word
+    from dataclasses import fields
+
+    assert [f.name for f in fields(ifeed.ParsedMember)] == ifeed.MANIFEST_SCHEMA.names
