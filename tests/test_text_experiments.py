@@ -1,4 +1,4 @@
-"""bench.text_dialogue: the dialogue-level stacker over trained text checkpoints."""
+"""The real-data text experiments in bench/: the dialogue-level stacker and the sweep's choice."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pytest
 from sklearn.metrics import f1_score
 
 from bench import text_dialogue
@@ -56,3 +57,29 @@ def test_stacker_reads_checkpoints_in_the_runs_own_order(tmp_path: Path) -> None
         assert 1 <= r["epoch"] <= 3
         assert 0.0 <= r["dev"] <= 1.0 and 0.0 <= r["test"] <= 1.0
     assert not out.with_name(out.name + ".tmp").exists()
+
+
+def _record(variant: str, seed: int, dev: float, task: str = "emotion") -> dict:
+    return {"variant": variant, "seed": seed, "task": task, "dev": {"weighted_f1": dev}}
+
+
+def test_sweep_chooses_on_dev_by_first_seed_or_finalists_mean() -> None:
+    from bench import text_sweep
+
+    first, second, third = text_sweep.SEEDS
+    records = [
+        _record("ctx3", first, 0.59),
+        _record("ctx0", first, 0.58),
+        _record("ctx3", second, 0.55),
+        _record("ctx0", second, 0.585),
+        _record("ctx3", third, 0.56),
+        _record("ctx0", third, 0.582),
+        # sentiment runs never choose
+        _record("ctx2", first, 0.70, task="sentiment"),
+    ]
+    assert text_sweep.choose_on_dev(records, []) == "ctx3"
+    assert text_sweep.choose_on_dev(records, ["ctx3", "ctx0"]) == "ctx0"
+    with pytest.raises(SystemExit):
+        text_sweep.main(
+            ["--shards", "x", "--out", "y", "--variants", "ctx3", "--finalists", "ctx0"]
+        )
