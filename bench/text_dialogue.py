@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 import torch
 from sklearn.metrics import f1_score
 from torch import Tensor, nn
@@ -35,7 +36,7 @@ from crossemotion.datasets.buckets import length_order, ordered_batches
 from crossemotion.datasets.shards import read_shards
 from crossemotion.datasets.text import TextDataset, collate_text
 from crossemotion.device import seed_everything
-from crossemotion.inference import load_predictor
+from crossemotion.inference import Predictor, load_predictor
 from crossemotion.models.text import tokenizer_for
 
 SPLITS = ("train", "dev", "test")
@@ -69,14 +70,20 @@ def dialogue_groups(
     return groups
 
 
+def load_text_checkpoint(path: Path) -> Predictor:
+    predictor = load_predictor(path, device="cpu")
+    if predictor.model != "text":
+        raise ValueError(f"{path}: a {predictor.model!r} checkpoint; the stacker reads text ones")
+    return predictor
+
+
 @torch.no_grad()
 def encode_split(
-    checkpoint: Path, shards: Sequence[Path], batch_size: int = 64
+    predictor: Predictor, frame: pl.DataFrame, batch_size: int = 64
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(pooled features, logits, label indices) of one checkpoint, in dialogue order."""
-    predictor = load_predictor(checkpoint, device="cpu")
     net = predictor.net
-    ds = TextDataset(read_shards(shards), predictor.cfg, tokenizer_for(predictor.cfg))
+    ds = TextDataset(frame, predictor.cfg, tokenizer_for(predictor.cfg))
     features = np.zeros((len(ds), net.text.width), dtype=np.float32)
     logits = np.zeros((len(ds), len(ds.classes)), dtype=np.float32)
     for batch_idx in ordered_batches(length_order(ds.lengths), batch_size):
@@ -87,12 +94,14 @@ def encode_split(
 
 
 def load_splits(checkpoints: Sequence[Path], shards: Path) -> dict[str, Split]:
+    predictors = [load_text_checkpoint(c) for c in checkpoints]
     out = {}
     for split in SPLITS:
-        paths = sorted((shards / split).glob("part-*.parquet"))
         # TextDataset's row order
-        frame = read_shards(paths).sort("dialogue_id", "utterance_id")
-        encoded = [encode_split(c, paths) for c in checkpoints]
+        frame = read_shards(sorted((shards / split).glob("part-*.parquet"))).sort(
+            "dialogue_id", "utterance_id"
+        )
+        encoded = [encode_split(p, frame) for p in predictors]
         labels = encoded[0][2]
         if any(not np.array_equal(e[2], labels) for e in encoded):
             raise ValueError(

@@ -83,3 +83,13 @@ def test_sweep_chooses_on_dev_by_first_seed_or_finalists_mean() -> None:
         text_sweep.main(
             ["--shards", "x", "--out", "y", "--variants", "ctx3", "--finalists", "ctx0"]
         )
+
+
+def test_stacker_refuses_a_checkpoint_that_is_not_text(tmp_path: Path) -> None:
+    from tests.test_serving import write_checkpoint
+
+    path = write_checkpoint(tmp_path, "resnet50", "ifeed", {"weights": None})
+    with pytest.raises(ValueError, match="'resnet50' checkpoint; the stacker reads text ones"):
+        text_dialogue.load_splits([path], tmp_path)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        text_dialogue.load_splits([tmp_path / "missing"], tmp_path)
