@@ -16,8 +16,10 @@ shards, exactly as the ``train_text`` rule does, in parallel worker processes:
 
 The text shards come from ``snakemake --configfile config/meld_text.yaml --
 results/shards/meld/text/{train,dev,test}/part-0000.parquet``. Writes
-``{out}/sweep.json`` (one record per run: variant, seed, task, dev/test scores,
-seconds, device) and every run's outputs under ``{out}/{task}/{variant}/seed{S}/``.
+``{out}/sweep.json`` (or ``--records``; one record per run: variant, seed, task,
+dev/test scores, seconds, device, rewritten as each run finishes, so a sweep cut
+short keeps its finished runs) and every run's outputs under
+``{out}/{task}/{variant}/seed{S}/``. Jobs start longest first (epochs x steps).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import argparse
 import json
 import multiprocessing as mp
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "lr": 3e-5,
         "epochs": 6,
     },
+    # round 3: the chosen input (its best epoch was the last on every seed) with
+    # more training, a larger step, smaller batches, or label smoothing
+    "ctx0ns_ep8": {"context": 0, "speakers": False, "epochs": 8},
+    "ctx0ns_lr1e-4": {"context": 0, "speakers": False, "lr": 1e-4},
+    "ctx0ns_bs16": {"context": 0, "speakers": False, "batch_size": 16},
+    "ctx0ns_ls0.1": {"context": 0, "speakers": False, "label_smoothing": 0.1},
+    # neighbouring turns without speaker names
+    "ctx1_nospeaker": {"context": 1, "speakers": False, "max_length": 160},
+    "ctx0ns_future1": {"context": 0, "future": 1, "speakers": False, "max_length": 160},
+    "ctx2_future1_nospeaker": {"context": 2, "future": 1, "speakers": False, "max_length": 224},
 }
 
 
@@ -125,10 +137,20 @@ def _job(args: argparse.Namespace, variant: str, seed: int, task: str) -> dict[s
     }
 
 
-def _run_all(jobs: list[dict[str, Any]], workers: int) -> list[dict[str, Any]]:
+def _cost(job: Mapping[str, Any]) -> float:
+    cfg = job["model_cfg"]
+    return float(cfg["epochs"]) * 32 / float(cfg["batch_size"])
+
+
+def _run_all(
+    jobs: list[dict[str, Any]], workers: int, done: Callable[[dict[str, Any]], None]
+) -> None:
+    """Run the jobs, longest first (the pool stays full to the end); ``done`` gets
+    each record as it finishes, so an interrupted sweep keeps what it ran."""
     # spawn: CUDA cannot be re-initialised in a forked child
     with mp.get_context("spawn").Pool(workers) as pool:
-        return pool.map(_train, jobs, chunksize=1)
+        for record in pool.imap_unordered(_train, sorted(jobs, key=_cost, reverse=True)):
+            done(record)
 
 
 def choose_on_dev(records: list[dict[str, Any]], finalists: list[str]) -> str:
@@ -160,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         choices=list(VARIANTS),
         help="variants (among --variants) run with every seed; the best mean dev wins",
     )
+    parser.add_argument(
+        "--records", type=Path, help="where the records go (default: {out}/sweep.json)"
+    )
     args = parser.parse_args(argv)
     if missing := set(args.finalists or []) - set(args.variants):
         parser.error(f"finalists must be among --variants: {', '.join(sorted(missing))}")
@@ -168,23 +193,30 @@ def main(argv: list[str] | None = None) -> int:
     cuda = torch.cuda.is_available() and args.device != "cpu"
     args.device_name = torch.cuda.get_device_name(0) if cuda else "cpu"
     args.out.mkdir(parents=True, exist_ok=True)
+    records_path = args.records or args.out / "sweep.json"
     records: list[dict[str, Any]] = []
 
-    def save() -> None:
-        (args.out / "sweep.json").write_text(json.dumps(records, indent=1, default=str))
+    def done(r: dict[str, Any]) -> None:
+        records.append(r)
+        tmp = records_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(records, indent=1, default=str))
+        tmp.replace(records_path)
+        print(
+            f"{r['task']:9} {r['variant']:20} seed {r['seed']}: dev wF1 "
+            f"{r['dev']['weighted_f1']:.4f} ({r['seconds']:.0f} s, {r['device']})",
+            flush=True,
+        )
 
     first = SEEDS[0]
     finalists = args.finalists or []
     jobs = [_job(args, v, first, "emotion") for v in args.variants]
     jobs += [_job(args, v, s, "emotion") for v in finalists for s in SEEDS[1:]]
-    records += _run_all(jobs, args.workers)
-    save()
+    _run_all(jobs, args.workers, done)
     chosen = choose_on_dev(records, finalists)
     print(f"chosen on dev: {chosen}", flush=True)
     more = [_job(args, chosen, s, "emotion") for s in SEEDS[1:] if chosen not in finalists]
     more += [_job(args, chosen, s, "sentiment") for s in SEEDS]
-    records += _run_all(more, args.workers)
-    save()
+    _run_all(more, args.workers, done)
     for r in records:
         print(
             f"{r['task']:9} {r['variant']:20} seed {r['seed']}: dev wF1 "

@@ -114,3 +114,18 @@ def test_demo_jobs_take_one_core_each_and_ingest_goes_first(workdir: Path) -> No
     assert priority("decode_meld") == priority("meld_faces") > priority("train_cnn_lstm")
     assert priority("train_cnn_lstm") > priority("train_c3d") > priority("ifeed_align") > 0
     assert priority("train_text") == 0
+
+
+def test_label_smoothing_is_a_share_the_loop_reads() -> None:
+    from crossemotion.models.text import TextConfig
+    from crossemotion.training.loop import TrainConfig
+
+    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    cfg["models"]["text"]["label_smoothing"] = 0.1
+    validate_config(cfg)
+    typed = TextConfig.from_mapping(cfg["models"]["text"])
+    assert TrainConfig.of(typed).label_smoothing == 0.1
+    assert TrainConfig.of(TextConfig.from_mapping({})).label_smoothing == 0.0
+    cfg["models"]["text"]["label_smoothing"] = 0.7
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        validate_config(cfg)

@@ -93,3 +93,30 @@ def test_stacker_refuses_a_checkpoint_that_is_not_text(tmp_path: Path) -> None:
         text_dialogue.load_splits([path], tmp_path)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         text_dialogue.load_splits([tmp_path / "missing"], tmp_path)
+
+
+def test_sweep_writes_every_record_as_it_finishes(tmp_path: Path) -> None:
+    from bench import text_sweep
+
+    sentiment = ["positive", "neutral", "negative", "positive", "positive", "negative"]
+    frame = utterances().with_columns(pl.Series("sentiment", sentiment))
+    for split in ("train", "dev", "test"):
+        path = tmp_path / "shards" / split / "part-0000.parquet"
+        path.parent.mkdir(parents=True)
+        frame.with_columns(pl.lit(split).alias("split")).write_parquet(path)
+    records = tmp_path / "records.json"
+    argv = ["--shards", str(tmp_path / "shards"), "--out", str(tmp_path / "out")]
+    argv += ["--records", str(records), "--device", "cpu", "--threads", "1", "--epochs", "1"]
+    assert text_sweep.main([*argv, "--variants", "ctx0ns_ls0.1"]) == 0
+    written = json.loads(records.read_text())
+    # the one variant on the first seed, then its other seeds and its sentiment
+    assert sorted((r["task"], r["seed"]) for r in written) == sorted(
+        [("emotion", s) for s in text_sweep.SEEDS] + [("sentiment", s) for s in text_sweep.SEEDS]
+    )
+    for r in written:
+        assert r["variant"] == "ctx0ns_ls0.1"
+        assert r["model_cfg"]["label_smoothing"] == 0.1
+        assert r["model_cfg"]["context"] == 0 and r["model_cfg"]["speakers"] is False
+        assert 0.0 <= r["dev"]["weighted_f1"] <= 1.0
+    assert not records.with_suffix(".tmp").exists()
+    assert not (tmp_path / "out" / "sweep.json").exists()

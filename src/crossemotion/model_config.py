@@ -45,6 +45,7 @@ class ModelConfig:
     patience: int = 5
     # MELD is ~47% neutral: unweighted, a model learns to say "neutral"
     class_weights: bool = True
+    label_smoothing: float = 0.0
     # length-bucketed batches for datasets with token counts (text, fusion)
     length_buckets: bool = True
     # pretrained weights (torchvision name, None: random init) and what to do

@@ -59,6 +59,7 @@ class TrainConfig:
     warmup_fraction: float
     patience: int
     class_weights: bool
+    label_smoothing: float
     grad_clip: float
     seed: int
     num_workers: int
@@ -224,7 +225,7 @@ def fit(
     weight = (
         class_weights(train_labels, num_classes(train_ds)).to(device) if cfg.class_weights else None
     )
-    criterion = nn.CrossEntropyLoss(weight=weight)
+    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
     steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
     optimizer = _optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
