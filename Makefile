@@ -42,6 +42,7 @@ test-deps: system-deps
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests workflow bench
+	$(BIN)/ruff format --check src tests workflow bench
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 
 fmt: $(STAMP)

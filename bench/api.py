@@ -144,9 +144,7 @@ async def _load(url: str, frame: bytes) -> dict[str, Any]:
         "error_samples": errors[:5],
         "wall_seconds": round(wall, 3),
         "throughput_rps": round(REQUESTS / wall, 2),
-        "latency_ms": {
-            "all": _stats(everything), **{k: _stats(v) for k, v in latencies.items()}
-        },
+        "latency_ms": {"all": _stats(everything), **{k: _stats(v) for k, v in latencies.items()}},
     }
 
 
@@ -181,7 +179,7 @@ def run() -> dict[str, Any]:
         "models": "trained (results/models)" if trained else "random weights (no trained models)",
         "loaded": [m["name"] for m in loaded],
         "server": "crossemotion serve, 1 uvicorn worker, default settings (max_concurrency 2, "
-                  "1 torch thread)",
+        "1 torch thread)",
         **result,
     }
     write_result("api", payload)

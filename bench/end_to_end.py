@@ -68,8 +68,10 @@ def _log_rule_times(log: str) -> dict[str, float]:
             starts[m.group(1)] = (rule, stamp)
             rule = None
             continue
-        m = re.match(r"^Finished job(?:id)? (\d+)", line.replace("jobid:", "jobid").replace(
-            "Finished jobid ", "Finished job "))
+        m = re.match(
+            r"^Finished job(?:id)? (\d+)",
+            line.replace("jobid:", "jobid").replace("Finished jobid ", "Finished job "),
+        )
         if m and stamp and m.group(1) in starts:
             name, t0 = starts.pop(m.group(1))
             out[name] += (stamp - t0).total_seconds()

@@ -18,9 +18,10 @@ def _tool(name: str) -> str:
     return str(exe) if exe.exists() else name
 
 
-def test_ruff_clean() -> None:
+@pytest.mark.parametrize("command", [["check"], ["format", "--check"]])
+def test_ruff_clean(command: list[str]) -> None:
     proc = subprocess.run(
-        [_tool("ruff"), "check", "src", "tests", "workflow", "bench"],
+        [_tool("ruff"), *command, "src", "tests", "workflow", "bench"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -15,5 +15,8 @@ log.info("decoding %d clips of %s shard %d with %s", rows.height, split, shard, 
 status = decode_shard(rows, settings, sm.output.clips, sm.output.status, workers=sm.threads)
 log.info("statuses:\n%s", status.group_by("status").len())
 if status.height:
-    log.info("decode seconds per clip: mean %.3f, max %.3f",
-             status["decode_seconds"].mean(), status["decode_seconds"].max())
+    log.info(
+        "decode seconds per clip: mean %.3f, max %.3f",
+        status["decode_seconds"].mean(),
+        status["decode_seconds"].max(),
+    )

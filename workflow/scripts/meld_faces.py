@@ -13,5 +13,10 @@ references = References.read(refs) if refs else None
 counts = faces_shard(sm.input[0], sm.output[0], settings, references=references)
 frames = int(counts["frames"].sum()) if counts.height else 0
 found = int(counts["faces_found"].sum()) if counts.height else 0
-log.info("faces: %d clips, %d of %d frames with a face (%.1f%%)",
-         counts.height, found, frames, 100 * found / max(frames, 1))
+log.info(
+    "faces: %d clips, %d of %d frames with a face (%.1f%%)",
+    counts.height,
+    found,
+    frames,
+    100 * found / max(frames, 1),
+)

@@ -10,12 +10,12 @@ sm = snakemake  # type: ignore[name-defined]
 log = setup_logging(sm.log[0])
 index = pl.read_parquet(sm.input.index)
 statuses = pl.concat([pl.read_parquet(p) for p in sm.input.status], how="vertical")
-faces = pl.concat([pl.read_parquet(p, columns=["split", "key"]) for p in sm.input.faces],
-                  how="vertical")
+faces = pl.concat(
+    [pl.read_parquet(p, columns=["split", "key"]) for p in sm.input.faces], how="vertical"
+)
 manifest = mf.build_meld_manifest(index, statuses, faces)
 try:
-    share = mf.check_bad_fraction(manifest["status"].to_list(), sm.params.max_bad_fraction,
-                                  "MELD")
+    share = mf.check_bad_fraction(manifest["status"].to_list(), sm.params.max_bad_fraction, "MELD")
 except mf.TooManyBadItems as err:
     log.error("%s\n%s", err, mf.meld_summary(manifest))
     raise
