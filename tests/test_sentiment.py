@@ -18,9 +18,10 @@ from crossemotion.inference import load_predictor
 from crossemotion.labels import EMOTIONS, SENTIMENTS, UnknownLabelError, normalize_class
 from crossemotion.models.registry import ShardInputs, get_spec
 from crossemotion.reporting.figures import confusion_figure
+from crossemotion.reporting.provenance import provenance
 from crossemotion.reporting.runs import model_run
 from crossemotion.reporting.scores import read_predictions
-from crossemotion.reporting.tables import benchmark_table
+from crossemotion.reporting.tables import benchmark_table, write_table
 from crossemotion.training.runner import train_and_evaluate
 from tests.conftest import run_snakemake
 from tests.vision_fixtures import TINY, write_ifeed_shards, write_meld_shards
@@ -145,6 +146,18 @@ def test_sentiment_tables_and_figure(text_run, tmp_path: Path) -> None:
     row = table.iloc[0]
     assert row["weighted_f1"] == pytest.approx(metrics["test"]["weighted_f1"])
     assert row["baseline_weighted_f1"] == pytest.approx(metrics["baseline"]["weighted_f1"])
+    # a text-only run says why it has no paired-bootstrap rows, below the table
+    assert table.attrs["notes"] == [
+        "No paired-bootstrap row for fusion vs text: this run has no fusion model on MELD.",
+        "No paired-bootstrap row for fusion vs resnet50: this run has no fusion and no "
+        "resnet50 model on MELD.",
+    ]
+    paths = {ext: tmp_path / f"benchmark.{ext}" for ext in ("csv", "md", "html")}
+    prov = provenance({"demo": True}, [])
+    write_table(table, paths["csv"], paths["md"], "Benchmark", prov, None, paths["html"])
+    assert paths["md"].read_text().rstrip().endswith(table.attrs["notes"][1])
+    assert "<li>No paired-bootstrap row for fusion vs text" in paths["html"].read_text()
+    assert "No paired" not in paths["csv"].read_text()
     frame = read_predictions(run.predictions_path, "test")
     counts = confusion_figure(frame, tmp_path / "confusion.png", "text/meld")
     assert counts.tolist() == metrics["test"]["confusion"]

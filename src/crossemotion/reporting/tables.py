@@ -335,15 +335,30 @@ def benchmark_table(runs: Iterable[Run], demo: bool, reference_rows: bool = True
     of another task (sentiment), whose own reference is its majority baseline column."""
     groups = _group_by_model(runs)
     rows = [_seed_row(group, demo) for group in groups.values()]
+    notes = []
     for model_a, model_b in CI_PAIRS:
         a, b = groups.get((model_a, "meld")), groups.get((model_b, "meld"))
-        if a and b:
-            row = paired_row(a, b, demo)
-            if row is not None:
-                rows.append(row)
+        absent = [m for m, g in ((model_a, a), (model_b, b)) if not g]
+        row = paired_row(a, b, demo) if a and b else None
+        if row is not None:
+            rows.append(row)
+        elif absent:
+            # a reader of a text-only run should not wonder where the CI rows went
+            notes.append(
+                f"No paired-bootstrap row for {model_a} vs {model_b}: this run has no "
+                f"{' and no '.join(absent)} model on MELD."
+            )
+        else:
+            notes.append(
+                f"No paired-bootstrap row for {model_a} vs {model_b}: their test "
+                "predictions could not be paired (no shared item, or different labels "
+                "on shared ids; see the log)."
+            )
     if reference_rows and (not rows or any(r["task"] == DEFAULT_TASK for r in rows)):
         rows += [{**ref, "task": DEFAULT_TASK, "data": "reference"} for ref in REFERENCE_ROWS]
-    return pd.DataFrame(rows, columns=list(BENCHMARK_COLUMNS))
+    frame = pd.DataFrame(rows, columns=list(BENCHMARK_COLUMNS))
+    frame.attrs["notes"] = notes
+    return frame
 
 
 # metrics.json "excluded" counts per level of a transfer cell
@@ -496,8 +511,11 @@ td:nth-child(-n+4) { text-align: left; }
 """
 
 
-def to_html(frame: pd.DataFrame, title: str, prov: Mapping[str, Any]) -> str:
-    """Stand-alone HTML page of a table; the Snakemake report shows it inline."""
+def to_html(
+    frame: pd.DataFrame, title: str, prov: Mapping[str, Any], notes: Sequence[str] = ()
+) -> str:
+    """Stand-alone HTML page of a table (``notes`` below it); the Snakemake report
+    shows it inline."""
     import html
 
     body = frame.astype(object).where(frame.notna(), None).map(_fmt)
@@ -511,8 +529,20 @@ def to_html(frame: pd.DataFrame, title: str, prov: Mapping[str, Any]) -> str:
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{_HTML_STYLE}</style></head><body><h2>{html.escape(title)}</h2>{demo}"
         f"<p class='prov'>{prov_line}</p>{body.to_html(index=False, classes='table')}"
-        "</body></html>\n"
+        f"{_html_notes(notes)}</body></html>\n"
     )
+
+
+def _html_notes(notes: Sequence[str]) -> str:
+    import html
+
+    if not notes:
+        return ""
+    return "<ul class='notes'>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>"
+
+
+def _markdown_notes(notes: Sequence[str]) -> str:
+    return "".join(f"\n- {n}" for n in notes) + ("\n" if notes else "")
 
 
 def write_table(
@@ -524,13 +554,16 @@ def write_table(
     md_columns: Sequence[str] | None = None,
     html_path: str | Path | None = None,
 ) -> None:
-    """csv with provenance columns; Markdown (and HTML) with a provenance header."""
+    """csv with provenance columns; Markdown (and HTML) with a provenance header, and
+    the frame's ``attrs["notes"]`` (what the table leaves out, and why) below it."""
+    notes = list(frame.attrs.get("notes", []))
     frame = _with_int_columns(frame)
     with_prov = frame.copy()
     for key, value in prov.items():
         with_prov[key] = value
     write_text(csv_path, with_prov.to_csv(index=False))
     shown = frame[list(md_columns)] if md_columns else frame
-    write_text(md_path, markdown_header(title, prov) + "\n" + to_markdown(shown))
+    md = markdown_header(title, prov) + "\n" + to_markdown(shown) + _markdown_notes(notes)
+    write_text(md_path, md)
     if html_path is not None:
-        write_text(html_path, to_html(shown, title, prov))
+        write_text(html_path, to_html(shown, title, prov, notes))
