@@ -70,6 +70,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ctx1_nospeaker": {"context": 1, "speakers": False, "max_length": 160},
     "ctx0ns_future1": {"context": 0, "future": 1, "speakers": False, "max_length": 160},
     "ctx2_future1_nospeaker": {"context": 2, "future": 1, "speakers": False, "max_length": 224},
+    # round 4: mean pooling averages the context turns' tokens with the target's,
+    # so the target is a minority of its own vector; pool the target turn only
+    "ctx2_future1_target": {
+        "context": 2,
+        "future": 1,
+        "speakers": True,
+        "max_length": 224,
+        "pooling": "target",
+    },
+    "ctx3_target": {"context": 3, "speakers": True, "max_length": 224, "pooling": "target"},
 }
 
 

@@ -161,6 +161,37 @@ def test_split_room(room: int, n_past: int, n_future: int, expected: tuple[int, 
     assert kept_p + (kept_p > 0) + kept_f + (kept_f > 0) <= room
 
 
+def test_target_pooling_averages_the_target_turn_only() -> None:
+    from crossemotion.models.text import pool
+
+    cfg = {**CFG, "context": 1, "future": 1, "max_length": 64, "pooling": "target"}
+    model = build_model("text", cfg, len(EMOTIONS)).eval()
+    unit = {"text": "We were on a break!", "speaker": "Ross", "context": ["You slept with her."]}
+    with torch.no_grad():
+        # beside a shorter row: padding is never averaged
+        batch = preprocess_text([unit, "Fine."], text_cfg(cfg))
+        hidden, pooled = model.text(batch)
+    types, mask = batch["token_type_ids"], batch["attention_mask"]
+    for row in (0, 1):
+        target = types[row] == 1
+        assert 0 < int(target.sum()) < int(mask[row].sum())
+        torch.testing.assert_close(pooled[row], hidden[row, target].mean(0))
+    # without context every token is of type 0: target pooling is the mean
+    plain = preprocess_text(["Fine.", "We were on a break!"], text_cfg(CFG))
+    with torch.no_grad():
+        plain_hidden, plain_pooled = model.text(plain)
+    torch.testing.assert_close(
+        plain_pooled, pool(plain_hidden, plain["attention_mask"], "mean"), atol=1e-6, rtol=1e-6
+    )
+    # the context still informs the target's states, so it moves the pooled vector
+    with torch.no_grad():
+        other = {**unit, "context": ["Welcome to the party."]}
+        _, moved = model.text(preprocess_text([other], text_cfg(cfg)))
+    assert not torch.allclose(moved[0], pooled[0], atol=1e-4)
+    # mean pooling of the same batch averages the context too
+    assert not torch.allclose(pool(hidden, mask, "mean", types)[0], pooled[0], atol=1e-4)
+
+
 def test_serving_units_are_formatted_as_in_training() -> None:
     cfg = {**CFG, "context": 2, "future": 1, "max_length": 64}
     data = TextDataset(utterances(), text_cfg(cfg), tokenizer_for("minilm"))

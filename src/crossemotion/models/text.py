@@ -3,7 +3,8 @@
 Config: ``encoder`` (``minilm`` or a Hugging Face name/path; with
 ``pretrained_fallback: random`` an uncached ``bert-base-uncased`` becomes a
 random-init model of its size, see crossemotion.models.encoders), ``pooling``
-(``cls`` or ``mean`` over the attention mask), ``dropout``, ``freeze`` (train
+(``cls``, ``mean`` over the attention mask, or ``target``: mean over the target
+turn's tokens, see ``pool``), ``dropout``, ``freeze`` (train
 the head only), ``max_length``, ``context`` and ``future`` (previous and next
 turns of the dialogue) and ``speakers`` (speaker names on the turns; see
 crossemotion.datasets.text for the input layout). ``head_lr`` sets the head's learning rate
@@ -28,9 +29,16 @@ from crossemotion.models.encoders import encoder_width, load_text_encoder, load_
 from crossemotion.models.registry import ModelSpec, ShardInputs, register
 
 
-def pool(hidden: Tensor, mask: Tensor, how: str) -> Tensor:
+def pool(hidden: Tensor, mask: Tensor, how: str, token_types: Tensor | None = None) -> Tensor:
+    """``cls``: the first token; ``mean``: every token of the attention mask;
+    ``target``: the target turn's tokens only (token type 1), so context turns
+    inform the target's states without outnumbering them in the average; a row
+    without context (all type 0) falls back to ``mean``."""
     if how == "cls":
         return hidden[:, 0]
+    if how == "target" and token_types is not None:
+        target = mask * (token_types == 1)
+        mask = torch.where(target.any(1, keepdim=True), target, mask)
     weights = mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
@@ -57,7 +65,8 @@ class TextEncoder(nn.Module):
         if "token_type_ids" in batch:
             kwargs["token_type_ids"] = batch["token_type_ids"]
         hidden = self.encoder(**kwargs).last_hidden_state
-        return hidden, pool(hidden, batch["attention_mask"], self.pooling)
+        pooled = pool(hidden, batch["attention_mask"], self.pooling, batch.get("token_type_ids"))
+        return hidden, pooled
 
 
 @dataclass(frozen=True, kw_only=True)
