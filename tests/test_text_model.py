@@ -188,6 +188,8 @@ def test_target_pooling_averages_the_target_turn_only() -> None:
         other = {**unit, "context": ["Welcome to the party."]}
         _, moved = model.text(preprocess_text([other], text_cfg(cfg)))
     assert not torch.allclose(moved[0], pooled[0], atol=1e-4)
+    with pytest.raises(ValueError, match="pooling must be one of mean, cls, target, got 'max'"):
+        build_model("text", {**cfg, "pooling": "max"}, len(EMOTIONS))
     # mean pooling of the same batch averages the context too
     assert not torch.allclose(pool(hidden, mask, "mean", types)[0], pooled[0], atol=1e-4)
 

@@ -28,6 +28,8 @@ from crossemotion.models.backbones import FALLBACK_ERROR, pretrained_fallback
 from crossemotion.models.encoders import encoder_width, load_text_encoder, load_tokenizer
 from crossemotion.models.registry import ModelSpec, ShardInputs, register
 
+POOLINGS = ("mean", "cls", "target")
+
 
 def pool(hidden: Tensor, mask: Tensor, how: str, token_types: Tensor | None = None) -> Tensor:
     """``cls``: the first token; ``mean``: every token of the attention mask;
@@ -54,6 +56,8 @@ class TextEncoder(nn.Module):
         fallback: str = FALLBACK_ERROR,
     ) -> None:
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         self.encoder = load_text_encoder(name, fallback)
         self.pooling = pooling
         self.width = encoder_width(self.encoder)
