@@ -163,6 +163,15 @@ def _run_all(
             done(record)
 
 
+def _line(r: Mapping[str, Any], test: bool) -> str:
+    """One record as a log line; test scores only once the choice is made."""
+    shown = f" test wF1 {r['test']['weighted_f1']:.4f}" if test else ""
+    return (
+        f"{r['task']:9} {r['variant']:20} seed {r['seed']}: dev wF1 "
+        f"{r['dev']['weighted_f1']:.4f}{shown} ({r['seconds']:.0f} s, {r['device']})"
+    )
+
+
 def choose_on_dev(records: list[dict[str, Any]], finalists: list[str]) -> str:
     """The emotion variant with the best dev weighted F1: of the first seed, or, given
     finalists, their mean over every seed run."""
@@ -211,11 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = records_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(records, indent=1, default=str))
         tmp.replace(records_path)
-        print(
-            f"{r['task']:9} {r['variant']:20} seed {r['seed']}: dev wF1 "
-            f"{r['dev']['weighted_f1']:.4f} ({r['seconds']:.0f} s, {r['device']})",
-            flush=True,
-        )
+        print(_line(r, test=False), flush=True)
 
     first = SEEDS[0]
     finalists = args.finalists or []
@@ -228,12 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     more += [_job(args, chosen, s, "sentiment") for s in SEEDS]
     _run_all(more, args.workers, done)
     for r in records:
-        print(
-            f"{r['task']:9} {r['variant']:20} seed {r['seed']}: dev wF1 "
-            f"{r['dev']['weighted_f1']:.4f} test wF1 {r['test']['weighted_f1']:.4f} "
-            f"({r['seconds']:.0f} s, {r['device']})",
-            flush=True,
-        )
+        print(_line(r, test=True), flush=True)
     return 0
 
 

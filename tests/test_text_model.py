@@ -363,3 +363,15 @@ def test_fusion_formats_text_like_the_text_model() -> None:
     for key in ("input_ids", "token_type_ids", "attention_mask"):
         assert torch.equal(text_batch[key], fusion_batch[key])
     assert int(text_batch["token_type_ids"].max()) == 1
+
+
+def test_schema_offers_the_poolings_the_encoder_takes() -> None:
+    import yaml
+
+    from crossemotion.config import schema_path
+    from crossemotion.models.text import POOLINGS
+
+    models = yaml.safe_load(schema_path().read_text())["properties"]["models"]["properties"]
+    for name in ("text", "fusion"):
+        enum = models[name]["properties"]["pooling"]["enum"]
+        assert sorted(enum) == sorted(POOLINGS), name

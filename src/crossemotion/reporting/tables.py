@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -335,7 +336,7 @@ def benchmark_table(runs: Iterable[Run], demo: bool, reference_rows: bool = True
     of another task (sentiment), whose own reference is its majority baseline column."""
     groups = _group_by_model(runs)
     rows = [_seed_row(group, demo) for group in groups.values()]
-    notes = []
+    notes: list[str] = []
     for model_a, model_b in CI_PAIRS:
         a, b = groups.get((model_a, "meld")), groups.get((model_b, "meld"))
         absent = [m for m, g in ((model_a, a), (model_b, b)) if not g]
@@ -516,8 +517,6 @@ def to_html(
 ) -> str:
     """Stand-alone HTML page of a table (``notes`` below it); the Snakemake report
     shows it inline."""
-    import html
-
     body = frame.astype(object).where(frame.notna(), None).map(_fmt)
     demo = (
         '<p class="demo">DEMO DATA (generated) — not a benchmark of MELD/IFEED</p>'
@@ -534,8 +533,6 @@ def to_html(
 
 
 def _html_notes(notes: Sequence[str]) -> str:
-    import html
-
     if not notes:
         return ""
     return "<ul class='notes'>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>"
