@@ -80,6 +80,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "pooling": "target",
     },
     "ctx3_target": {"context": 3, "speakers": True, "max_length": 224, "pooling": "target"},
+    # round 5: regularising the chosen input's fine-tuning instead of changing it:
+    # R-Drop (two dropout passes, their KL; longer training is its usual partner),
+    # layer-wise lr decay (with a larger top step), a stronger head dropout
+    "ctx0ns_rdrop1": {"context": 0, "speakers": False, "rdrop": 1.0},
+    "ctx0ns_rdrop1_ep6": {"context": 0, "speakers": False, "rdrop": 1.0, "epochs": 6},
+    "ctx0ns_lld0.8_lr1e-4": {"context": 0, "speakers": False, "layer_decay": 0.8, "lr": 1e-4},
+    "ctx0ns_lld0.9": {"context": 0, "speakers": False, "layer_decay": 0.9},
+    "ctx0ns_drop0.3": {"context": 0, "speakers": False, "dropout": 0.3},
 }
 
 
@@ -149,7 +157,8 @@ def _job(args: argparse.Namespace, variant: str, seed: int, task: str) -> dict[s
 
 def _cost(job: Mapping[str, Any]) -> float:
     cfg = job["model_cfg"]
-    return float(cfg["epochs"]) * 32 / float(cfg["batch_size"])
+    passes = 2 if cfg.get("rdrop") else 1
+    return float(cfg["epochs"]) * 32 / float(cfg["batch_size"]) * passes
 
 
 def _run_all(

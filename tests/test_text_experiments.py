@@ -120,3 +120,27 @@ def test_sweep_writes_every_record_as_it_finishes(tmp_path: Path) -> None:
         assert 0.0 <= r["dev"]["weighted_f1"] <= 1.0
     assert not records.with_suffix(".tmp").exists()
     assert not (tmp_path / "out" / "sweep.json").exists()
+
+
+@pytest.mark.parametrize("variant", sorted(__import__("bench.text_sweep").text_sweep.VARIANTS))
+def test_every_sweep_variant_is_a_valid_text_config(variant: str) -> None:
+    """A variant the workflow would refuse could not be adopted from the sweep."""
+    from bench import text_sweep
+    from crossemotion.config import load_config, validate_config
+    from crossemotion.models.text import TextConfig
+    from tests.conftest import ROOT
+
+    cfg = load_config(ROOT / "config" / "config.yaml", ROOT / "config" / "meld_text.yaml")
+    cfg["models"]["text"] = {**cfg["models"]["text"], **text_sweep.VARIANTS[variant]}
+    validate_config(cfg)
+    TextConfig.from_mapping(cfg["models"]["text"])
+
+
+def test_sweep_starts_the_costliest_jobs_first() -> None:
+    from bench import text_sweep
+
+    def cost(**keys: object) -> float:
+        return text_sweep._cost({"model_cfg": {"epochs": 4, "batch_size": 32, **keys}})
+
+    assert cost() == 4 and cost(rdrop=1.0) == 8 == cost(epochs=8) == cost(batch_size=16)
+    assert cost(rdrop=0.0) == 4

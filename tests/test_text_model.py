@@ -7,6 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+import yaml
 
 from crossemotion.datasets.buckets import LengthBucketBatchSampler
 from crossemotion.datasets.text import (
@@ -281,6 +282,42 @@ def test_frozen_encoder_trains_head_only() -> None:
     assert all(p.grad is None for p in model.text.encoder.parameters())
     assert model.head.weight.grad is not None
     assert len(model.param_groups(5e-5)) == 1
+
+
+def test_layer_decay_gives_each_encoder_layer_its_step() -> None:
+    model = build_model("text", {**CFG, "layer_decay": 0.5, "head_lr": 1e-3}, len(EMOTIONS))
+    groups = model.param_groups(1e-4)
+    encoder = dict(model.text.encoder.named_parameters())
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    # every parameter in exactly one group
+    assert sum(len(g["params"]) for g in groups) == len(lr_of) == len(encoder) + 2
+    n = model.text.encoder.config.num_hidden_layers
+    for name, p in encoder.items():
+        if name.startswith("encoder.layer."):
+            layer = int(name.split(".")[2])
+            assert lr_of[id(p)] == pytest.approx(1e-4 * 0.5 ** (n - 1 - layer)), name
+        elif name.startswith("embeddings."):
+            assert lr_of[id(p)] == pytest.approx(1e-4 * 0.5**n), name
+        else:
+            assert lr_of[id(p)] == 1e-4, name
+    assert groups[0]["lr"] == 1e-4 and groups[-1]["lr"] == 1e-3
+    assert all(lr_of[id(p)] == 1e-3 for p in model.head.parameters())
+    # the default is one step for the whole encoder, as before the key existed
+    plain = build_model("text", CFG, len(EMOTIONS)).param_groups(1e-4)
+    assert [(len(g["params"]), g["lr"]) for g in plain] == [(len(encoder), 1e-4), (2, 1e-3)]
+
+
+def test_layer_decay_outside_0_1_is_refused() -> None:
+    from crossemotion.config import ConfigError, validate_config
+    from tests.conftest import ROOT
+
+    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    cfg["models"]["text"]["layer_decay"] = 0.8
+    validate_config(cfg)
+    for bad in (0, 1.2):
+        cfg["models"]["text"]["layer_decay"] = bad
+        with pytest.raises(ConfigError, match="layer_decay"):
+            validate_config(cfg)
 
 
 def test_cls_pooling_and_padding_do_not_change_the_prediction() -> None:

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 import torch
+import yaml
 
+from crossemotion.config import ConfigError, validate_config
 from crossemotion.datasets.shards import stratified_group_split
 from crossemotion.evaluation.metrics import classification_metrics, majority_baseline
 from crossemotion.evaluation.scoring import PROB_COLUMNS
 from crossemotion.labels import EMOTIONS
 from crossemotion.layout import TRAIN_FILES, find_shards, shard_inputs, shard_path
-from crossemotion.training.loop import class_weights, lr_lambda
+from crossemotion.model_config import ModelConfig
+from crossemotion.training.loop import TrainConfig, class_weights, fit, lr_lambda, rdrop_loss
 from crossemotion.training.runner import RESUME_DIR, train_and_evaluate
+from tests.conftest import ROOT
 from tests.vision_fixtures import (
     GLOBAL,
     TINY,
@@ -241,3 +246,69 @@ def test_classification_metrics_and_baseline() -> None:
     assert m["per_class"]["anger"]["precision"] == pytest.approx(0.5)
     base = majority_baseline(np.array([4, 4, 1]), y)
     assert base["class"] == "neutral" and base["accuracy"] == pytest.approx(0.6)
+
+
+def test_rdrop_loss_is_the_mean_loss_plus_the_symmetric_kl() -> None:
+    torch.manual_seed(0)
+    first, second = torch.randn(5, 7), torch.randn(5, 7)
+    labels = torch.tensor([0, 1, 2, 3, 4])
+    ce = torch.nn.CrossEntropyLoss()
+    plain = 0.5 * (ce(first, labels) + ce(second, labels))
+    torch.testing.assert_close(rdrop_loss(first, second, labels, ce, 0.0), plain)
+    p, q = first.softmax(-1), second.softmax(-1)
+    kl_pq = (p * (p.log() - q.log())).sum(-1).mean()
+    kl_qp = (q * (q.log() - p.log())).sum(-1).mean()
+    torch.testing.assert_close(
+        rdrop_loss(first, second, labels, ce, 2.0), plain + 0.5 * (kl_pq + kl_qp)
+    )
+    # two passes that agree pay nothing beyond their loss
+    torch.testing.assert_close(rdrop_loss(first, first, labels, ce, 5.0), ce(first, labels))
+
+
+class _Toy(torch.utils.data.Dataset):
+    """Two separable classes in 4 dimensions."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.labels = np.arange(n) % 2
+        self.x = torch.randn(n, 4, generator=g) + torch.tensor(self.labels)[:, None] * 3.0
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"x": self.x[i], "label": torch.tensor(int(self.labels[i]))}
+
+
+class _Counted(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(4, 16), torch.nn.Dropout(0.5), torch.nn.Linear(16, 2)
+        )
+        self.train_calls = 0
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        self.train_calls += int(self.training)
+        return self.net(batch["x"])
+
+
+@pytest.mark.parametrize("rdrop", [0.0, 1.0])
+def test_rdrop_runs_each_training_batch_twice_and_still_learns(rdrop: float) -> None:
+    cfg = TrainConfig.of(
+        ModelConfig.from_mapping({"epochs": 3, "lr": 0.05, "rdrop": rdrop, "class_weights": False})
+    )
+    model = _Counted()
+    result = fit(model, _Toy(64, 0), _Toy(32, 1), cfg, device=torch.device("cpu"))
+    steps = 3 * math.ceil(64 / cfg.batch_size)
+    assert model.train_calls == steps * (2 if rdrop else 1)
+    assert result.best_score > 0.9
+
+
+def test_rdrop_must_not_be_negative() -> None:
+    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    cfg["models"]["resnet50"]["rdrop"] = 0.5
+    validate_config(cfg)
+    cfg["models"]["resnet50"]["rdrop"] = -1
+    with pytest.raises(ConfigError, match="rdrop"):
+        validate_config(cfg)

@@ -46,6 +46,8 @@ class ModelConfig:
     # MELD is ~47% neutral: unweighted, a model learns to say "neutral"
     class_weights: bool = True
     label_smoothing: float = 0.0
+    # R-Drop (Liang et al., 2021): alpha of the KL term between two dropout passes; 0 = off
+    rdrop: float = 0.0
     # length-bucketed batches for datasets with token counts (text, fusion)
     length_buckets: bool = True
     # pretrained weights (torchvision name, None: random init) and what to do

@@ -8,11 +8,13 @@ turn's tokens, see ``pool``), ``dropout``, ``freeze`` (train
 the head only), ``max_length``, ``context`` and ``future`` (previous and next
 turns of the dialogue) and ``speakers`` (speaker names on the turns; see
 crossemotion.datasets.text for the input layout). ``head_lr`` sets the head's learning rate
-(default 20x ``lr``) for frameworks that honour ``param_groups``. Defaults: ``TextConfig``.
+(default 20x ``lr``) and ``layer_decay`` the encoder layers' (see
+``layerwise_groups``) for frameworks that honour ``param_groups``. Defaults: ``TextConfig``.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -82,6 +84,9 @@ class TextConfig(TextInputConfig):
     dropout: float = 0.1
     # None: 20 x lr (the fresh head learns faster than the pretrained encoder)
     head_lr: float | None = None
+    # layer-wise lr decay: each encoder layer trains at this factor times the
+    # one above (lower layers hold general features worth keeping); 1 = one lr
+    layer_decay: float = 1.0
 
     @property
     def head_learning_rate(self) -> float:
@@ -97,18 +102,48 @@ class TextClassifier(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(self.text.width, num_classes)
         self.head_lr = cfg.head_learning_rate
+        self.layer_decay = cfg.layer_decay
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
         _, pooled = self.text(batch)
         return self.head(self.dropout(pooled))
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
-        """Encoder at ``lr``, the fresh head at ``head_lr``."""
-        encoder = [p for p in self.text.parameters() if p.requires_grad]
-        groups = [{"params": list(self.head.parameters()), "lr": self.head_lr}]
-        if encoder:
-            groups.insert(0, {"params": encoder, "lr": lr})
-        return groups
+        """Encoder at ``lr`` (its lower layers decayed by ``layer_decay``), the
+        fresh head at ``head_lr``; the first group is the one at ``lr``."""
+        groups = layerwise_groups(self.text.encoder, lr, self.layer_decay)
+        return [*groups, {"params": list(self.head.parameters()), "lr": self.head_lr}]
+
+
+_LAYER = re.compile(r"(?:^|\.)layer\.(\d+)\.")
+
+
+def layerwise_groups(encoder: nn.Module, lr: float, decay: float) -> list[dict[str, Any]]:
+    """Parameter groups of a BERT-style encoder with layer-wise lr decay.
+
+    Layer ``i`` of ``n`` (``...layer.{i}...`` in the parameter name) trains at
+    ``lr * decay ** (n - 1 - i)``, the embeddings at ``lr * decay ** n``, and
+    anything else (the unused pooler) at ``lr``. Frozen parameters are left
+    out; ``decay == 1`` gives one group. Groups run from the top (``lr``) down.
+    """
+    named = [(name, p) for name, p in encoder.named_parameters() if p.requires_grad]
+    if not named:
+        return []
+    if decay == 1.0:
+        return [{"params": [p for _, p in named], "lr": lr}]
+    layers = {int(m.group(1)) for name, _ in named if (m := _LAYER.search(name))}
+    n = max(layers) + 1 if layers else 0
+    depth: dict[int, list[nn.Parameter]] = {}
+    for name, p in named:
+        m = _LAYER.search(name)
+        if m:
+            below = n - 1 - int(m.group(1))
+        elif "embeddings" in name:
+            below = n
+        else:
+            below = 0
+        depth.setdefault(below, []).append(p)
+    return [{"params": depth[d], "lr": lr * decay**d} for d in sorted(depth)]
 
 
 @lru_cache(maxsize=4)
