@@ -84,10 +84,20 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # R-Drop (two dropout passes, their KL; longer training is its usual partner),
     # layer-wise lr decay (with a larger top step), a stronger head dropout
     "ctx0ns_rdrop1": {"context": 0, "speakers": False, "rdrop": 1.0},
-    "ctx0ns_rdrop1_ep6": {"context": 0, "speakers": False, "rdrop": 1.0, "epochs": 6},
     "ctx0ns_lld0.8_lr1e-4": {"context": 0, "speakers": False, "layer_decay": 0.8, "lr": 1e-4},
     "ctx0ns_lld0.9": {"context": 0, "speakers": False, "layer_decay": 0.9},
     "ctx0ns_drop0.3": {"context": 0, "speakers": False, "dropout": 0.3},
+    # round 6: R-Drop won round 5 on dev; its strength, more epochs, and with the others
+    "ctx0ns_rdrop3": {"context": 0, "speakers": False, "rdrop": 3.0},
+    "ctx0ns_rdrop1_ep6": {"context": 0, "speakers": False, "rdrop": 1.0, "epochs": 6},
+    "ctx0ns_rdrop1_lld0.8_lr1e-4": {
+        "context": 0,
+        "speakers": False,
+        "rdrop": 1.0,
+        "layer_decay": 0.8,
+        "lr": 1e-4,
+    },
+    "ctx0ns_rdrop1_drop0.3": {"context": 0, "speakers": False, "rdrop": 1.0, "dropout": 0.3},
 }
 
 
