@@ -81,8 +81,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
     "ctx3_target": {"context": 3, "speakers": True, "max_length": 224, "pooling": "target"},
     # round 5: regularising the chosen input's fine-tuning instead of changing it:
-    # R-Drop (two dropout passes, their KL; longer training is its usual partner),
-    # layer-wise lr decay (with a larger top step), a stronger head dropout
+    # R-Drop (two dropout passes, their KL), layer-wise lr decay (alone, and with
+    # a larger top step), a stronger head dropout
     "ctx0ns_rdrop1": {"context": 0, "speakers": False, "rdrop": 1.0},
     "ctx0ns_lld0.8_lr1e-4": {"context": 0, "speakers": False, "layer_decay": 0.8, "lr": 1e-4},
     "ctx0ns_lld0.9": {"context": 0, "speakers": False, "layer_decay": 0.9},
