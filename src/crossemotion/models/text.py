@@ -131,17 +131,12 @@ def layerwise_groups(encoder: nn.Module, lr: float, decay: float) -> list[dict[s
         return []
     if decay == 1.0:
         return [{"params": [p for _, p in named], "lr": lr}]
-    layers = {int(m.group(1)) for name, _ in named if (m := _LAYER.search(name))}
-    n = max(layers) + 1 if layers else 0
+    layer = {name: int(m.group(1)) for name, _ in named if (m := _LAYER.search(name))}
+    n = max(layer.values()) + 1 if layer else 0
     depth: dict[int, list[nn.Parameter]] = {}
     for name, p in named:
-        m = _LAYER.search(name)
-        if m:
-            below = n - 1 - int(m.group(1))
-        elif "embeddings" in name:
-            below = n
-        else:
-            below = 0
+        # layers count down from the top; the embeddings sit below them all
+        below = n - 1 - layer[name] if name in layer else n if "embeddings" in name else 0
         depth.setdefault(below, []).append(p)
     return [{"params": depth[d], "lr": lr * decay**d} for d in sorted(depth)]
 
