@@ -148,14 +148,21 @@ def dialogue_batches(split: Split, order: Sequence[int], size: int):
 
 
 @torch.no_grad()
-def predict(model: DialogueGRU, split: Split) -> np.ndarray:
+def predict_proba(model: DialogueGRU, split: Split) -> np.ndarray:
+    """Class probabilities of every utterance, in the split's row order."""
     model.eval()
-    pred = np.zeros(len(split.labels), dtype=np.int64)
+    probs = np.zeros((len(split.labels), model.head.out_features), dtype=np.float32)
     for x, s, _, group in dialogue_batches(split, range(len(split.dialogues)), 64):
-        out = model(x, s).argmax(-1).numpy()
+        out = model(x, s).softmax(-1).numpy()
         for r, (rows, _) in enumerate(group):
-            pred[rows] = out[r, : len(rows)]
-    return pred
+            probs[rows] = out[r, : len(rows)]
+    return probs
+
+
+def predict(model: DialogueGRU, versions: Sequence[Split]) -> np.ndarray:
+    """Labels from the probabilities averaged over versions of one split (the same
+    utterances encoded by different checkpoints: one, or one per cross-fitting fold)."""
+    return np.mean([predict_proba(model, v) for v in versions], axis=0).argmax(1)
 
 
 def weighted_f1(labels: np.ndarray, pred: np.ndarray) -> float:
@@ -163,28 +170,35 @@ def weighted_f1(labels: np.ndarray, pred: np.ndarray) -> float:
 
 
 def train_stacker(
-    data: dict[str, Split], seed: int, epochs: int, lr: float, batch: int
+    train: Split,
+    dev: Sequence[Split],
+    test: Sequence[Split],
+    seed: int,
+    epochs: int,
+    lr: float,
+    batch: int,
 ) -> dict[str, Any]:
+    """A GRU trained on ``train``; the epoch chosen by dev weighted F1, test read
+    at that epoch. ``dev``/``test`` are one or more versions of the split (see
+    ``predict``)."""
     seed_everything(seed)
-    classes = data["train"].logits.shape[1]
-    model = DialogueGRU(data["train"].features.shape[1], classes)
+    classes = train.logits.shape[1]
+    model = DialogueGRU(train.features.shape[1], classes)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     rng = np.random.default_rng(seed)
     best: dict[str, Any] = {"dev": -1.0}
     t0 = time.perf_counter()
     for epoch in range(1, epochs + 1):
         model.train()
-        for x, s, y, _ in dialogue_batches(
-            data["train"], rng.permutation(len(data["train"].dialogues)), batch
-        ):
+        for x, s, y, _ in dialogue_batches(train, rng.permutation(len(train.dialogues)), batch):
             loss = nn.functional.cross_entropy(model(x, s).reshape(-1, classes), y.reshape(-1))
             opt.zero_grad()
             loss.backward()
             opt.step()
-        dev = weighted_f1(data["dev"].labels, predict(model, data["dev"]))
-        if dev > best["dev"]:
-            test_pred = predict(model, data["test"])
-            best = {"dev": dev, "test": weighted_f1(data["test"].labels, test_pred), "epoch": epoch}
+        score = weighted_f1(dev[0].labels, predict(model, dev))
+        if score > best["dev"]:
+            test_score = weighted_f1(test[0].labels, predict(model, test))
+            best = {"dev": score, "test": test_score, "epoch": epoch}
     return {"seed": seed, **best, "seconds": time.perf_counter() - t0}
 
 
@@ -216,7 +230,12 @@ def main(argv: list[str] | None = None) -> int:
         "utterance": {
             s: weighted_f1(d.labels, d.logits.argmax(1)) for s, d in data.items() if s != "train"
         },
-        "stacker": [train_stacker(data, s, args.epochs, args.lr, args.batch) for s in args.seeds],
+        "stacker": [
+            train_stacker(
+                data["train"], [data["dev"]], [data["test"]], s, args.epochs, args.lr, args.batch
+            )
+            for s in args.seeds
+        ],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(args.out.name + ".tmp")
