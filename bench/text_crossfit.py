@@ -132,13 +132,16 @@ def load_folds(out: Path, seed: int, folds: int) -> list[dict[str, np.ndarray]]:
     return [dict(np.load(out / f"seed{seed}" / f"fold{k}" / "encoded.npz")) for k in range(folds)]
 
 
-def stacker_inputs(encoded: dict[str, np.ndarray], split: str, inputs: str) -> np.ndarray:
+def stacker_inputs(encoded: Mapping[str, np.ndarray], split: str, inputs: str) -> np.ndarray:
     """The stacker's per-utterance input: log-probabilities, vectors or both."""
-    logits = encoded[f"{split}_logits"].astype(np.float32)
-    shifted = logits - logits.max(1, keepdims=True)
-    logp = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
-    vectors = encoded[f"{split}_features"].astype(np.float32)
-    return {"logits": logp, "vectors": vectors, "both": np.concatenate([vectors, logp], 1)}[inputs]
+    parts = []
+    if inputs in ("vectors", "both"):
+        parts.append(encoded[f"{split}_features"].astype(np.float32))
+    if inputs in ("logits", "both"):
+        logits = encoded[f"{split}_logits"].astype(np.float32)
+        shifted = logits - logits.max(1, keepdims=True)
+        parts.append(shifted - np.log(np.exp(shifted).sum(1, keepdims=True)))
+    return np.concatenate(parts, 1)
 
 
 def assemble(

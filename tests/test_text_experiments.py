@@ -144,3 +144,63 @@ def test_sweep_starts_the_costliest_jobs_first() -> None:
 
     assert cost() == 4 and cost(rdrop=1.0) == 8 == cost(epochs=8) == cost(batch_size=16)
     assert cost(rdrop=0.0) == 4
+
+
+def test_crossfit_folds_hold_whole_dialogues() -> None:
+    from bench.text_crossfit import dialogue_folds
+
+    dialogues = [d for d in range(12) for _ in range(d % 3 + 1)]
+    folds = dialogue_folds(dialogues, 5, seed=13)
+    fold_of: dict[int, set[int]] = {}
+    for d, f in zip(dialogues, folds, strict=True):
+        fold_of.setdefault(d, set()).add(int(f))
+    assert all(len(f) == 1 for f in fold_of.values())
+    # 12 dialogues dealt round-robin over 5 folds: 3, 3, 2, 2, 2 dialogues
+    per_fold = sorted(sum(1 for f in fold_of.values() if k in f) for k in range(5))
+    assert per_fold == [2, 2, 2, 3, 3]
+    assert (dialogue_folds(dialogues, 5, seed=13) == folds).all()
+    assert not (dialogue_folds(dialogues, 5, seed=14) == folds).all()
+    with pytest.raises(ValueError, match="3 training dialogues cannot fill 5 folds"):
+        dialogue_folds([1, 1, 2, 3], 5, seed=13)
+
+
+def test_crossfit_stacks_held_out_outputs_only(tmp_path: Path) -> None:
+    from bench import text_crossfit
+
+    frame = utterances()
+    shards = tmp_path / "shards"
+    for split in ("train", "dev", "test"):
+        path = shards / split / "part-0000.parquet"
+        path.parent.mkdir(parents=True)
+        frame.with_columns(pl.lit(split).alias("split")).write_parquet(path)
+    out = tmp_path / "out"
+    argv = ["--shards", str(shards), "--out", str(out), "--device", "cpu", "--threads", "1"]
+    argv += ["--folds", "2", "--seeds", "13", "--epochs", "1", "--stacker-epochs", "2"]
+    assert text_crossfit.main([*argv, "--inputs", "logits", "both"]) == 0
+    records = json.loads((out / "crossfit.json").read_text())
+    encoders = [r for r in records if r["kind"] == "encoder"]
+    # each fold's encoder trained on the other fold's dialogue (3 of the 6 rows)
+    assert sorted(r["fold"] for r in encoders) == [0, 1]
+    assert all(r["train_rows"] == 3 for r in encoders)
+    assert sorted(r["inputs"] for r in records if r["kind"] == "stacker") == ["both", "logits"]
+
+    logits = np.load(out / "logits-seed13.npz")
+    held_out = [tuple(k) for f in (0, 1) for k in logits[f"fold{f}_train_keys"].tolist()]
+    # every training utterance came out of exactly one encoder that never saw it
+    expected_keys = zip(frame["dialogue_id"], frame["utterance_id"], strict=True)
+    assert sorted(held_out) == sorted(expected_keys)
+    # ... and the folds split the dialogues, not their utterances
+    dialogues = [{d for d, _ in logits[f"fold{f}_train_keys"].tolist()} for f in (0, 1)]
+    assert dialogues[0].isdisjoint(dialogues[1]) and dialogues[0] | dialogues[1] == {1, 2}
+    # the fold ensemble's dev score, recomputed from the saved logits
+    ensemble = next(r for r in records if r["kind"] == "fold_ensemble")
+    probs = sum(
+        np.exp(
+            text_crossfit.stacker_inputs(
+                {"dev_logits": logits[f"fold{f}_dev_logits"]}, "dev", "logits"
+            )
+        )
+        for f in (0, 1)
+    )
+    expected = f1_score(logits["fold0_dev_labels"], probs.argmax(1), average="weighted")
+    assert np.isclose(ensemble["dev"], expected)
