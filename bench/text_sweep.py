@@ -98,6 +98,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "lr": 1e-4,
     },
     "ctx0ns_rdrop1_drop0.3": {"context": 0, "speakers": False, "rdrop": 1.0, "dropout": 0.3},
+    # round 8: a supervised contrastive term on the pooled vector (weight, temperature)
+    "ctx0ns_supcon0.1": {"context": 0, "speakers": False, "supcon": 0.1},
+    "ctx0ns_supcon0.3": {"context": 0, "speakers": False, "supcon": 0.3},
+    "ctx0ns_supcon1_t0.3": {
+        "context": 0,
+        "speakers": False,
+        "supcon": 1.0,
+        "supcon_temperature": 0.3,
+    },
 }
 
 

@@ -19,7 +19,15 @@ from crossemotion.evaluation.scoring import PROB_COLUMNS
 from crossemotion.labels import EMOTIONS
 from crossemotion.layout import TRAIN_FILES, find_shards, shard_inputs, shard_path
 from crossemotion.model_config import ModelConfig
-from crossemotion.training.loop import TrainConfig, class_weights, fit, lr_lambda, rdrop_loss
+from crossemotion.training.loop import (
+    TrainConfig,
+    class_weights,
+    classifier_of,
+    fit,
+    lr_lambda,
+    rdrop_loss,
+    supcon_loss,
+)
 from crossemotion.training.runner import RESUME_DIR, train_and_evaluate
 from tests.conftest import ROOT
 from tests.vision_fixtures import (
@@ -312,3 +320,71 @@ def test_rdrop_must_not_be_negative() -> None:
     cfg["models"]["resnet50"]["rdrop"] = -1
     with pytest.raises(ConfigError, match="rdrop"):
         validate_config(cfg)
+
+
+def _supcon_by_hand(features: torch.Tensor, labels: list[int], temperature: float) -> float:
+    z = torch.nn.functional.normalize(features, dim=-1)
+    terms = []
+    for i in range(len(labels)):
+        others = [j for j in range(len(labels)) if j != i]
+        positives = [j for j in others if labels[j] == labels[i]]
+        if not positives:
+            continue
+        denominator = sum(math.exp(float(z[i] @ z[j]) / temperature) for j in others)
+        terms.append(
+            -sum(
+                math.log(math.exp(float(z[i] @ z[p]) / temperature) / denominator)
+                for p in positives
+            )
+            / len(positives)
+        )
+    return sum(terms) / len(terms)
+
+
+def test_supcon_loss_matches_a_hand_computation() -> None:
+    gen = torch.Generator().manual_seed(0)
+    features = torch.randn(6, 5, generator=gen)
+    labels = [0, 1, 0, 2, 1, 0]  # class 2 has no positive: that anchor is left out
+    got = supcon_loss(features, torch.tensor(labels), 0.3)
+    assert math.isclose(float(got), _supcon_by_hand(features, labels, 0.3), rel_tol=1e-5)
+    # no anchor with a positive: no term, but still a tensor in the graph
+    single = torch.randn(3, 5, requires_grad=True)
+    zero = supcon_loss(single, torch.tensor([0, 1, 2]), 0.1)
+    assert float(zero) == 0.0
+    zero.backward()
+    # features clustered by class score lower than the same features shuffled
+    clustered = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    y = torch.tensor([0, 0, 1, 1])
+    assert supcon_loss(clustered, y, 0.1) < supcon_loss(clustered[[0, 2, 1, 3]], y, 0.1)
+
+
+class _TwoClasses(_Toy):
+    classes = ("a", "b")
+
+
+def test_supcon_hooks_the_classifier_and_still_learns() -> None:
+    cfg = TrainConfig.of(
+        ModelConfig.from_mapping(
+            {"epochs": 3, "lr": 0.05, "supcon": 0.5, "rdrop": 1.0, "class_weights": False}
+        )
+    )
+    model = _Counted()
+    assert classifier_of(model, 2) is model.net[2]
+    result = fit(model, _TwoClasses(64, 0), _TwoClasses(32, 1), cfg, device=torch.device("cpu"))
+    assert result.best_score > 0.9
+    # the capturing hook is gone once training ends
+    assert not model.net[2]._forward_pre_hooks
+    with pytest.raises(ValueError, match=r"no nn\.Linear with 3 outputs: supcon needs"):
+        classifier_of(model, 3)
+
+
+def test_supcon_keys_are_validated() -> None:
+    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    cfg["models"]["text"]["supcon"] = 0.3
+    cfg["models"]["text"]["supcon_temperature"] = 0.1
+    validate_config(cfg)
+    for key, bad in (("supcon", -0.1), ("supcon_temperature", 0.0)):
+        broken = yaml.safe_load(yaml.safe_dump(cfg))
+        broken["models"]["text"][key] = bad
+        with pytest.raises(ConfigError, match=key):
+            validate_config(broken)

@@ -48,6 +48,10 @@ class ModelConfig:
     label_smoothing: float = 0.0
     # R-Drop (Liang et al., 2021): alpha of the KL term between two dropout passes; 0 = off
     rdrop: float = 0.0
+    # supervised contrastive term on the classifier's input (Gunel et al., 2021):
+    # its weight (0 = off) and temperature
+    supcon: float = 0.0
+    supcon_temperature: float = 0.1
     # length-bucketed batches for datasets with token counts (text, fusion)
     length_buckets: bool = True
     # pretrained weights (torchvision name, None: random init) and what to do

@@ -13,7 +13,8 @@
   length-bucketed batches (``length_buckets``, default on) and are evaluated in
   length order, outputs restored to dataset order (crossemotion.datasets.buckets);
 - optional R-Drop (``rdrop``: two dropout passes per batch, their symmetric KL
-  added to the loss; see ``rdrop_loss``);
+  added to the loss; see ``rdrop_loss``) and a supervised contrastive term on
+  the classifier's input (``supcon``; see ``supcon_loss``);
 - CUDA with AMP (fp16 autocast + GradScaler) when the device is CUDA;
 - resumable: after every epoch ``state_dir/last.pt`` is written atomically and
   read back on the next start when its ``config_key`` matches.
@@ -63,6 +64,8 @@ class TrainConfig:
     class_weights: bool
     label_smoothing: float
     rdrop: float
+    supcon: float
+    supcon_temperature: float
     grad_clip: float
     seed: int
     num_workers: int
@@ -254,65 +257,79 @@ def fit(
             "resuming after epoch %d (best dev wF1 %.4f at epoch %d)", start, best_score, best_epoch
         )
 
-    for epoch in range(start + 1, cfg.epochs + 1):
-        if bad_epochs >= cfg.patience:
-            break
-        t0 = time.perf_counter()
-        loss = _train_epoch(
-            model,
-            train_ds,
-            cfg,
-            collate,
-            device,
-            criterion,
-            optimizer,
-            scheduler,
-            scaler,
-            epoch,
-            progress,
+    # the classifier's inputs during the current training batch (supcon_loss)
+    captured: list[Tensor] = []
+    hook = None
+    if cfg.supcon > 0:
+        hook = classifier_of(model, num_classes(train_ds)).register_forward_pre_hook(
+            lambda module, args: captured.append(args[0]) if module.training else None
         )
-        scores = score_fn(predict_probs(model, dev_ds, collate, cfg.batch_size, device, progress))
-        improved = scores["weighted_f1"] > best_score
-        if improved:
-            best_score, best_epoch, bad_epochs = scores["weighted_f1"], epoch, 0
-            best_state = checkpoint.cpu_state_dict(model)
-        else:
-            bad_epochs += 1
-        row = {
-            "epoch": epoch,
-            "train_loss": round(loss, 6),
-            "dev_accuracy": round(scores["accuracy"], 6),
-            "dev_weighted_f1": round(scores["weighted_f1"], 6),
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": round(time.perf_counter() - t0, 3),
-            "best": improved,
-        }
-        rows.append(row)
-        log.info(
-            "epoch %d/%d loss %.4f dev acc %.4f wF1 %.4f lr %.2e (%.1fs)%s",
-            epoch, cfg.epochs, loss, scores["accuracy"], scores["weighted_f1"],
-            row["lr"], row["seconds"], " *" if improved else "",
-        )  # fmt: skip
-        if state_dir is not None:
-            checkpoint.save(
-                Path(state_dir) / checkpoint.RESUME_FILE,
-                {
-                    "config_key": config_key,
-                    "epoch": epoch,
-                    "model": checkpoint.cpu_state_dict(model),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "best_state": best_state,
-                    "best_score": best_score,
-                    "best_epoch": best_epoch,
-                    "bad_epochs": bad_epochs,
-                    "log": rows,
-                    "rng": checkpoint.rng_state(),
-                },
+    try:
+        for epoch in range(start + 1, cfg.epochs + 1):
+            if bad_epochs >= cfg.patience:
+                break
+            t0 = time.perf_counter()
+            loss = _train_epoch(
+                model,
+                train_ds,
+                cfg,
+                collate,
+                device,
+                criterion,
+                optimizer,
+                scheduler,
+                scaler,
+                epoch,
+                progress,
+                captured,
             )
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, row)
+            scores = score_fn(
+                predict_probs(model, dev_ds, collate, cfg.batch_size, device, progress)
+            )
+            improved = scores["weighted_f1"] > best_score
+            if improved:
+                best_score, best_epoch, bad_epochs = scores["weighted_f1"], epoch, 0
+                best_state = checkpoint.cpu_state_dict(model)
+            else:
+                bad_epochs += 1
+            row = {
+                "epoch": epoch,
+                "train_loss": round(loss, 6),
+                "dev_accuracy": round(scores["accuracy"], 6),
+                "dev_weighted_f1": round(scores["weighted_f1"], 6),
+                "lr": optimizer.param_groups[0]["lr"],
+                "seconds": round(time.perf_counter() - t0, 3),
+                "best": improved,
+            }
+            rows.append(row)
+            log.info(
+                "epoch %d/%d loss %.4f dev acc %.4f wF1 %.4f lr %.2e (%.1fs)%s",
+                epoch, cfg.epochs, loss, scores["accuracy"], scores["weighted_f1"],
+                row["lr"], row["seconds"], " *" if improved else "",
+            )  # fmt: skip
+            if state_dir is not None:
+                checkpoint.save(
+                    Path(state_dir) / checkpoint.RESUME_FILE,
+                    {
+                        "config_key": config_key,
+                        "epoch": epoch,
+                        "model": checkpoint.cpu_state_dict(model),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "scaler": scaler.state_dict(),
+                        "best_state": best_state,
+                        "best_score": best_score,
+                        "best_epoch": best_epoch,
+                        "bad_epochs": bad_epochs,
+                        "log": rows,
+                        "rng": checkpoint.rng_state(),
+                    },
+                )
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, row)
+    finally:
+        if hook is not None:
+            hook.remove()
     return FitResult(
         best_state=best_state,
         best_epoch=best_epoch,
@@ -338,6 +355,37 @@ def rdrop_loss(
     return 0.5 * (criterion(first, labels) + criterion(second, labels) + alpha * 0.5 * kl)
 
 
+def supcon_loss(features: Tensor, labels: Tensor, temperature: float) -> Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020, the L_out form; Gunel et
+    al. 2021 add it to fine-tuning's cross-entropy), one view per item: each
+    anchor's mean log-probability of picking an item of its own class among all
+    other items of the batch, by cosine similarity over ``temperature``, negated
+    and averaged over the anchors that have such an item (0 if none has). It
+    pulls same-emotion utterances together in the classifier's input space."""
+    z = nn.functional.normalize(features.float(), dim=-1)
+    own = torch.eye(len(labels), dtype=torch.bool, device=z.device)
+    sim = (z @ z.T / temperature).masked_fill(own, float("-inf"))
+    log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+    positive = (labels[:, None] == labels[None, :]) & ~own
+    count = positive.sum(1)
+    anchors = count > 0
+    if not anchors.any():
+        return z.sum() * 0.0
+    mean_positive = log_prob.masked_fill(~positive, 0.0).sum(1)[anchors] / count[anchors]
+    return -mean_positive.mean()
+
+
+def classifier_of(model: nn.Module, classes: int) -> nn.Linear:
+    """The model's output layer: its last ``nn.Linear`` with one output per class."""
+    found = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == classes]
+    if not found:
+        raise ValueError(
+            f"{type(model).__name__} has no nn.Linear with {classes} outputs: supcon needs "
+            "the classifier's input"
+        )
+    return found[-1]
+
+
 def _train_epoch(
     model: nn.Module,
     ds: Dataset,
@@ -350,6 +398,7 @@ def _train_epoch(
     scaler: torch.amp.GradScaler,
     epoch: int,
     progress: bool | None,
+    captured: list[Tensor],
 ) -> float:
     model.train()
     loader = make_loader(
@@ -370,6 +419,7 @@ def _train_epoch(
     )
     for batch in bar:
         batch = to_device(batch, device)
+        captured.clear()
         with autocast(device):
             logits = model(batch).float()
             if cfg.rdrop > 0:
@@ -377,6 +427,12 @@ def _train_epoch(
                 loss = rdrop_loss(logits, second, batch["label"], criterion, cfg.rdrop)
             else:
                 loss = criterion(logits, batch["label"])
+            if cfg.supcon > 0:
+                # one term per forward pass (two with R-Drop), averaged
+                contrast = [
+                    supcon_loss(f, batch["label"], cfg.supcon_temperature) for f in captured
+                ]
+                loss = loss + cfg.supcon * torch.stack(contrast).mean()
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if cfg.grad_clip > 0:
