@@ -412,3 +412,30 @@ def test_schema_offers_the_poolings_the_encoder_takes() -> None:
     for name in ("text", "fusion"):
         enum = models[name]["properties"]["pooling"]["enum"]
         assert sorted(enum) == sorted(POOLINGS), name
+
+
+@pytest.mark.parametrize("model", ["text", "fusion"])
+def test_a_checkpoint_loads_without_reading_pretrained_encoder_weights(
+    tmp_path: Path, model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its state dict replaces every weight: only the encoder's config.json is read."""
+    from transformers import AutoModel
+
+    from crossemotion import checkpoint
+    from crossemotion.inference import load_predictor
+    from crossemotion.models.encoders import load_text_encoder
+    from tests.test_serving import write_checkpoint
+
+    path = write_checkpoint(tmp_path, model, "meld", {"encoder": "minilm", "weights": None})
+    saved = checkpoint.load(path)["state_dict"]
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("pretrained encoder weights were read")
+
+    monkeypatch.setattr(AutoModel, "from_pretrained", refuse)
+    loaded = load_predictor(path, device="cpu").net.state_dict()
+    assert loaded.keys() == saved.keys()
+    assert all(torch.equal(loaded[k], saved[k]) for k in saved)
+    # outside a checkpoint load, building an encoder still reads the pretrained weights
+    with pytest.raises(AssertionError, match="pretrained encoder weights were read"):
+        load_text_encoder("minilm")

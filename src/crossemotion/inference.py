@@ -30,6 +30,7 @@ from crossemotion.device import autocast, resolve_device, to_device
 from crossemotion.labels import EMOTIONS, task_of_classes
 from crossemotion.layout import CHECKPOINT
 from crossemotion.model_config import ModelConfig
+from crossemotion.models.encoders import architecture_only
 from crossemotion.models.registry import ModelSpec, get_spec
 
 
@@ -97,7 +98,8 @@ def load_predictor(path: str | Path, device: str = "auto") -> Predictor:
     spec = get_spec(ckpt["model"])
     # the checkpoint holds the trained weights: never fetch pretrained ones again
     cfg = spec.configure(ckpt["config"], weights=None)
-    model = spec.build(cfg, len(labels))
+    with architecture_only():
+        model = spec.build(cfg, len(labels))
     model.load_state_dict(ckpt["state_dict"])
     dev = resolve_device(device)
     model.to(dev).eval()

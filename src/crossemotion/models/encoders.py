@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +68,22 @@ RANDOM_INIT_ARCHS: dict[str, dict[str, Any]] = {
     "bert-large-uncased": {**_BERT_UNCASED, **_BERT_LARGE},
     "google-bert/bert-large-uncased": {**_BERT_UNCASED, **_BERT_LARGE},
 }
+
+
+# Set while a checkpoint's model is built: its state dict replaces every weight,
+# so reading the pretrained ones first would only cost time (and need them).
+_ARCHITECTURE_ONLY: ContextVar[bool] = ContextVar("architecture_only", default=False)
+
+
+@contextmanager
+def architecture_only() -> Iterator[None]:
+    """Inside the block, text encoders are built from their config.json alone, with
+    freshly initialised weights: for callers that load a checkpoint over them."""
+    token = _ARCHITECTURE_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _ARCHITECTURE_ONLY.reset(token)
 
 
 class EncoderNotFoundError(RuntimeError):
@@ -184,11 +203,14 @@ def random_text_encoder(name: str) -> nn.Module:
 
 
 def load_text_encoder(name: str, fallback: str = FALLBACK_ERROR) -> nn.Module:
-    from transformers import AutoModel
+    from transformers import AutoConfig, AutoModel
 
     _check_fallback(fallback)
     try:
-        model = _load(AutoModel, name)
+        if _ARCHITECTURE_ONLY.get():
+            model = AutoModel.from_config(_load(AutoConfig, name))
+        else:
+            model = _load(AutoModel, name)
     except EncoderNotFoundError as exc:
         if fallback != FALLBACK_RANDOM:
             raise

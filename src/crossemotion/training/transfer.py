@@ -66,6 +66,7 @@ from crossemotion.evaluation.scoring import (
     write_run,
 )
 from crossemotion.labels import EMOTIONS, normalize_label
+from crossemotion.models.encoders import architecture_only
 from crossemotion.models.registry import ModelSpec, get_spec
 from crossemotion.training.loop import FitResult, TrainConfig, fit, predict_probs
 
@@ -207,7 +208,8 @@ def load_source(
     spec = get_spec(ckpt["model"])
     section = dict(ckpt["config"])
     cfg = spec.configure(section, seed=seed)
-    model = spec.build(cfg, len(EMOTIONS))
+    with architecture_only():
+        model = spec.build(cfg, len(EMOTIONS))
     model.load_state_dict(ckpt["state_dict"])
     return spec, model, section, cfg
 
