@@ -257,79 +257,65 @@ def fit(
             "resuming after epoch %d (best dev wF1 %.4f at epoch %d)", start, best_score, best_epoch
         )
 
-    # the classifier's inputs during the current training batch (supcon_loss)
-    captured: list[Tensor] = []
-    hook = None
-    if cfg.supcon > 0:
-        hook = classifier_of(model, num_classes(train_ds)).register_forward_pre_hook(
-            lambda module, args: captured.append(args[0]) if module.training else None
+    for epoch in range(start + 1, cfg.epochs + 1):
+        if bad_epochs >= cfg.patience:
+            break
+        t0 = time.perf_counter()
+        loss = _train_epoch(
+            model,
+            train_ds,
+            cfg,
+            collate,
+            device,
+            criterion,
+            optimizer,
+            scheduler,
+            scaler,
+            epoch,
+            progress,
         )
-    try:
-        for epoch in range(start + 1, cfg.epochs + 1):
-            if bad_epochs >= cfg.patience:
-                break
-            t0 = time.perf_counter()
-            loss = _train_epoch(
-                model,
-                train_ds,
-                cfg,
-                collate,
-                device,
-                criterion,
-                optimizer,
-                scheduler,
-                scaler,
-                epoch,
-                progress,
-                captured,
+        scores = score_fn(predict_probs(model, dev_ds, collate, cfg.batch_size, device, progress))
+        improved = scores["weighted_f1"] > best_score
+        if improved:
+            best_score, best_epoch, bad_epochs = scores["weighted_f1"], epoch, 0
+            best_state = checkpoint.cpu_state_dict(model)
+        else:
+            bad_epochs += 1
+        row = {
+            "epoch": epoch,
+            "train_loss": round(loss, 6),
+            "dev_accuracy": round(scores["accuracy"], 6),
+            "dev_weighted_f1": round(scores["weighted_f1"], 6),
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": round(time.perf_counter() - t0, 3),
+            "best": improved,
+        }
+        rows.append(row)
+        log.info(
+            "epoch %d/%d loss %.4f dev acc %.4f wF1 %.4f lr %.2e (%.1fs)%s",
+            epoch, cfg.epochs, loss, scores["accuracy"], scores["weighted_f1"],
+            row["lr"], row["seconds"], " *" if improved else "",
+        )  # fmt: skip
+        if state_dir is not None:
+            checkpoint.save(
+                Path(state_dir) / checkpoint.RESUME_FILE,
+                {
+                    "config_key": config_key,
+                    "epoch": epoch,
+                    "model": checkpoint.cpu_state_dict(model),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "best_state": best_state,
+                    "best_score": best_score,
+                    "best_epoch": best_epoch,
+                    "bad_epochs": bad_epochs,
+                    "log": rows,
+                    "rng": checkpoint.rng_state(),
+                },
             )
-            scores = score_fn(
-                predict_probs(model, dev_ds, collate, cfg.batch_size, device, progress)
-            )
-            improved = scores["weighted_f1"] > best_score
-            if improved:
-                best_score, best_epoch, bad_epochs = scores["weighted_f1"], epoch, 0
-                best_state = checkpoint.cpu_state_dict(model)
-            else:
-                bad_epochs += 1
-            row = {
-                "epoch": epoch,
-                "train_loss": round(loss, 6),
-                "dev_accuracy": round(scores["accuracy"], 6),
-                "dev_weighted_f1": round(scores["weighted_f1"], 6),
-                "lr": optimizer.param_groups[0]["lr"],
-                "seconds": round(time.perf_counter() - t0, 3),
-                "best": improved,
-            }
-            rows.append(row)
-            log.info(
-                "epoch %d/%d loss %.4f dev acc %.4f wF1 %.4f lr %.2e (%.1fs)%s",
-                epoch, cfg.epochs, loss, scores["accuracy"], scores["weighted_f1"],
-                row["lr"], row["seconds"], " *" if improved else "",
-            )  # fmt: skip
-            if state_dir is not None:
-                checkpoint.save(
-                    Path(state_dir) / checkpoint.RESUME_FILE,
-                    {
-                        "config_key": config_key,
-                        "epoch": epoch,
-                        "model": checkpoint.cpu_state_dict(model),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "scaler": scaler.state_dict(),
-                        "best_state": best_state,
-                        "best_score": best_score,
-                        "best_epoch": best_epoch,
-                        "bad_epochs": bad_epochs,
-                        "log": rows,
-                        "rng": checkpoint.rng_state(),
-                    },
-                )
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, row)
-    finally:
-        if hook is not None:
-            hook.remove()
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, row)
     return FitResult(
         best_state=best_state,
         best_epoch=best_epoch,
@@ -386,6 +372,40 @@ def classifier_of(model: nn.Module, classes: int) -> nn.Linear:
     return found[-1]
 
 
+def _train_step(
+    model: nn.Module,
+    batch: dict[str, Any],
+    cfg: TrainConfig,
+    device: torch.device,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    captured: list[Tensor],
+) -> tuple[float, int]:
+    """One optimiser step on ``batch``: (its loss, its size)."""
+    with autocast(device):
+        logits = model(batch).float()
+        if cfg.rdrop > 0:
+            second = model(batch).float()
+            loss = rdrop_loss(logits, second, batch["label"], criterion, cfg.rdrop)
+        else:
+            loss = criterion(logits, batch["label"])
+        if cfg.supcon > 0:
+            # one term per forward pass (two with R-Drop), averaged
+            contrast = [supcon_loss(f, batch["label"], cfg.supcon_temperature) for f in captured]
+            loss = loss + cfg.supcon * torch.stack(contrast).mean()
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if cfg.grad_clip > 0:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    return float(loss.detach()), int(batch["label"].shape[0])
+
+
 def _train_epoch(
     model: nn.Module,
     ds: Dataset,
@@ -398,7 +418,6 @@ def _train_epoch(
     scaler: torch.amp.GradScaler,
     epoch: int,
     progress: bool | None,
-    captured: list[Tensor],
 ) -> float:
     model.train()
     loader = make_loader(
@@ -417,32 +436,24 @@ def _train_epoch(
         leave=False,
         disable=not progress if progress is not None else None,
     )
-    for batch in bar:
-        batch = to_device(batch, device)
-        captured.clear()
-        with autocast(device):
-            logits = model(batch).float()
-            if cfg.rdrop > 0:
-                second = model(batch).float()
-                loss = rdrop_loss(logits, second, batch["label"], criterion, cfg.rdrop)
-            else:
-                loss = criterion(logits, batch["label"])
-            if cfg.supcon > 0:
-                # one term per forward pass (two with R-Drop), averaged
-                contrast = [
-                    supcon_loss(f, batch["label"], cfg.supcon_temperature) for f in captured
-                ]
-                loss = loss + cfg.supcon * torch.stack(contrast).mean()
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if cfg.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        n = int(batch["label"].shape[0])
-        total += float(loss.detach()) * n
-        count += n
-        bar.set_postfix(loss=f"{total / max(1, count):.4f}")
+    # the classifier's inputs of the current batch, for supcon_loss
+    captured: list[Tensor] = []
+    hook = None
+    if cfg.supcon > 0:
+        hook = classifier_of(model, num_classes(ds)).register_forward_pre_hook(
+            lambda _module, args: captured.append(args[0])
+        )
+    try:
+        for batch in bar:
+            captured.clear()
+            loss, n = _train_step(
+                model, to_device(batch, device), cfg, device, criterion, optimizer, scheduler,
+                scaler, captured,
+            )  # fmt: skip
+            total += loss * n
+            count += n
+            bar.set_postfix(loss=f"{total / max(1, count):.4f}")
+    finally:
+        if hook is not None:
+            hook.remove()
     return total / max(1, count)
