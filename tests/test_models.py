@@ -139,3 +139,20 @@ def test_workflow_takes_model_facts_from_the_table(workdir) -> None:
         assert int(resources["mem_mb"]) == info.mem_mb
         assert int(resources["runtime"]) == info.runtime
         assert int(job["priority"]) == info.priority
+
+
+@pytest.mark.parametrize("name", sorted(VISION))
+def test_supcon_finds_each_models_output_layer(name: str) -> None:
+    """supcon reads the input of the layer classifier_of names: it must be the one
+    whose output is the model's logits, not an inner layer of the same width."""
+    from crossemotion.training.loop import classifier_of
+
+    cfg, key, shape = VISION[name]
+    torch.manual_seed(0)
+    model = build_model(name, cfg, len(EMOTIONS)).eval()
+    outputs: list[torch.Tensor] = []
+    classifier_of(model, len(EMOTIONS)).register_forward_hook(
+        lambda _module, _args, out: outputs.append(out)
+    )
+    logits = model({key: torch.randn(shape)})
+    assert len(outputs) == 1 and torch.equal(outputs[0], logits)
