@@ -29,28 +29,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from bench.text_sweep import SEEDS, base_text_config
+from bench.text_dialogue import SPLITS, read_split
+from bench.text_sweep import (
+    SEEDS,
+    Records,
+    add_run_arguments,
+    base_text_config,
+    device_name,
+    pool_run,
+)
 
-SPLITS = ("train", "dev", "test")
 INPUTS = ("logits", "vectors", "both")
-
-
-def read_split(shards: Path, split: str) -> pl.DataFrame:
-    from crossemotion.datasets.shards import read_shards
-
-    # the order TextDataset (and so encode_split) keeps
-    return read_shards(sorted((shards / split).glob("part-*.parquet"))).sort(
-        "dialogue_id", "utterance_id"
-    )
 
 
 def dialogue_folds(dialogue_ids: Sequence[int], folds: int, seed: int) -> np.ndarray:
@@ -222,25 +219,9 @@ def save_logits(out: Path, seed: int, folds: int) -> Path:
     return path
 
 
-def _pool_run(
-    fn: Callable[[Mapping[str, Any]], dict[str, Any]],
-    jobs: list[dict[str, Any]],
-    workers: int,
-    done: Callable[[dict[str, Any]], None],
-) -> None:
-    # spawn: CUDA cannot be re-initialised in a forked child
-    with mp.get_context("spawn").Pool(workers) as pool:
-        for record in pool.imap_unordered(fn, jobs):
-            done(record)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shards", type=Path, required=True, help="results/shards/meld/text")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=2)
+    add_run_arguments(parser)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--epochs", type=int, help="override the encoder's epochs (smoke runs)")
@@ -252,21 +233,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.folds < 2:
         parser.error("--folds must be at least 2")
-    import torch
-
-    cuda = torch.cuda.is_available() and args.device != "cpu"
-    device_name = torch.cuda.get_device_name(0) if cuda else "cpu"
     args.out.mkdir(parents=True, exist_ok=True)
-    records_path = args.records or args.out / "crossfit.json"
-    records: list[dict[str, Any]] = []
+    records = Records(args.records or args.out / "crossfit.json")
 
     def done(r: dict[str, Any]) -> None:
-        records.append(r)
-        tmp = records_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(records, indent=1, default=str))
-        tmp.replace(records_path)
+        records.add(r)
         print(json.dumps(r, default=str), flush=True)
 
+    device = device_name(args.device)
     model_cfg = {**base_text_config(), **({"epochs": args.epochs} if args.epochs else {})}
     encoders = [
         {
@@ -276,14 +250,14 @@ def main(argv: list[str] | None = None) -> int:
             "fold": k,
             "folds": args.folds,
             "device": args.device,
-            "device_name": device_name,
+            "device_name": device,
             "threads": args.threads,
             "out_dir": str(args.out / f"seed{seed}" / f"fold{k}"),
         }
         for seed in args.seeds
         for k in range(args.folds)
     ]
-    _pool_run(_fold_job, encoders, args.workers, lambda r: done({"kind": "encoder", **r}))
+    pool_run(_fold_job, encoders, args.workers, lambda r: done({"kind": "encoder", **r}))
     for seed in args.seeds:
         done(fold_ensemble(args.out, seed, args.folds))
         save_logits(args.out, seed, args.folds)
@@ -302,8 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         for inputs in args.inputs
         for seed in args.seeds
     ]
-    _pool_run(_stacker_job, stackers, args.workers, done)
-    summary(records)
+    pool_run(_stacker_job, stackers, args.workers, done)
+    summary(records.runs)
     return 0
 
 

@@ -93,14 +93,18 @@ def encode_split(
     return features, logits, np.asarray(ds.labels)
 
 
+def read_split(shards: Path, split: str) -> pl.DataFrame:
+    """One split's text shards in the row order TextDataset (and so encode_split) keeps."""
+    return read_shards(sorted((shards / split).glob("part-*.parquet"))).sort(
+        "dialogue_id", "utterance_id"
+    )
+
+
 def load_splits(checkpoints: Sequence[Path], shards: Path) -> dict[str, Split]:
     predictors = [load_text_checkpoint(c) for c in checkpoints]
     out = {}
     for split in SPLITS:
-        # TextDataset's row order
-        frame = read_shards(sorted((shards / split).glob("part-*.parquet"))).sort(
-            "dialogue_id", "utterance_id"
-        )
+        frame = read_split(shards, split)
         encoded = [encode_split(p, frame) for p in predictors]
         labels = encoded[0][2]
         if any(not np.array_equal(e[2], labels) for e in encoded):

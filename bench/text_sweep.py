@@ -180,15 +180,57 @@ def _cost(job: Mapping[str, Any]) -> float:
     return float(cfg["epochs"]) * 32 / float(cfg["batch_size"]) * passes
 
 
+def pool_run(
+    fn: Callable[[Mapping[str, Any]], dict[str, Any]],
+    jobs: list[dict[str, Any]],
+    workers: int,
+    done: Callable[[dict[str, Any]], None],
+) -> None:
+    """Run ``fn`` over the jobs in worker processes, in order; ``done`` gets each
+    record as it finishes, so an interrupted sweep keeps what it ran."""
+    # spawn: CUDA cannot be re-initialised in a forked child
+    with mp.get_context("spawn").Pool(workers) as pool:
+        for record in pool.imap_unordered(fn, jobs):
+            done(record)
+
+
 def _run_all(
     jobs: list[dict[str, Any]], workers: int, done: Callable[[dict[str, Any]], None]
 ) -> None:
-    """Run the jobs, longest first (the pool stays full to the end); ``done`` gets
-    each record as it finishes, so an interrupted sweep keeps what it ran."""
-    # spawn: CUDA cannot be re-initialised in a forked child
-    with mp.get_context("spawn").Pool(workers) as pool:
-        for record in pool.imap_unordered(_train, sorted(jobs, key=_cost, reverse=True)):
-            done(record)
+    """Train the jobs, longest first (the pool stays full to the end)."""
+    pool_run(_train, sorted(jobs, key=_cost, reverse=True), workers, done)
+
+
+class Records:
+    """Every run's record in one JSON file, rewritten (temp name, then rename) as
+    each run finishes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.runs: list[dict[str, Any]] = []
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.runs.append(record)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.runs, indent=1, default=str))
+        tmp.replace(self.path)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every real-data text experiment takes (shards, device, workers)."""
+    parser.add_argument("--shards", type=Path, required=True, help="results/shards/meld/text")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+
+
+def device_name(device: str) -> str:
+    """What the runs' records name as their device: the GPU's name, or cpu."""
+    import torch
+
+    cuda = torch.cuda.is_available() and device != "cpu"
+    return torch.cuda.get_device_name(0) if cuda else "cpu"
 
 
 def _line(r: Mapping[str, Any], test: bool) -> str:
@@ -216,11 +258,7 @@ def choose_on_dev(records: list[dict[str, Any]], finalists: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shards", type=Path, required=True, help="results/shards/meld/text")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=2)
+    add_run_arguments(parser)
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
     parser.add_argument("--epochs", type=int, help="override every variant's epochs (smoke runs)")
     parser.add_argument(
@@ -235,19 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if missing := set(args.finalists or []) - set(args.variants):
         parser.error(f"finalists must be among --variants: {', '.join(sorted(missing))}")
-    import torch
-
-    cuda = torch.cuda.is_available() and args.device != "cpu"
-    args.device_name = torch.cuda.get_device_name(0) if cuda else "cpu"
+    args.device_name = device_name(args.device)
     args.out.mkdir(parents=True, exist_ok=True)
-    records_path = args.records or args.out / "sweep.json"
-    records: list[dict[str, Any]] = []
+    records = Records(args.records or args.out / "sweep.json")
 
     def done(r: dict[str, Any]) -> None:
-        records.append(r)
-        tmp = records_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(records, indent=1, default=str))
-        tmp.replace(records_path)
+        records.add(r)
         print(_line(r, test=False), flush=True)
 
     first = SEEDS[0]
@@ -255,12 +286,12 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [_job(args, v, first, "emotion") for v in args.variants]
     jobs += [_job(args, v, s, "emotion") for v in finalists for s in SEEDS[1:]]
     _run_all(jobs, args.workers, done)
-    chosen = choose_on_dev(records, finalists)
+    chosen = choose_on_dev(records.runs, finalists)
     print(f"chosen on dev: {chosen}", flush=True)
     more = [_job(args, chosen, s, "emotion") for s in SEEDS[1:] if chosen not in finalists]
     more += [_job(args, chosen, s, "sentiment") for s in SEEDS]
     _run_all(more, args.workers, done)
-    for r in records:
+    for r in records.runs:
         print(_line(r, test=True), flush=True)
     return 0
 
