@@ -439,3 +439,12 @@ def test_a_checkpoint_loads_without_reading_pretrained_encoder_weights(
     # outside a checkpoint load, building an encoder still reads the pretrained weights
     with pytest.raises(AssertionError, match="pretrained encoder weights were read"):
         load_text_encoder("minilm")
+
+
+def test_a_checkpoint_load_names_a_missing_encoder_config() -> None:
+    """Without the encoder's config.json the architecture is unknown: the same clear
+    error as training gives (naming the model and the cache), not a half-built model."""
+    from crossemotion.models.encoders import architecture_only, load_text_encoder
+
+    with architecture_only(), pytest.raises(EncoderNotFoundError, match="no-such-encoder"):
+        load_text_encoder("crossemotion-tests/no-such-encoder")
