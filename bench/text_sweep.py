@@ -115,7 +115,7 @@ def base_text_config() -> dict[str, Any]:
     return dict(cfg["models"]["text"])
 
 
-def _train(job: Mapping[str, Any]) -> dict[str, Any]:
+def train_job(job: Mapping[str, Any]) -> dict[str, Any]:
     from crossemotion.models.registry import ShardInputs
     from crossemotion.training.runner import train_and_evaluate
 
@@ -198,7 +198,7 @@ def _run_all(
     jobs: list[dict[str, Any]], workers: int, done: Callable[[dict[str, Any]], None]
 ) -> None:
     """Train the jobs, longest first (the pool stays full to the end)."""
-    pool_run(_train, sorted(jobs, key=_cost, reverse=True), workers, done)
+    pool_run(train_job, sorted(jobs, key=_cost, reverse=True), workers, done)
 
 
 class Records:
@@ -233,7 +233,7 @@ def device_name(device: str) -> str:
     return torch.cuda.get_device_name(0) if cuda else "cpu"
 
 
-def _line(r: Mapping[str, Any], test: bool) -> str:
+def run_line(r: Mapping[str, Any], test: bool) -> str:
     """One record as a log line; test scores only once the choice is made."""
     shown = f" test wF1 {r['test']['weighted_f1']:.4f}" if test else ""
     return (
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def done(r: dict[str, Any]) -> None:
         records.add(r)
-        print(_line(r, test=False), flush=True)
+        print(run_line(r, test=False), flush=True)
 
     first = SEEDS[0]
     finalists = args.finalists or []
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     more += [_job(args, chosen, s, "sentiment") for s in SEEDS]
     _run_all(more, args.workers, done)
     for r in records.runs:
-        print(_line(r, test=True), flush=True)
+        print(run_line(r, test=True), flush=True)
     return 0
 
 

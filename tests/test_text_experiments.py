@@ -204,3 +204,96 @@ def test_crossfit_stacks_held_out_outputs_only(tmp_path: Path) -> None:
     )
     expected = f1_score(logits["fold0_dev_labels"], probs.argmax(1), average="weighted")
     assert np.isclose(ensemble["dev"], expected)
+
+
+def test_tapt_masks_like_bert_and_never_a_special_token() -> None:
+    import torch
+
+    from bench.text_tapt import IGNORE, mask_tokens
+
+    ids = torch.randint(1000, 2000, (400, 50))
+    ids[:, 0], ids[:, -1] = 101, 102
+    ids[::2, 30:] = 0  # padded rows
+    special = torch.isin(ids, torch.tensor([0, 101, 102]))
+    gen = torch.Generator().manual_seed(3)
+    inputs, labels = mask_tokens(ids, special, mask_id=103, vocab_size=30522, generator=gen)
+    chosen = labels != IGNORE
+    assert not (chosen & special).any()
+    assert torch.equal(labels[chosen], ids[chosen])
+    assert torch.equal(inputs[~chosen], ids[~chosen])
+    assert abs(chosen.sum().item() / (~special).sum().item() - 0.15) < 0.01
+    masked = (inputs == 103) & chosen
+    kept = (inputs == ids) & chosen
+    assert abs(masked.sum().item() / chosen.sum().item() - 0.8) < 0.03
+    assert 0.07 < kept.sum().item() / chosen.sum().item() < 0.14  # 10%, plus random hits
+    # a short row that draws nothing at 15% still gets one token to predict
+    short = torch.tensor([[101, 2000, 102], [101, 102, 0]])
+    short_special = torch.isin(short, torch.tensor([0, 101, 102]))
+    for seed in range(20):
+        _, lab = mask_tokens(short, short_special, 103, 30522, torch.Generator().manual_seed(seed))
+        assert (lab[0] != IGNORE).sum() == 1 and (lab[1] == IGNORE).all()
+    # fixed by the generator's seed
+    again = mask_tokens(ids, special, 103, 30522, torch.Generator().manual_seed(3))
+    assert torch.equal(again[0], inputs) and torch.equal(again[1], labels)
+
+
+def test_tapt_adapts_the_encoder_and_saves_a_loadable_directory(tmp_path: Path) -> None:
+    import torch
+
+    from bench.text_tapt import adapt_encoder
+    from crossemotion.models.encoders import load_text_encoder, load_tokenizer
+
+    tok = load_tokenizer("minilm")
+    texts = [str(t) for t in utterances()["text"]] * 4
+    rows = [tok(t)["input_ids"] for t in texts]
+    out = tmp_path / "encoder"
+    record = adapt_encoder(rows, rows[:6], "minilm", out, epochs=3, lr=1e-3, batch_size=8)
+    history = record["history"]
+    assert [h["epoch"] for h in history] == [0, 1, 2, 3]
+    # the fresh prediction head and the encoder learn the (memorisable) utterances
+    assert history[-1]["dev"]["loss"] < history[0]["dev"]["loss"] - 1.0
+    assert not out.with_name("encoder.tmp").exists()
+    adapted = load_text_encoder(str(out))
+    original = load_text_encoder("minilm")
+    assert len(load_tokenizer(str(out))) == len(tok)
+    a, o = adapted.state_dict(), original.state_dict()
+    assert a.keys() == o.keys()
+    assert not torch.equal(
+        a["encoder.layer.5.output.dense.weight"], o["encoder.layer.5.output.dense.weight"]
+    )
+    # the package's pooler is kept (the masked-LM model has none to adapt)
+    assert torch.equal(a["pooler.dense.weight"], o["pooler.dense.weight"])
+
+
+def test_tapt_refuses_no_epochs_or_no_text(tmp_path: Path) -> None:
+    from bench.text_tapt import adapt_encoder
+
+    with pytest.raises(ValueError, match="epochs must be at least 1"):
+        adapt_encoder([[101, 2000, 102]], [[101, 2000, 102]], "minilm", tmp_path / "e", epochs=0)
+    with pytest.raises(ValueError, match="needs training and dev utterances"):
+        adapt_encoder([], [[101, 2000, 102]], "minilm", tmp_path / "e", epochs=1)
+    assert not (tmp_path / "e").exists()
+
+
+def test_tapt_fine_tunes_the_config_on_the_adapted_encoder(tmp_path: Path) -> None:
+    from bench import text_tapt
+
+    shards = tmp_path / "shards"
+    for split in ("train", "dev", "test"):
+        path = shards / split / "part-0000.parquet"
+        path.parent.mkdir(parents=True)
+        utterances().with_columns(pl.lit(split).alias("split")).write_parquet(path)
+    out = tmp_path / "out"
+    argv = ["--shards", str(shards), "--out", str(out), "--device", "cpu", "--threads", "1"]
+    argv += ["--mlm-epochs", "1", "--seeds", "13", "--epochs", "1"]
+    assert text_tapt.main(argv) == 0
+    adaptation = json.loads((out / "tapt.json").read_text())
+    assert adaptation["epochs"] == 1 and len(adaptation["history"]) == 2
+    (record,) = json.loads((out / "records.json").read_text())
+    assert record["variant"] == "tapt1" and record["seed"] == 13
+    assert record["model_cfg"]["encoder"] == str((out / "encoder").resolve())
+    assert record["model_cfg"]["context"] == 0 and 0.0 <= record["dev"]["weighted_f1"] <= 1.0
+    # a second run reuses the adapted encoder instead of adapting again
+    stamp = (out / "encoder" / "model.safetensors").stat().st_mtime_ns
+    assert text_tapt.main(argv) == 0
+    assert (out / "encoder" / "model.safetensors").stat().st_mtime_ns == stamp
