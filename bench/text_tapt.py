@@ -6,9 +6,10 @@ unlabelled training text before fine-tuning; on small classification sets it
 gained 0.5-4 points. MiniLM-L6 never read *Friends* dialogue: this is the one
 way left to teach it the domain without a larger encoder or outside data.
 
-1. **Adapt.** The training split's utterances, tokenized exactly as the
-   config's model reads them (``TextDataset``: the config's context, speakers
-   and ``max_length``), are masked BERT-style (15% of the non-special tokens:
+1. **Adapt.** The training split's utterances, tokenized as the config's
+   model reads them (``TextDataset``: the config's context, speakers and
+   ``max_length``; token types are left at 0, which is all the config's
+   utterance-alone input has), are masked BERT-style (15% of the non-special tokens:
    80% ``[MASK]``, 10% a random token, 10% kept) and the encoder learns to
    restore them (``AutoModelForMaskedLM``: the encoder plus a prediction head
    whose output layer is tied to the word embeddings; the sentence-embedding
