@@ -157,11 +157,19 @@ def train_job(job: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _job(args: argparse.Namespace, variant: str, seed: int, task: str) -> dict[str, Any]:
+    return train_job_spec(args, variant, VARIANTS[variant], seed, task)
+
+
+def train_job_spec(
+    args: argparse.Namespace, variant: str, changes: Mapping[str, Any], seed: int, task: str
+) -> dict[str, Any]:
+    """One ``train_job``: the config's text keys with ``changes`` (``args.epochs``,
+    when given, overrides the epochs), run with ``args``' shards, device and threads."""
     return {
         "shards": str(args.shards),
         "model_cfg": {
             **base_text_config(),
-            **VARIANTS[variant],
+            **changes,
             **({"epochs": args.epochs} if args.epochs else {}),
         },
         "seed": seed,

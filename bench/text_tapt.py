@@ -57,6 +57,7 @@ from bench.text_sweep import (
     pool_run,
     run_line,
     train_job,
+    train_job_spec,
 )
 
 MASK_PROB = 0.15
@@ -298,25 +299,9 @@ def main(argv: list[str] | None = None) -> int:
         tmp.replace(log)
     epochs = json.loads(log.read_text())["epochs"]
     variant = f"tapt{epochs}"
-    name = device_name(args.device)
-    jobs = [
-        {
-            "shards": str(args.shards),
-            "model_cfg": {
-                **base,
-                "encoder": str(encoder_dir),
-                **({"epochs": args.epochs} if args.epochs else {}),
-            },
-            "seed": seed,
-            "task": "emotion",
-            "device": args.device,
-            "threads": args.threads,
-            "variant": variant,
-            "device_name": name,
-            "out_dir": str(args.out / "emotion" / variant / f"seed{seed}"),
-        }
-        for seed in args.seeds
-    ]
+    args.device_name = device_name(args.device)
+    changes = {"encoder": str(encoder_dir)}
+    jobs = [train_job_spec(args, variant, changes, seed, "emotion") for seed in args.seeds]
     records = Records(args.out / "records.json")
 
     def done(r: dict[str, Any]) -> None:
