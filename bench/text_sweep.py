@@ -107,6 +107,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "supcon": 1.0,
         "supcon_temperature": 0.3,
     },
+    # round 10: an exponential moving average of the weights (scored and kept
+    # instead of the raw weights), and the encoder's top layers re-initialised
+    "ctx0ns_ema0.99": {"context": 0, "speakers": False, "ema": 0.99},
+    "ctx0ns_ema0.998": {"context": 0, "speakers": False, "ema": 0.998},
+    "ctx0ns_reinit1": {"context": 0, "speakers": False, "reinit_layers": 1},
+    "ctx0ns_reinit2": {"context": 0, "speakers": False, "reinit_layers": 2},
 }
 
 

@@ -307,6 +307,28 @@ def test_layer_decay_gives_each_encoder_layer_its_step() -> None:
     assert [(len(g["params"]), g["lr"]) for g in plain] == [(len(encoder), 1e-4), (2, 1e-3)]
 
 
+def test_reinit_layers_redraws_the_top_layers_only() -> None:
+    kept = build_model("text", CFG, len(EMOTIONS))
+    model = build_model("text", {**CFG, "reinit_layers": 2}, len(EMOTIONS))
+    encoder = model.text.encoder
+    n = encoder.config.num_hidden_layers
+    std = encoder.config.initializer_range
+    before = dict(kept.text.encoder.named_parameters())
+    for name, p in encoder.named_parameters():
+        top = name.startswith("encoder.layer.") and int(name.split(".")[2]) >= n - 2
+        if not top:
+            assert torch.equal(p, before[name]), name
+        elif name.endswith("LayerNorm.weight"):
+            assert torch.equal(p, torch.ones_like(p)), name
+        elif name.endswith("bias"):
+            assert torch.equal(p, torch.zeros_like(p)), name
+        else:
+            assert not torch.equal(p, before[name]), name
+            assert float(p.detach().std()) == pytest.approx(std, rel=0.1), name
+    with pytest.raises(ValueError, match=f"reinit_layers must be in 1..{n}"):
+        build_model("text", {**CFG, "reinit_layers": n + 1}, len(EMOTIONS))
+
+
 def test_layer_decay_outside_0_1_is_refused() -> None:
     from crossemotion.config import ConfigError, validate_config
     from tests.conftest import ROOT

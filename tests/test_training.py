@@ -21,6 +21,7 @@ from crossemotion.layout import TRAIN_FILES, find_shards, shard_inputs, shard_pa
 from crossemotion.model_config import ModelConfig
 from crossemotion.training.loop import (
     TrainConfig,
+    WeightAverage,
     class_weights,
     classifier_of,
     fit,
@@ -388,3 +389,77 @@ def test_supcon_keys_are_validated() -> None:
         broken["models"]["text"][key] = bad
         with pytest.raises(ConfigError, match=key):
             validate_config(broken)
+
+
+def test_weight_average_follows_the_warmed_up_decay() -> None:
+    model = torch.nn.Linear(3, 2)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    average = WeightAverage(model, 0.3)
+    expected = {k: v.clone() for k, v in start.items()}
+    rates = []
+    for step in range(1, 5):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(float(step))
+        average.update(model)
+        rate = min(0.3, (1 + step) / (10 + step))
+        rates.append(average.rate())
+        for k, v in model.state_dict().items():
+            expected[k] = rate * expected[k] + (1 - rate) * v
+    assert rates == [pytest.approx(min(0.3, (1 + t) / (10 + t))) for t in range(1, 5)]
+    assert rates[0] < 0.3 == rates[-1]  # warmed up by step 4 at this decay
+    for k, v in average.model.state_dict().items():
+        torch.testing.assert_close(v, expected[k])
+    # the average is its own copy: the trained model is not touched by it
+    assert not torch.equal(average.model.weight, model.weight)
+    assert not average.model.training and not average.model.weight.requires_grad
+    restored = WeightAverage(torch.nn.Linear(3, 2), 0.3)
+    restored.load_state_dict(average.state_dict())
+    assert restored.steps == 4
+    torch.testing.assert_close(restored.model.weight, average.model.weight)
+    for bad in (0.0, 1.0):
+        with pytest.raises(ValueError, match="ema decay"):
+            WeightAverage(model, bad)
+
+
+def test_ema_training_scores_and_keeps_the_averaged_weights(tmp_path) -> None:
+    cfg = TrainConfig.of(
+        ModelConfig.from_mapping({"epochs": 3, "lr": 0.05, "ema": 0.9, "class_weights": False})
+    )
+    result = fit(_Counted(), _Toy(64, 0), _Toy(32, 1), cfg, device=torch.device("cpu"))
+    assert result.best_score > 0.9
+    # a dev score that rises every epoch makes the last epoch the best: its state
+    # is the average's, not the raw weights the model ends with
+    rising = iter(range(1, 10))
+    model = _Counted()
+    last = fit(model, _Toy(64, 0), _Toy(32, 1), cfg, device=torch.device("cpu"),
+               dev_score=lambda _probs: {"weighted_f1": next(rising), "accuracy": 0.0})  # fmt: skip
+    assert last.best_epoch == 3
+    raw = {k: v.detach() for k, v in model.state_dict().items()}
+    assert all(not torch.equal(last.best_state[k], raw[k]) for k in raw)
+    # a run killed after epoch 1 resumes to the same average as an uninterrupted one
+    whole = fit(_Counted(), _Toy(64, 0), _Toy(32, 1), cfg, device=torch.device("cpu"),
+                state_dir=tmp_path / "whole", config_key="k")  # fmt: skip
+
+    def kill(epoch: int, _row: dict) -> None:
+        if epoch == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        fit(_Counted(), _Toy(64, 0), _Toy(32, 1), cfg, device=torch.device("cpu"),
+            state_dir=tmp_path / "cut", config_key="k", on_epoch_end=kill)  # fmt: skip
+    resumed = fit(_Counted(), _Toy(64, 0), _Toy(32, 1), cfg, device=torch.device("cpu"),
+                  state_dir=tmp_path / "cut", config_key="k")  # fmt: skip
+    assert resumed.resumed_from == 1
+    for k, v in whole.best_state.items():
+        torch.testing.assert_close(resumed.best_state[k], v)
+
+
+def test_ema_is_validated() -> None:
+    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    cfg["models"]["text"]["ema"] = 0.99
+    validate_config(cfg)
+    for bad in (-0.1, 1.0):
+        cfg["models"]["text"]["ema"] = bad
+        with pytest.raises(ConfigError, match="ema"):
+            validate_config(cfg)

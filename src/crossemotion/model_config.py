@@ -52,6 +52,9 @@ class ModelConfig:
     # its weight (0 = off) and temperature
     supcon: float = 0.0
     supcon_temperature: float = 0.1
+    # decay of an exponential moving average of the weights, which dev scores and
+    # the checkpoint use instead of the raw weights (0 = off; see training.loop.WeightAverage)
+    ema: float = 0.0
     # length-bucketed batches for datasets with token counts (text, fusion)
     length_buckets: bool = True
     # pretrained weights (torchvision name, None: random init) and what to do

@@ -9,7 +9,9 @@ the head only), ``max_length``, ``context`` and ``future`` (previous and next
 turns of the dialogue) and ``speakers`` (speaker names on the turns; see
 crossemotion.datasets.text for the input layout). ``head_lr`` sets the head's learning rate
 (default 20x ``lr``) and ``layer_decay`` the encoder layers' (see
-``layerwise_groups``) for frameworks that honour ``param_groups``. Defaults: ``TextConfig``.
+``layerwise_groups``) for frameworks that honour ``param_groups``;
+``reinit_layers`` re-initialises the encoder's top layers (see
+``reinit_top_layers``). Defaults: ``TextConfig``.
 """
 
 from __future__ import annotations
@@ -87,6 +89,8 @@ class TextConfig(TextInputConfig):
     # layer-wise lr decay: each encoder layer trains at this factor times the
     # one above (lower layers hold general features worth keeping); 1 = one lr
     layer_decay: float = 1.0
+    # top encoder layers re-initialised before fine-tuning (0 = none)
+    reinit_layers: int = 0
 
     @property
     def head_learning_rate(self) -> float:
@@ -99,6 +103,8 @@ class TextClassifier(nn.Module):
         self.text = TextEncoder(
             cfg.encoder, pooling=cfg.pooling, freeze=cfg.freeze, fallback=pretrained_fallback(cfg)
         )
+        if cfg.reinit_layers:
+            reinit_top_layers(self.text.encoder, cfg.reinit_layers)
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(self.text.width, num_classes)
         self.head_lr = cfg.head_learning_rate
@@ -113,6 +119,28 @@ class TextClassifier(nn.Module):
         fresh head at ``head_lr``; the first group is the one at ``lr``."""
         groups = layerwise_groups(self.text.encoder, lr, self.layer_decay)
         return [*groups, {"params": list(self.head.parameters()), "lr": self.head_lr}]
+
+
+def reinit_top_layers(encoder: nn.Module, count: int) -> None:
+    """Re-initialise the top ``count`` layers of a BERT-style encoder as BERT
+    initialises them: linear weights ~ N(0, ``initializer_range``) with zero
+    biases, layer norms at (1, 0). Zhang et al. (2021, "Revisiting few-sample
+    BERT fine-tuning") find the top layers' pretraining-specific weights a poor
+    start for a small labelled set. Done by hand because transformers' own
+    ``_init_weights`` skips tensors it marked as loaded from the checkpoint."""
+    layers = encoder.encoder.layer
+    if not 0 < count <= len(layers):
+        raise ValueError(f"reinit_layers must be in 1..{len(layers)}, got {count}")
+    std = float(encoder.config.initializer_range)
+    with torch.no_grad():
+        for module in layers[len(layers) - count :].modules():
+            if isinstance(module, nn.Linear):
+                module.weight.normal_(0.0, std)
+                if module.bias is not None:
+                    module.bias.zero_()
+            elif isinstance(module, nn.LayerNorm):
+                module.weight.fill_(1.0)
+                module.bias.zero_()
 
 
 _LAYER = re.compile(r"(?:^|\.)layer\.(\d+)\.")

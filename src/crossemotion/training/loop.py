@@ -15,6 +15,8 @@
 - optional R-Drop (``rdrop``: two dropout passes per batch, their symmetric KL
   added to the loss; see ``rdrop_loss``) and a supervised contrastive term on
   the classifier's input (``supcon``; see ``supcon_loss``);
+- optional exponential moving average of the weights (``ema``; see
+  ``WeightAverage``): dev scores, model selection and the best state use it;
 - CUDA with AMP (fp16 autocast + GradScaler) when the device is CUDA;
 - resumable: after every epoch ``state_dir/last.pt`` is written atomically and
   read back on the next start when its ``config_key`` matches.
@@ -22,6 +24,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
@@ -66,6 +69,7 @@ class TrainConfig:
     rdrop: float
     supcon: float
     supcon_temperature: float
+    ema: float
     grad_clip: float
     seed: int
     num_workers: int
@@ -112,6 +116,47 @@ def lr_lambda(schedule: str, total: int, warmup_fraction: float) -> Callable[[in
 
         return linear
     raise ValueError(f"unknown schedule {schedule!r} (constant, cosine, linear_warmup)")
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights (Polyak averaging).
+
+    After step ``t`` (counted from 1) every floating-point tensor of the state
+    moves to ``d * average + (1 - d) * weights`` with ``d = min(decay, (1 + t) /
+    (10 + t))``: the warm-up keeps the first steps from being dominated by the
+    initial weights, which a plain 0.999 would still hold at a quarter after
+    1,400 steps (four epochs of MELD text). Other tensors are copied.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"ema decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        self.steps = 0
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    def rate(self) -> float:
+        """The decay of the step just taken."""
+        return min(self.decay, (1 + self.steps) / (10 + self.steps))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.steps += 1
+        keep = self.rate()
+        current = model.state_dict()
+        for name, average in self.model.state_dict().items():
+            value = current[name].detach()
+            if average.is_floating_point():
+                average.lerp_(value.to(average.dtype), 1.0 - keep)
+            else:
+                average.copy_(value)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps, "model": checkpoint.cpu_state_dict(self.model)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.steps = int(state["steps"])
+        self.model.load_state_dict(state["model"])
 
 
 def num_classes(ds: Dataset) -> int:
@@ -226,6 +271,9 @@ def fit(
     device = device or resolve_device("auto")
     seed_everything(cfg.seed)
     model.to(device)
+    average = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
+    # what dev scores and the best state come from
+    scored = average.model if average is not None else model
     train_labels = labels_of(train_ds)
     dev_labels = labels_of(dev_ds)
     weight = (
@@ -241,7 +289,7 @@ def fit(
     score_fn = dev_score or (lambda probs: dev_metrics(dev_labels, probs))
 
     rows: list[dict[str, Any]] = []
-    best_state = checkpoint.cpu_state_dict(model)
+    best_state = checkpoint.cpu_state_dict(scored)
     best_score, best_epoch, bad_epochs, start = -1.0, 0, 0, 0
     resume = checkpoint.load_resume(state_dir, config_key)
     if resume is not None:
@@ -249,6 +297,8 @@ def fit(
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
         scaler.load_state_dict(resume["scaler"])
+        if average is not None:
+            average.load_state_dict(resume["ema"])
         best_state, best_score = resume["best_state"], resume["best_score"]
         best_epoch, bad_epochs, start = resume["best_epoch"], resume["bad_epochs"], resume["epoch"]
         rows = list(resume["log"])
@@ -273,12 +323,13 @@ def fit(
             scaler,
             epoch,
             progress,
+            average,
         )
-        scores = score_fn(predict_probs(model, dev_ds, collate, cfg.batch_size, device, progress))
+        scores = score_fn(predict_probs(scored, dev_ds, collate, cfg.batch_size, device, progress))
         improved = scores["weighted_f1"] > best_score
         if improved:
             best_score, best_epoch, bad_epochs = scores["weighted_f1"], epoch, 0
-            best_state = checkpoint.cpu_state_dict(model)
+            best_state = checkpoint.cpu_state_dict(scored)
         else:
             bad_epochs += 1
         row = {
@@ -312,6 +363,7 @@ def fit(
                     "bad_epochs": bad_epochs,
                     "log": rows,
                     "rng": checkpoint.rng_state(),
+                    "ema": average.state_dict() if average is not None else None,
                 },
             )
         if on_epoch_end is not None:
@@ -418,6 +470,7 @@ def _train_epoch(
     scaler: torch.amp.GradScaler,
     epoch: int,
     progress: bool | None,
+    average: WeightAverage | None = None,
 ) -> float:
     model.train()
     loader = make_loader(
@@ -450,6 +503,8 @@ def _train_epoch(
                 model, to_device(batch, device), cfg, device, criterion, optimizer, scheduler,
                 scaler, captured,
             )  # fmt: skip
+            if average is not None:
+                average.update(model)
             total += loss * n
             count += n
             bar.set_postfix(loss=f"{total / max(1, count):.4f}")
