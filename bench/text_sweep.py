@@ -113,6 +113,24 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ctx0ns_ema0.998": {"context": 0, "speakers": False, "ema": 0.998},
     "ctx0ns_reinit1": {"context": 0, "speakers": False, "reinit_layers": 1},
     "ctx0ns_reinit2": {"context": 0, "speakers": False, "reinit_layers": 2},
+    # round 11: the average stacked with round 5-6's regularisers, a larger step, more epochs
+    "ctx0ns_ema0.99_rdrop1_drop0.3": {
+        "context": 0,
+        "speakers": False,
+        "ema": 0.99,
+        "rdrop": 1.0,
+        "dropout": 0.3,
+    },
+    "ctx0ns_ema0.99_rdrop1_lld0.8_lr1e-4": {
+        "context": 0,
+        "speakers": False,
+        "ema": 0.99,
+        "rdrop": 1.0,
+        "layer_decay": 0.8,
+        "lr": 1e-4,
+    },
+    "ctx0ns_ema0.99_ep6": {"context": 0, "speakers": False, "ema": 0.99, "epochs": 6},
+    "ctx0ns_ema0.99_lr1e-4": {"context": 0, "speakers": False, "ema": 0.99, "lr": 1e-4},
 }
 
 
@@ -262,18 +280,22 @@ def choose_on_dev(records: list[dict[str, Any]], finalists: list[str]) -> str:
     emotion = [r for r in records if r["task"] == "emotion"]
     if not finalists:
         first = [r for r in emotion if r["seed"] == SEEDS[0]]
+        if not first:
+            raise ValueError(f"no emotion run of seed {SEEDS[0]} finished: nothing to choose from")
         return max(first, key=lambda r: r["dev"]["weighted_f1"])["variant"]
     dev: dict[str, list[float]] = {v: [] for v in finalists}
     for r in emotion:
         if r["variant"] in dev:
             dev[r["variant"]].append(r["dev"]["weighted_f1"])
+    if missing := [v for v in finalists if not dev[v]]:
+        raise ValueError(f"no emotion run of finalist(s) {', '.join(missing)} finished")
     return max(finalists, key=lambda v: sum(dev[v]) / len(dev[v]))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_arguments(parser)
-    parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--epochs", type=int, help="override every variant's epochs (smoke runs)")
     parser.add_argument(
         "--finalists",

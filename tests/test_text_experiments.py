@@ -83,6 +83,15 @@ def test_sweep_chooses_on_dev_by_first_seed_or_finalists_mean() -> None:
         text_sweep.main(
             ["--shards", "x", "--out", "y", "--variants", "ctx3", "--finalists", "ctx0"]
         )
+    # an empty or unknown variant list is refused before anything runs
+    for bad in ([], ["ctx99"]):
+        with pytest.raises(SystemExit):
+            text_sweep.main(["--shards", "x", "--out", "y", "--variants", *bad])
+    # no finished run to choose from (every job failed): said, not a bare max() error
+    with pytest.raises(ValueError, match="no emotion run of seed 13 finished"):
+        text_sweep.choose_on_dev(records[-1:], [])
+    with pytest.raises(ValueError, match=r"finalist\(s\) ctx1 finished"):
+        text_sweep.choose_on_dev(records, ["ctx0", "ctx1"])
 
 
 def test_stacker_refuses_a_checkpoint_that_is_not_text(tmp_path: Path) -> None:
