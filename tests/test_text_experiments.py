@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from sklearn.metrics import f1_score
 
-from bench import text_dialogue
+from bench import text_dialogue, text_knn
 from crossemotion.models.registry import ShardInputs
 from crossemotion.training.runner import train_and_evaluate
 from tests.test_text_model import utterances
@@ -306,3 +306,46 @@ def test_tapt_fine_tunes_the_config_on_the_adapted_encoder(tmp_path: Path) -> No
     stamp = (out / "encoder" / "model.safetensors").stat().st_mtime_ns
     assert text_tapt.main(argv) == 0
     assert (out / "encoder" / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_knn_vote_weights_the_nearest_training_labels() -> None:
+    train = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [-1.0, 0.0]])
+    labels = np.array([0, 0, 1, 2])
+    query = np.array([[1.0, 0.05], [0.1, 1.0]])
+    sims, idx = text_knn.neighbours(train, query, 3)
+    assert idx[0].tolist() == [0, 1, 2] and idx[1].tolist() == [2, 1, 0]
+    np.testing.assert_allclose(sims[0, 0], 1.0 / np.hypot(1.0, 0.05), rtol=1e-6)
+    got = text_knn.vote(sims, idx, labels, 2, 0.1, 3)
+    # by hand: softmax of the two best similarities over 0.1, summed per label
+    w = np.exp(sims[1, :2] / 0.1) / np.exp(sims[1, :2] / 0.1).sum()
+    np.testing.assert_allclose(got[1], [w[1], w[0], 0.0], rtol=1e-6)
+    np.testing.assert_allclose(got[0], [1.0, 0.0, 0.0])
+    np.testing.assert_allclose(got.sum(1), 1.0)
+    with pytest.raises(ValueError, match=r"k must be in 1\.\.4"):
+        text_knn.neighbours(train, query, 5)
+
+
+def test_knn_is_chosen_on_dev_and_only_when_it_helps() -> None:
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 60)
+    centres = np.eye(3) * 4.0
+    train = centres[labels] + rng.normal(size=(180, 3))
+    dev_labels = np.repeat(np.arange(3), 20)
+    dev = centres[dev_labels] + rng.normal(size=(60, 3))
+    # a head that says class 0 for everything: the neighbours fix it
+    blind = np.zeros((60, 3))
+    blind[:, 0] = 1.0
+    choice = text_knn.choose_on_dev(train, labels, dev, blind, dev_labels)
+    assert choice["lambda"] > 0 and choice["dev"] > 0.9
+    mixed = text_knn.apply(choice, train, labels, dev, blind)
+    assert text_dialogue.weighted_f1(dev_labels, mixed.argmax(1)) == pytest.approx(choice["dev"])
+    # a head that is already right: no mixture beats it, and the tie keeps it alone
+    perfect = np.eye(3)[dev_labels] * 5.0
+    alone = text_knn.choose_on_dev(train, labels, dev, perfect, dev_labels)
+    assert alone["lambda"] == 0.0 and alone["dev"] == 1.0
+    summary = text_knn.summary(
+        [{"alone": {"dev": 0.5, "test": 0.6}, "knn": {"dev": 0.52, "test": 0.61}},
+         {"alone": {"dev": 0.7, "test": 0.6}, "knn": {"dev": 0.72, "test": 0.63}}]
+    )  # fmt: skip
+    assert summary["alone_dev"] == pytest.approx({"mean": 0.6, "sd": np.std([0.5, 0.7], ddof=1)})
+    assert summary["knn_test"]["mean"] == pytest.approx(0.62)
