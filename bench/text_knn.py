@@ -30,17 +30,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from bench.text_dialogue import load_splits, weighted_f1
+from crossemotion.evaluation.bootstrap import SeedSummary, seed_summary
 
 K_GRID = (8, 16, 32, 64, 128)
 TEMPERATURE_GRID = (0.02, 0.05, 0.1)
 LAMBDA_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7)
-
-
-def normalise(features: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(features, axis=1, keepdims=True)
-    return features / np.maximum(norms, 1e-12)
 
 
 def neighbours(
@@ -50,10 +47,10 @@ def neighbours(
     indices), both [N, k], most similar first."""
     if not 0 < k <= len(train):
         raise ValueError(f"k must be in 1..{len(train)} (training rows), got {k}")
-    bank = torch.from_numpy(normalise(train)).float()
+    bank = nn.functional.normalize(torch.from_numpy(train).float(), dim=1)
     sims, idx = [], []
     for start in range(0, len(query), chunk):
-        q = torch.from_numpy(normalise(query[start : start + chunk])).float()
+        q = nn.functional.normalize(torch.from_numpy(query[start : start + chunk]).float(), dim=1)
         top = (q @ bank.T).topk(k, dim=1)
         sims.append(top.values.numpy())
         idx.append(top.indices.numpy())
@@ -74,9 +71,7 @@ def vote(
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    return torch.from_numpy(logits).softmax(1).numpy()
 
 
 def choose_on_dev(
@@ -134,14 +129,12 @@ def evaluate_checkpoint(checkpoint: Path, shards: Path) -> dict[str, Any]:
     }
 
 
-def summary(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Mean and sd over checkpoints of each score."""
-    out = {}
-    for which, split in itertools.product(("alone", "knn"), ("dev", "test")):
-        values = np.array([r[which][split] for r in records])
-        sd = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-        out[f"{which}_{split}"] = {"mean": float(values.mean()), "sd": sd}
-    return out
+def summary(records: Sequence[dict[str, Any]]) -> dict[str, SeedSummary]:
+    """Mean and sd over checkpoints of each score (the seed tables' summary)."""
+    return {
+        f"{which}_{split}": seed_summary([r[which][split] for r in records])
+        for which, split in itertools.product(("alone", "knn"), ("dev", "test"))
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,13 +157,17 @@ def main(argv: list[str] | None = None) -> int:
             f"dev {r['knn']['dev']:.4f} test {r['knn']['test']:.4f} ({r['seconds']:.0f} s)",
             flush=True,
         )
-    result = {"runs": records, "summary": summary(records)}
+    means = summary(records)
+    result = {
+        "runs": records,
+        "summary": {name: {"mean": m.mean, "sd": m.sd} for name, m in means.items()},
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(args.out.name + ".tmp")
     tmp.write_text(json.dumps(result, indent=1))
     tmp.replace(args.out)
-    for name, s in result["summary"].items():
-        print(f"{name}: {s['mean']:.4f} ± {s['sd']:.4f}")
+    for name, m in means.items():
+        print(f"{name}: {m.text(4)}")
     return 0
 
 
