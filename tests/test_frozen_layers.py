@@ -1,0 +1,106 @@
+"""``freeze_layers``: the bottom of the text encoder frozen, run without dropout,
+and cached while training — with the same outputs and gradients as computing it."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from crossemotion.labels import EMOTIONS
+from crossemotion.models.frozen_layers import encoder_layers, frozen_layer_cache
+from crossemotion.models.registry import ShardInputs, build_model, get_spec
+from crossemotion.models.text import preprocess_text
+from crossemotion.training.runner import train_and_evaluate
+from tests.vision_fixtures import write_meld_shards
+
+CFG = {"encoder": "minilm", "max_length": 32, "context": 0, "pooling": "mean", "lr": 5e-5}
+TEXTS = ["Oh my God!", "What are you talking about? I never said that.", "Yeah.", "Fine, fine."]
+
+
+def _batch(texts: list[str]) -> dict[str, torch.Tensor]:
+    return preprocess_text(texts, get_spec("text").configure(CFG))
+
+
+def _model(freeze: int) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model("text", {**CFG, "freeze_layers": freeze}, len(EMOTIONS))
+
+
+def test_only_the_layers_above_the_frozen_ones_train() -> None:
+    model = _model(4)
+    encoder = model.text.encoder
+    layers = encoder_layers(encoder)
+    trained = {n for n, p in encoder.named_parameters() if p.requires_grad}
+    top = {f"encoder.layer.{i}.{n}" for i in (4, 5) for n, _ in layers[i].named_parameters()}
+    assert trained == top
+    assert not any(p.requires_grad for p in encoder.embeddings.parameters())
+    assert all(p.requires_grad for p in model.head.parameters())
+
+
+@pytest.mark.parametrize("count", [6, 7])
+def test_freezing_every_layer_or_more_is_refused(count: int) -> None:
+    with pytest.raises(ValueError, match=r"freeze_layers must be in 1\.\.5"):
+        _model(count)
+
+
+def test_frozen_layers_have_no_dropout_in_training_mode() -> None:
+    model = _model(4).train()
+    encoder = model.text.encoder
+    assert not encoder.embeddings.training and not encoder_layers(encoder)[3].training
+    assert encoder_layers(encoder)[4].training
+    kwargs = {k: v for k, v in _batch(TEXTS).items() if k != "label"}
+    first = encoder(**kwargs, output_hidden_states=True).hidden_states
+    second = encoder(**kwargs, output_hidden_states=True).hidden_states
+    assert torch.equal(first[4], second[4])  # the frozen bottom's output
+    assert not torch.equal(first[6], second[6])  # the trained top still drops out
+
+
+def test_cached_forward_matches_the_full_forward_and_its_gradients() -> None:
+    plain, cached = _model(3).eval(), _model(3).eval()
+    batch, reordered = _batch(TEXTS), _batch(TEXTS[::-1][:3])
+    with frozen_layer_cache(cached) as caches:
+        cached(batch)  # fills the cache
+        cached(reordered)  # other rows' padding: read back at their mask positions
+        assert caches[0].misses == 4 and caches[0].hits == 3 and len(caches[0]) == 4
+        out = cached(batch)
+        assert caches[0].hits == 7
+        out.sum().backward()
+    ref = plain(batch)
+    ref.sum().backward()
+    assert torch.allclose(out, ref, atol=1e-5)
+    top = dict(cached.text.encoder.named_parameters())
+    for name, p in plain.text.encoder.named_parameters():
+        if p.requires_grad:
+            assert torch.allclose(top[name].grad, p.grad, atol=1e-5), name
+    assert cached.text.bottom_cache is None  # released with the block
+
+
+def test_the_cache_is_off_outside_training_and_for_unfrozen_encoders() -> None:
+    frozen, full = _model(2), _model(0)
+    with frozen_layer_cache(full) as caches:
+        assert caches == []
+    frozen(_batch(TEXTS))
+    assert frozen.text.bottom_cache is None
+    copy.deepcopy(frozen)(_batch(TEXTS))  # copies (the weight average) work as usual
+
+
+def test_training_with_frozen_layers_changes_only_the_top(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    meld = write_meld_shards(tmp_path / "shards")
+    inputs = ShardInputs(clips={}, faces={}, text=meld.text)
+    cfg = {**CFG, "freeze_layers": 4, "epochs": 2, "batch_size": 8, "threads": 1}
+    before = _model(4).text.encoder.state_dict()
+    out = tmp_path / "run"
+    metrics = train_and_evaluate(
+        "text", "meld", cfg, {"seed": 3, "device": "cpu"}, inputs, out, progress=False
+    )
+    state = torch.load(out / "model.pt", map_location="cpu", weights_only=False)["state_dict"]
+    after = {k.removeprefix("text.encoder."): v for k, v in state.items()}
+    for name, value in before.items():
+        changed = not torch.equal(after[name], value)
+        assert changed == name.startswith(("encoder.layer.4.", "encoder.layer.5.")), name
+    assert json.loads((out / "metrics.json").read_text())["test"] == metrics["test"]
