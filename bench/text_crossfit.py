@@ -39,6 +39,7 @@ import polars as pl
 
 from bench.text_dialogue import SPLITS, read_split
 from bench.text_sweep import (
+    MINILM,
     SEEDS,
     Records,
     add_run_arguments,
@@ -241,7 +242,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(r, default=str), flush=True)
 
     device = device_name(args.device)
-    model_cfg = {**base_text_config(), **({"epochs": args.epochs} if args.epochs else {})}
+    model_cfg = {
+        **base_text_config(),
+        **MINILM,
+        **({"epochs": args.epochs} if args.epochs else {}),
+    }
     encoders = [
         {
             "shards": str(args.shards),

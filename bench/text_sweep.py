@@ -135,6 +135,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # and cached, so that three CPU seeds fit in hours: its top 3 of 12 layers trained
     "mpnet_top3": {"context": 0, "speakers": False, "encoder": "mpnet", "freeze_layers": 9},
 }
+# Rounds 1-11 (and the crossfit and TAPT experiments) fine-tuned MiniLM-L6 end to
+# end; every variant that names no encoder says so, so that it means the same
+# runs whatever encoder the config names.
+MINILM = {"encoder": "minilm", "freeze_layers": 0}
+VARIANTS = {name: {**MINILM, **keys} for name, keys in VARIANTS.items()}
 
 
 def base_text_config() -> dict[str, Any]:

@@ -49,6 +49,7 @@ from torch import Tensor, nn
 
 from bench.text_dialogue import read_split
 from bench.text_sweep import (
+    MINILM,
     SEEDS,
     Records,
     add_run_arguments,
@@ -277,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help="override the fine-tuning epochs (smoke runs)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    base = base_text_config()
+    base = {**base_text_config(), **MINILM}
     encoder_dir = (args.out / "encoder").resolve()
     log = args.out / "tapt.json"
     if not (encoder_dir / "config.json").exists() or not log.exists():
@@ -300,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     epochs = json.loads(log.read_text())["epochs"]
     variant = f"tapt{epochs}"
     args.device_name = device_name(args.device)
-    changes = {"encoder": str(encoder_dir)}
+    changes = {**MINILM, "encoder": str(encoder_dir)}
     jobs = [train_job_spec(args, variant, changes, seed, "emotion") for seed in args.seeds]
     records = Records(args.out / "records.json")
 
