@@ -1,7 +1,7 @@
 """A small version of the real MELD text benchmark, run the way users run it.
 
 The full benchmark (`snakemake --cores 2 --configfile config/meld_text.yaml`,
-all 13,708 utterances, about 25 min on 2 cores) is recorded in README; here the same
+all 13,708 utterances, about 70 min on 2 cores) is recorded in README; here the same
 config runs on the first dialogues of each real csv, one epoch, short inputs.
 """
 
