@@ -47,6 +47,13 @@ def test_freezing_every_layer_or_more_is_refused(count: int) -> None:
         _model(count)
 
 
+def test_reinitialised_layers_may_not_be_frozen() -> None:
+    cfg = {**CFG, "freeze_layers": 4, "reinit_layers": 3}
+    with pytest.raises(ValueError, match="overlap: together at most 6 layers"):
+        build_model("text", cfg, len(EMOTIONS))
+    build_model("text", {**cfg, "reinit_layers": 2}, len(EMOTIONS))
+
+
 def test_frozen_layers_have_no_dropout_in_training_mode() -> None:
     model = _model(4).train()
     encoder = model.text.encoder

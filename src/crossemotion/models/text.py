@@ -134,6 +134,13 @@ class TextClassifier(nn.Module):
             freeze_layers=cfg.freeze_layers,
         )
         if cfg.reinit_layers:
+            depth = len(self.text.encoder.encoder.layer)
+            if cfg.freeze_layers + cfg.reinit_layers > depth:
+                # a redrawn layer that is also frozen would stay random
+                raise ValueError(
+                    f"reinit_layers ({cfg.reinit_layers}) and freeze_layers "
+                    f"({cfg.freeze_layers}) overlap: together at most {depth} layers"
+                )
             reinit_top_layers(self.text.encoder, cfg.reinit_layers)
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(self.text.width, num_classes)
