@@ -135,7 +135,7 @@ class TextClassifier(nn.Module):
         )
         if cfg.reinit_layers:
             depth = len(self.text.encoder.encoder.layer)
-            if cfg.freeze_layers + cfg.reinit_layers > depth:
+            if cfg.freeze_layers and cfg.freeze_layers + cfg.reinit_layers > depth:
                 # a redrawn layer that is also frozen would stay random
                 raise ValueError(
                     f"reinit_layers ({cfg.reinit_layers}) and freeze_layers "
