@@ -83,10 +83,9 @@ def tiny_mpnet(tmp_path_factory) -> str:
 
 
 def _encoders(name: str, count: int) -> tuple[TextEncoder, TextEncoder]:
-    torch.manual_seed(0)
-    return TextEncoder(name, freeze_layers=count).eval(), TextEncoder(
-        name, freeze_layers=count
-    ).eval()
+    """Two copies of the same pretrained encoder: one computes, one caches."""
+    first, second = (TextEncoder(name, freeze_layers=count).eval() for _ in range(2))
+    return first, second
 
 
 @pytest.mark.parametrize("arch", ["minilm", "mpnet"])

@@ -35,6 +35,7 @@ from crossemotion.models.frozen_layers import (
     BottomCache,
     bottom_to_eval,
     cached_forward,
+    encoder_layers,
     freeze_bottom,
 )
 from crossemotion.models.registry import ModelSpec, ShardInputs, register
@@ -134,7 +135,7 @@ class TextClassifier(nn.Module):
             freeze_layers=cfg.freeze_layers,
         )
         if cfg.reinit_layers:
-            depth = len(self.text.encoder.encoder.layer)
+            depth = len(encoder_layers(self.text.encoder))
             if cfg.freeze_layers and cfg.freeze_layers + cfg.reinit_layers > depth:
                 # a redrawn layer that is also frozen would stay random
                 raise ValueError(
@@ -165,7 +166,7 @@ def reinit_top_layers(encoder: nn.Module, count: int) -> None:
     BERT fine-tuning") find the top layers' pretraining-specific weights a poor
     start for a small labelled set. Done by hand because transformers' own
     ``_init_weights`` skips tensors it marked as loaded from the checkpoint."""
-    layers = encoder.encoder.layer
+    layers = encoder_layers(encoder)
     if not 0 < count <= len(layers):
         raise ValueError(f"reinit_layers must be in 1..{len(layers)}, got {count}")
     std = float(encoder.config.initializer_range)
