@@ -7,6 +7,7 @@ import copy
 import json
 from pathlib import Path
 
+import polars as pl
 import pytest
 import torch
 
@@ -140,3 +141,38 @@ def test_training_with_frozen_layers_changes_only_the_top(tmp_path: Path) -> Non
         changed = not torch.equal(after[name], value)
         assert changed == name.startswith(("encoder.layer.4.", "encoder.layer.5.")), name
     assert json.loads((out / "metrics.json").read_text())["test"] == metrics["test"]
+
+
+FUSION = {"encoder": "minilm", "max_length": 24, "context": 0, "image_arch": "resnet18",
+          "weights": None, "dim": 32, "heads": 4, "size": 32, "faces": 2}  # fmt: skip
+
+
+@pytest.mark.parametrize(("model", "whole"), [("text", "freeze"), ("fusion", "freeze_text")])
+def test_a_wholly_frozen_encoder_takes_no_freeze_layers(model: str, whole: str) -> None:
+    base = CFG if model == "text" else FUSION
+    with pytest.raises(ValueError, match=r"freeze_layers .* whole text encoder frozen"):
+        build_model(model, {**base, whole: True, "freeze_layers": 2}, len(EMOTIONS))
+
+
+def test_fusion_trains_only_the_text_layers_above_the_frozen_ones(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    meld = write_meld_shards(tmp_path / "shards")
+    for paths in meld.faces.values():  # the detector's columns, which fusion reads
+        faces = pl.read_parquet(paths[0])
+        faces.with_columns(
+            frame_index=pl.int_range(pl.len()).over("key"), score=pl.lit(0.9)
+        ).write_parquet(paths[0])
+    cfg = {**FUSION, "freeze_layers": 5, "epochs": 2, "batch_size": 8, "threads": 1}
+    torch.manual_seed(0)
+    model = build_model("fusion", cfg, len(EMOTIONS))
+    with frozen_layer_cache(model) as caches:
+        assert [id(c) for c in caches] == [id(model.text.bottom_cache)]
+    before = model.text.encoder.state_dict()
+    out = tmp_path / "run"
+    train_and_evaluate("fusion", "meld", cfg, {"seed": 3, "device": "cpu"}, meld, out,
+                       progress=False)  # fmt: skip
+    state = torch.load(out / "model.pt", map_location="cpu", weights_only=False)["state_dict"]
+    after = {k.removeprefix("text.encoder."): v for k, v in state.items()}
+    for name, value in before.items():
+        assert (not torch.equal(after[name], value)) == name.startswith("encoder.layer.5."), name
+    assert json.loads((out / "metrics.json").read_text())["test"]["n"] > 0

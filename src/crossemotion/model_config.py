@@ -141,6 +141,9 @@ class TextInputConfig(ModelConfig):
     future: int = 0
     speakers: bool = True
     pooling: str = "mean"
+    # embeddings and this many bottom encoder layers frozen, run without dropout
+    # and cached while training (see crossemotion.models.frozen_layers); 0 = none
+    freeze_layers: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)

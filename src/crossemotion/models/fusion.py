@@ -13,7 +13,9 @@ face tokens of a random share of utterances, so the fusion layer cannot lean
 on the faster-learning modality alone. ``text_lr`` (default min(lr, 5e-5), see
 ``FusionConfig``)
 keeps the pretrained text encoder on a gentler learning rate than the fresh
-image encoder and fusion layer, via ``param_groups``.
+image encoder and fusion layer, via ``param_groups``; ``freeze_layers`` trains
+only the text encoder's layers above that many, as in the text model (see
+crossemotion.models.frozen_layers).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class FusionModel(nn.Module):
             pooling=cfg.pooling,
             freeze=cfg.freeze_text,
             fallback=pretrained_fallback(cfg),
+            freeze_layers=cfg.freeze_layers,
         )
         # the same offline-only loader as the other vision models: never a download
         self.image, image_width = feature_extractor(

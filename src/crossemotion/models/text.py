@@ -71,6 +71,11 @@ class TextEncoder(nn.Module):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        if freeze and freeze_layers:
+            raise ValueError(
+                f"freeze_layers ({freeze_layers}) with the whole text encoder frozen: "
+                "set one of them"
+            )
         self.encoder = load_text_encoder(name, fallback)
         self.pooling = pooling
         self.width = encoder_width(self.encoder)
@@ -115,9 +120,6 @@ class TextConfig(TextInputConfig):
     layer_decay: float = 1.0
     # top encoder layers re-initialised before fine-tuning (0 = none)
     reinit_layers: int = 0
-    # embeddings and this many bottom layers frozen, run without dropout and
-    # cached while training (see crossemotion.models.frozen_layers); 0 = none
-    freeze_layers: int = 0
 
     @property
     def head_learning_rate(self) -> float:
