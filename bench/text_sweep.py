@@ -134,6 +134,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # round 12: a 5x larger encoder (MPNet-base, from PyPI) with its bottom frozen
     # and cached, so that three CPU seeds fit in hours: its top 3 of 12 layers trained
     "mpnet_top3": {"context": 0, "speakers": False, "encoder": "mpnet", "freeze_layers": 9},
+    # round 13: twice the trained depth (top 6 of 12), screened on one seed
+    "mpnet_top6": {"context": 0, "speakers": False, "encoder": "mpnet", "freeze_layers": 6},
 }
 # Rounds 1-11 (and the crossfit and TAPT experiments) fine-tuned MiniLM-L6 end to
 # end; every variant that names no encoder says so, so that it means the same
