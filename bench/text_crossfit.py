@@ -82,7 +82,13 @@ def _fold_job(job: Mapping[str, Any]) -> dict[str, Any]:
         "text",
         "meld",
         job["model_cfg"],
-        {"seed": job["seed"], "device": job["device"], "demo": False, "task": "emotion"},
+        {
+            "seed": job["seed"],
+            "device": job["device"],
+            "demo": False,
+            "task": "emotion",
+            "frozen_cache": job.get("frozen_cache"),
+        },
         ShardInputs(
             clips={},
             faces={},
@@ -258,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             "device_name": device,
             "threads": args.threads,
             "out_dir": str(args.out / f"seed{seed}" / f"fold{k}"),
+            "frozen_cache": str(args.frozen_cache) if args.frozen_cache else None,
         }
         for seed in args.seeds
         for k in range(args.folds)

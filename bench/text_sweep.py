@@ -136,6 +136,18 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "mpnet_top3": {"context": 0, "speakers": False, "encoder": "mpnet", "freeze_layers": 9},
     # round 13: twice the trained depth (top 6 of 12), screened on one seed
     "mpnet_top6": {"context": 0, "speakers": False, "encoder": "mpnet", "freeze_layers": 6},
+    # round 14: the config with dialogue context (2 past + 1 future turn, speaker
+    # names), pooled over the target turn: MPNet has no token types, so only the
+    # pooling tells the model which turn is the target
+    "mpnet_top3_ctx2f1_target": {
+        "context": 2,
+        "future": 1,
+        "speakers": True,
+        "max_length": 224,
+        "pooling": "target",
+        "encoder": "mpnet",
+        "freeze_layers": 9,
+    },
 }
 # Rounds 1-11 (and the crossfit and TAPT experiments) fine-tuned MiniLM-L6 end to
 # end; every variant that names no encoder says so, so that it means the same
@@ -164,7 +176,13 @@ def train_job(job: Mapping[str, Any]) -> dict[str, Any]:
         "text",
         "meld",
         job["model_cfg"],
-        {"seed": job["seed"], "device": job["device"], "demo": False, "task": job["task"]},
+        {
+            "seed": job["seed"],
+            "device": job["device"],
+            "demo": False,
+            "task": job["task"],
+            "frozen_cache": job.get("frozen_cache"),
+        },
         inputs,
         job["out_dir"],
         progress=False,
@@ -213,6 +231,7 @@ def train_job_spec(
         "variant": variant,
         "device_name": args.device_name,
         "out_dir": str(args.out / task / variant / f"seed{seed}"),
+        "frozen_cache": str(args.frozen_cache) if args.frozen_cache else None,
     }
 
 
@@ -265,6 +284,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--frozen-cache",
+        type=Path,
+        help="keep encoders' frozen layers' output here between runs (the config's frozen_cache)",
+    )
 
 
 def device_name(device: str) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
+import re
 from pathlib import Path
 
 import polars as pl
@@ -12,7 +14,12 @@ import pytest
 import torch
 
 from crossemotion.labels import EMOTIONS
-from crossemotion.models.frozen_layers import encoder_layers, frozen_layer_cache
+from crossemotion.models.frozen_layers import (
+    BottomCache,
+    bottom_digest,
+    encoder_layers,
+    frozen_layer_cache,
+)
 from crossemotion.models.registry import ShardInputs, build_model, get_spec
 from crossemotion.models.text import TextEncoder, preprocess_text
 from crossemotion.training.runner import train_and_evaluate
@@ -176,3 +183,85 @@ def test_fusion_trains_only_the_text_layers_above_the_frozen_ones(tmp_path: Path
     for name, value in before.items():
         assert (not torch.equal(after[name], value)) == name.startswith("encoder.layer.5."), name
     assert json.loads((out / "metrics.json").read_text())["test"]["n"] > 0
+
+
+CACHE_LOG = "crossemotion.models.frozen_layers"
+
+
+def _rows_logged(caplog: pytest.LogCaptureFixture, what: str) -> list[int]:
+    found = (re.search(rf": (\d+) rows {what}$", r.getMessage()) for r in caplog.records)
+    return [int(m.group(1)) for m in found if m]
+
+
+def test_a_second_run_reads_the_frozen_bottom_from_disk(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    torch.set_num_threads(1)
+    caplog.set_level(logging.INFO, logger=CACHE_LOG)
+    meld = write_meld_shards(tmp_path / "shards")
+    inputs = ShardInputs(clips={}, faces={}, text=meld.text)
+    cfg = {**CFG, "freeze_layers": 4, "epochs": 2, "batch_size": 8, "threads": 1}
+    cache = tmp_path / "cache"
+
+    def run(name: str) -> pl.DataFrame:
+        run_cfg = {"seed": 3, "device": "cpu", "frozen_cache": str(cache)}
+        train_and_evaluate("text", "meld", cfg, run_cfg, inputs, tmp_path / name, progress=False)
+        return pl.read_parquet(tmp_path / name / "predictions.parquet")
+
+    first = run("first")
+    assert _rows_logged(caplog, "read") == [0]
+    [written] = _rows_logged(caplog, "written")
+    # every distinct train and dev input, "Speaker: text" (dev is scored each epoch
+    # inside the cache)
+    turns = pl.concat([pl.read_parquet(meld.text[s]) for s in ("train", "dev")])
+    assert written == turns.select("speaker", "text").n_unique()
+    [stored] = cache.iterdir()  # one file, no temporary left beside it
+    assert stored.suffix == ".pt"
+    caplog.clear()
+    second = run("second")
+    # every row came from disk, so nothing was added or written back
+    assert _rows_logged(caplog, "read") == [written] and _rows_logged(caplog, "written") == []
+    probs = [c for c in first.columns if c.startswith("p_")]
+    assert torch.allclose(
+        first.select(probs).to_torch(), second.select(probs).to_torch(), atol=1e-5
+    )
+
+
+def test_the_disk_cache_is_named_by_the_frozen_weights_only() -> None:
+    model = _model(4).text.encoder
+    digest = bottom_digest(model, 4, "cpu")
+    assert bottom_digest(model, 4, "cpu") == digest
+    assert bottom_digest(model, 3, "cpu") != digest  # another bottom
+    assert bottom_digest(model, 4, "cuda") != digest  # other kernels, other rounding
+    with torch.no_grad():
+        encoder_layers(model)[5].output.dense.weight.add_(1.0)  # trained: same bottom
+        assert bottom_digest(model, 4, "cpu") == digest
+        encoder_layers(model)[0].output.dense.weight.add_(1.0)  # frozen: another bottom
+        assert bottom_digest(model, 4, "cpu") != digest
+
+
+def test_the_disk_cache_round_trips_and_ignores_what_it_cannot_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = BottomCache()
+    cache.rows = {b"\x01\x02": torch.randn(2, 8), b"\x03": torch.randn(5, 8)}
+    path = tmp_path / "sub" / "bottom.pt"
+    cache.save(path)
+    assert [p.name for p in path.parent.iterdir()] == ["bottom.pt"]
+    back = BottomCache()
+    assert back.load(path) == 2
+    assert back.rows.keys() == cache.rows.keys()
+    assert all(torch.equal(back.rows[k], v) for k, v in cache.rows.items())
+    assert BottomCache().load(tmp_path / "missing.pt") == 0
+    path.write_bytes(b"not a torch file")
+    caplog.set_level(logging.WARNING, logger=CACHE_LOG)
+    assert BottomCache().load(path) == 0
+    assert "unreadable" in caplog.text
+    # a model's cache over the garbage file computes its rows and replaces the file
+    model = _model(4)
+    digest = bottom_digest(model.text.encoder, 4, "cpu")
+    (tmp_path / f"{digest}.pt").write_bytes(b"garbage")
+    with frozen_layer_cache(model, tmp_path) as caches:
+        model(_batch(TEXTS))
+    assert caches[0].misses == len(TEXTS)
+    assert BottomCache().load(tmp_path / f"{digest}.pt") == len(TEXTS)

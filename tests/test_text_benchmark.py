@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import polars as pl
@@ -78,3 +79,11 @@ def test_meld_text_config_default_target_on_real_annotations(workdir: Path, meld
     for page in ("results/report.html", "results/tables/benchmark.md"):
         assert "DEMO DATA" not in (workdir / page).read_text(), page
     assert not (workdir / "resources").exists()
+    # the config's frozen-layer cache: one file for the encoder's frozen bottom,
+    # written by the seed that ran first, read by the other
+    [cache] = (workdir / "results/cache/frozen_layers").iterdir()
+    assert cache.suffix == ".pt"
+    logs = [(workdir / "logs/models/text" / f"{d}meld.log").read_text() for d in ("", "seed14/")]
+    reads = sorted(int(m) for log in logs for m in re.findall(r"cache .*: (\d+) rows read", log))
+    assert len(reads) == 2 and reads[0] == 0 and reads[1] > 0
+    assert sum("rows written" in log for log in logs) == 1

@@ -19,6 +19,8 @@ train_and_evaluate(
         "task": params.get("task", "emotion"),
         "device": params.device,
         "demo": params.demo,
+        # read from the config, not a param: a cache's location must not rerun jobs
+        "frozen_cache": sm.config.get("frozen_cache"),
     },
     shard_inputs(sm.input),
     # the run directory holds every named output (crossemotion.layout.TRAIN_FILES)

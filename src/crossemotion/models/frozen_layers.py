@@ -17,15 +17,36 @@ and evaluation); inference outside it computes every layer as usual. A cached
 forward swaps the encoder's layer list for its top layers and replaces the
 embeddings' output with the cached states, both only for the duration of the
 call, so the module's parameters, state dict and copies are untouched.
+
+On disk. Given a directory, ``frozen_layer_cache`` reads the rows that earlier
+runs computed and writes back what it added, so that the next seed or variant
+with the same frozen bottom skips the first epoch's bottom pass (about 320 of
+MPNet-base's 574 s on MELD's text, 2-core CPU). One file per frozen bottom,
+named by a digest of the frozen weights themselves (names, dtypes, bytes),
+the layer count, the architecture and the device type (CUDA's kernels and
+autocast round differently), so a changed encoder or freeze count never reads
+another's states. Rows are keyed by token ids, so changed text simply misses.
+A row read from disk may have been computed in another batch composition
+than this run would have used: runs agree to float rounding, not bit for bit.
+The file is a cache: unreadable or foreign content is logged and ignored,
+writes go to a temporary name and are renamed, and parallel runs writing the
+same file each leave a complete one.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
 
 
 def encoder_layers(encoder: nn.Module) -> nn.ModuleList:
@@ -63,6 +84,42 @@ class BottomCache:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def save(self, path: Path) -> None:
+        """Write every row to ``path`` (atomically: a temporary name, then renamed)."""
+        keys = list(self.rows)
+        rows = [self.rows[k].detach().cpu() for k in keys]
+        payload = {
+            "keys": [k.hex() for k in keys],
+            "lengths": torch.tensor([r.shape[0] for r in rows], dtype=torch.long),
+            "states": torch.cat(rows) if rows else torch.empty(0),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            torch.save(payload, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def load(self, path: Path, device: torch.device | str = "cpu") -> int:
+        """Add the rows stored at ``path``; returns how many (0 when there is no
+        usable file: a cache never fails a run)."""
+        if not path.is_file():
+            return 0
+        try:
+            payload = torch.load(path, map_location=device, weights_only=True)
+            keys = [bytes.fromhex(k) for k in payload["keys"]]
+            lengths = payload["lengths"].tolist()
+            rows = torch.split(payload["states"], lengths) if keys else ()
+            if len(rows) != len(keys):
+                raise ValueError(f"{len(keys)} keys for {len(rows)} rows")
+        # a cache never fails a run: whatever stops the read, the rows get computed
+        except Exception as exc:
+            log.warning("frozen-layer cache %s unreadable (%s): computing the rows", path, exc)
+            return 0
+        self.rows.update(zip(keys, rows, strict=True))
+        return len(keys)
 
 
 def row_keys(batch: dict[str, Tensor]) -> list[bytes]:
@@ -118,17 +175,49 @@ def _top_forward(
         handle.remove()
 
 
+def bottom_digest(encoder: nn.Module, count: int, device_type: str) -> str:
+    """What the frozen bottom's output depends on, as a hex digest: the frozen
+    weights and buffers (names, dtypes, shapes, bytes), ``count``, the
+    architecture and the device type it runs on."""
+    h = hashlib.sha256(f"{type(encoder).__name__}|{count}|{device_type}".encode())
+    frozen = [(n, p) for n, p in encoder.named_parameters() if not p.requires_grad]
+    for name, tensor in [*frozen, *encoder.named_buffers()]:
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:24]
+
+
 @contextmanager
-def frozen_layer_cache(model: nn.Module) -> Iterator[list[BottomCache]]:
+def frozen_layer_cache(
+    model: nn.Module,
+    directory: str | Path | None = None,
+    device: torch.device | str = "cpu",
+) -> Iterator[list[BottomCache]]:
     """Cache the frozen bottom of every text encoder in ``model`` that freezes
     layers, for the duration of the block (training and its evaluations);
-    yields the caches (empty list: nothing to cache)."""
+    yields the caches (empty list: nothing to cache).
+
+    With ``directory``, each cache starts from the rows stored there for the
+    same frozen bottom on ``device``'s type and stores what it added when the
+    block ends, also when it ends with an error (the rows are correct either way).
+    """
     encoders = [m for m in model.modules() if getattr(m, "freeze_layers", 0)]
     caches = [BottomCache() for _ in encoders]
-    for module, cache in zip(encoders, caches, strict=True):
+    files: list[Path | None] = [None] * len(encoders)
+    device_type = torch.device(device).type
+    for i, (module, cache) in enumerate(zip(encoders, caches, strict=True)):
+        if directory is not None:
+            digest = bottom_digest(module.encoder, module.freeze_layers, device_type)
+            files[i] = Path(directory) / f"{digest}.pt"
+            loaded = cache.load(files[i], device)
+            log.info("frozen-layer cache %s: %d rows read", files[i], loaded)
         module.bottom_cache = cache
     try:
         yield caches
     finally:
-        for module in encoders:
+        for module, cache, path in zip(encoders, caches, files, strict=True):
             module.bottom_cache = None
+            if path is not None and cache.misses:
+                cache.save(path)
+                log.info("frozen-layer cache %s: %d rows written", path, len(cache))

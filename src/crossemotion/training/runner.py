@@ -100,8 +100,11 @@ def train_and_evaluate(
 ) -> dict[str, Any]:
     """Train ``model_name`` on ``dataset``; write the four outputs; return metrics.
 
-    ``threads`` (default: the model config's ``threads``) is what the job was
-    given, e.g. Snakemake's scaled-down ``threads``.
+    ``global_cfg`` holds ``seed``, ``task``, ``device``, ``demo`` and
+    ``frozen_cache`` (a directory that keeps frozen encoder layers' output
+    between runs; see crossemotion.models.frozen_layers). ``threads`` (default:
+    the model config's ``threads``) is what the job was given, e.g. Snakemake's
+    scaled-down ``threads``.
     """
     out_dir = Path(out_dir)
     t_start = time.perf_counter()
@@ -136,7 +139,7 @@ def train_and_evaluate(
     )  # fmt: skip
     state_dir = out_dir / RESUME_DIR
     # only while fitting: the final scoring and the inference timing run every layer
-    with frozen_layer_cache(model):
+    with frozen_layer_cache(model, global_cfg.get("frozen_cache"), device):
         result = fit(
             model, datasets["train"], datasets["dev"], tcfg,
             collate=spec.collate, device=device, state_dir=state_dir, config_key=key,
