@@ -350,3 +350,71 @@ def test_knn_is_chosen_on_dev_and_only_when_it_helps() -> None:
     assert summary["alone_dev"].mean == pytest.approx(0.6)
     assert summary["alone_dev"].sd == pytest.approx(np.std([0.5, 0.7], ddof=1))
     assert summary["knn_test"].mean == pytest.approx(0.62)
+
+
+def _predictions(path: Path, rows: list[tuple[str, str, str, list[float]]]) -> Path:
+    classes = ["anger", "joy", "neutral"]
+    frame = pl.DataFrame(
+        {
+            "split": [r[0] for r in rows],
+            "key": [r[1] for r in rows],
+            "label": [r[2] for r in rows],
+            **{f"p_{c}": [r[3][i] for r in rows] for i, c in enumerate(classes)},
+        }
+    )
+    path.mkdir(parents=True)
+    frame.write_parquet(path / "predictions.parquet")
+    return path
+
+
+def test_the_average_of_two_runs_against_a_hand_computation(tmp_path: Path) -> None:
+    from bench import text_average
+
+    # the same key in dev and test (dialogue ids restart per split); run b lists
+    # its rows in another order, so rows must be matched on (split, key)
+    rows_a = [
+        ("dev", "dia0_utt0", "joy", [0.1, 0.5, 0.4]),
+        ("dev", "dia0_utt1", "anger", [0.4, 0.1, 0.5]),
+        ("test", "dia0_utt0", "neutral", [0.2, 0.5, 0.3]),
+        ("test", "dia0_utt1", "anger", [0.6, 0.3, 0.1]),
+    ]
+    rows_b = [
+        ("test", "dia0_utt1", "anger", [0.1, 0.8, 0.1]),
+        ("test", "dia0_utt0", "neutral", [0.1, 0.2, 0.7]),
+        ("dev", "dia0_utt1", "anger", [0.7, 0.1, 0.2]),
+        ("dev", "dia0_utt0", "joy", [0.1, 0.2, 0.7]),
+    ]
+    a, b = _predictions(tmp_path / "a", rows_a), _predictions(tmp_path / "b", rows_b)
+    out = tmp_path / "average.json"
+    assert text_average.main(["--runs", str(a), str(b), "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    # by hand: dev means joy-row [0.1, 0.35, 0.55] -> neutral (wrong), anger-row
+    # [0.55, 0.1, 0.35] -> anger (right); test: [0.15, 0.35, 0.5] -> neutral
+    # (right), [0.35, 0.55, 0.1] -> joy (wrong)
+    dev_pred, test_pred = ["neutral", "anger"], ["neutral", "joy"]
+    assert record["dev"]["average"] == pytest.approx(
+        f1_score(["joy", "anger"], dev_pred, average="weighted", zero_division=0)
+    )
+    assert record["test"]["average"] == pytest.approx(
+        f1_score(["neutral", "anger"], test_pred, average="weighted", zero_division=0)
+    )
+    # run a alone predicts joy, neutral on dev
+    assert record["dev"]["runs"][0] == pytest.approx(
+        f1_score(["joy", "anger"], ["joy", "neutral"], average="weighted", zero_division=0)
+    )
+    assert record["dev"]["n"] == record["test"]["n"] == 2
+
+
+def test_the_average_refuses_runs_over_other_items(tmp_path: Path) -> None:
+    from bench import text_average
+
+    rows = [("dev", "k0", "joy", [0.1, 0.5, 0.4]), ("test", "k0", "joy", [0.1, 0.5, 0.4])]
+    a = _predictions(tmp_path / "a", rows)
+    other = _predictions(tmp_path / "b", [("dev", "k1", *rows[0][2:]), rows[1]])
+    relabelled = _predictions(tmp_path / "c", [("dev", "k0", "anger", rows[0][3]), rows[1]])
+    with pytest.raises(ValueError, match="other utterances"):
+        text_average.score([a, other])
+    with pytest.raises(ValueError, match="other labels"):
+        text_average.score([a, relabelled])
+    with pytest.raises(ValueError, match="two runs or more"):
+        text_average.score([a])
