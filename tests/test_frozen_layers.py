@@ -265,3 +265,15 @@ def test_the_disk_cache_round_trips_and_ignores_what_it_cannot_read(
         model(_batch(TEXTS))
     assert caches[0].misses == len(TEXTS)
     assert BottomCache().load(tmp_path / f"{digest}.pt") == len(TEXTS)
+
+
+def test_a_cache_that_cannot_be_written_fails_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = _model(4)
+    blocked = tmp_path / "a file, not a directory"
+    blocked.write_text("")
+    caplog.set_level(logging.WARNING, logger=CACHE_LOG)
+    with frozen_layer_cache(model, blocked) as caches:
+        model(_batch(TEXTS))
+    assert caches[0].misses == len(TEXTS) and "not written" in caplog.text

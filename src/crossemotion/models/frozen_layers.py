@@ -218,6 +218,13 @@ def frozen_layer_cache(
     finally:
         for module, cache, path in zip(encoders, caches, files, strict=True):
             module.bottom_cache = None
-            if path is not None and cache.misses:
+            if path is None or not cache.misses:
+                continue
+            try:
                 cache.save(path)
+            # like a failed read, a failed write (full disk, read-only place)
+            # costs the next run time and this one nothing
+            except OSError as exc:
+                log.warning("frozen-layer cache %s not written (%s)", path, exc)
+            else:
                 log.info("frozen-layer cache %s: %d rows written", path, len(cache))
