@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from sklearn.metrics import f1_score
+
+from bench.text_dialogue import weighted_f1
 
 SPLITS = ("dev", "test")
 
@@ -61,10 +62,10 @@ def aligned(frames: Sequence[pl.DataFrame]) -> tuple[pl.DataFrame, list[np.ndarr
     return first, probs
 
 
-def weighted_f1(labels: Sequence[str], probs: np.ndarray, classes: Sequence[str]) -> float:
+def probs_f1(labels: Sequence[str], probs: np.ndarray, classes: Sequence[str]) -> float:
+    """Weighted F1 of the most probable class (``classes``: the p_* columns)."""
     names = np.array([c.removeprefix("p_") for c in classes])
-    pred = names[probs.argmax(1)]
-    return float(f1_score(list(labels), pred, average="weighted", zero_division=0))
+    return weighted_f1(np.array(labels), names[probs.argmax(1)])
 
 
 def score(runs: Sequence[Path]) -> dict[str, Any]:
@@ -80,8 +81,8 @@ def score(runs: Sequence[Path]) -> dict[str, Any]:
         labels = first.filter(pl.Series(mask))["label"].to_list()
         record[split] = {
             "n": int(mask.sum()),
-            "runs": [weighted_f1(labels, p[mask], classes) for p in probs],
-            "average": weighted_f1(labels, np.mean([p[mask] for p in probs], axis=0), classes),
+            "runs": [probs_f1(labels, p[mask], classes) for p in probs],
+            "average": probs_f1(labels, np.mean([p[mask] for p in probs], axis=0), classes),
         }
     return record
 
