@@ -126,7 +126,7 @@ def test_cached_forward_matches_the_full_forward_and_its_gradients(arch, tiny_mp
 def test_the_cache_is_off_outside_training_and_for_unfrozen_encoders() -> None:
     frozen, full = _model(2), _model(0)
     with frozen_layer_cache(full) as caches:
-        assert caches == []
+        assert list(caches) == []
     frozen(_batch(TEXTS))
     assert frozen.text.bottom_cache is None
     copy.deepcopy(frozen)(_batch(TEXTS))  # copies (the weight average) work as usual
@@ -203,9 +203,18 @@ def test_a_second_run_reads_the_frozen_bottom_from_disk(
     cfg = {**CFG, "freeze_layers": 4, "epochs": 2, "batch_size": 8, "threads": 1}
     cache = tmp_path / "cache"
 
+    on_disk: dict[int, int] = {}
+
+    def stored_rows(epoch: int, _row: dict) -> None:
+        files = list(cache.glob("*.pt"))
+        on_disk[epoch] = BottomCache().load(files[0]) if files else 0
+
     def run(name: str) -> pl.DataFrame:
         run_cfg = {"seed": 3, "device": "cpu", "frozen_cache": str(cache)}
-        train_and_evaluate("text", "meld", cfg, run_cfg, inputs, tmp_path / name, progress=False)
+        train_and_evaluate(
+            "text", "meld", cfg, run_cfg, inputs, tmp_path / name,
+            on_epoch_end=stored_rows, progress=False,
+        )  # fmt: skip
         return pl.read_parquet(tmp_path / name / "predictions.parquet")
 
     first = run("first")
@@ -215,6 +224,8 @@ def test_a_second_run_reads_the_frozen_bottom_from_disk(
     # inside the cache)
     turns = pl.concat([pl.read_parquet(meld.text[s]) for s in ("train", "dev")])
     assert written == turns.select("speaker", "text").n_unique()
+    # on disk from the first epoch's end: a job killed in its second keeps them
+    assert on_disk == {1: written, 2: written}
     [stored] = cache.iterdir()  # one file, no temporary left beside it
     assert stored.suffix == ".pt"
     caplog.clear()

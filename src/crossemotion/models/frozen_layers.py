@@ -38,10 +38,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch import Tensor, nn
@@ -188,19 +188,57 @@ def bottom_digest(encoder: nn.Module, count: int, device_type: str) -> str:
     return h.hexdigest()[:24]
 
 
+class FrozenLayerCaches(Sequence[BottomCache]):
+    """The caches of one model's frozen bottoms, each with the file it reads and
+    writes (``None``: memory only)."""
+
+    def __init__(self, caches: list[BottomCache], files: list[Path | None]) -> None:
+        self._caches = caches
+        self._files = files
+        self._written = [0] * len(caches)
+
+    @overload
+    def __getitem__(self, index: int) -> BottomCache: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[BottomCache]: ...
+    def __getitem__(self, index: int | slice) -> BottomCache | Sequence[BottomCache]:
+        return self._caches[index]
+
+    def __len__(self) -> int:
+        return len(self._caches)
+
+    def flush(self) -> None:
+        """Write every cache that computed rows since it was last written."""
+        for i, (cache, path) in enumerate(zip(self._caches, self._files, strict=True)):
+            if path is None or cache.misses == self._written[i]:
+                continue
+            try:
+                cache.save(path)
+            # like a failed read, a failed write (full disk, read-only place)
+            # costs the next run time and this one nothing
+            except OSError as exc:
+                log.warning("frozen-layer cache %s not written (%s)", path, exc)
+            else:
+                log.info("frozen-layer cache %s: %d rows written", path, len(cache))
+            self._written[i] = cache.misses
+
+
 @contextmanager
 def frozen_layer_cache(
     model: nn.Module,
     directory: str | Path | None = None,
     device: torch.device | str = "cpu",
-) -> Iterator[list[BottomCache]]:
+) -> Iterator[FrozenLayerCaches]:
     """Cache the frozen bottom of every text encoder in ``model`` that freezes
     layers, for the duration of the block (training and its evaluations);
-    yields the caches (empty list: nothing to cache).
+    yields the caches (none: nothing to cache).
 
     With ``directory``, each cache starts from the rows stored there for the
-    same frozen bottom on ``device``'s type and stores what it added when the
-    block ends, also when it ends with an error (the rows are correct either way).
+    same frozen bottom on ``device``'s type. What it adds is written by
+    ``flush()`` (the runner flushes after every epoch, so a job killed in its
+    second epoch, at a time limit, leaves the rows its first one computed) and
+    when the block ends, also when it ends with an error (the rows are correct
+    either way).
     """
     encoders = [m for m in model.modules() if getattr(m, "freeze_layers", 0)]
     caches = [BottomCache() for _ in encoders]
@@ -213,18 +251,10 @@ def frozen_layer_cache(
             loaded = cache.load(files[i], device)
             log.info("frozen-layer cache %s: %d rows read", files[i], loaded)
         module.bottom_cache = cache
+    handle = FrozenLayerCaches(caches, files)
     try:
-        yield caches
+        yield handle
     finally:
-        for module, cache, path in zip(encoders, caches, files, strict=True):
+        for module in encoders:
             module.bottom_cache = None
-            if path is None or not cache.misses:
-                continue
-            try:
-                cache.save(path)
-            # like a failed read, a failed write (full disk, read-only place)
-            # costs the next run time and this one nothing
-            except OSError as exc:
-                log.warning("frozen-layer cache %s not written (%s)", path, exc)
-            else:
-                log.info("frozen-layer cache %s: %d rows written", path, len(cache))
+        handle.flush()

@@ -139,12 +139,20 @@ def train_and_evaluate(
     )  # fmt: skip
     state_dir = out_dir / RESUME_DIR
     # only while fitting: the final scoring and the inference timing run every layer
-    with frozen_layer_cache(model, global_cfg.get("frozen_cache"), device):
+    with frozen_layer_cache(model, global_cfg.get("frozen_cache"), device) as caches:
+
+        def epoch_end(epoch: int, row: dict[str, Any]) -> None:
+            # the first epoch computed every train and dev row: on disk now, a
+            # job killed later (a time limit) leaves them to its rerun
+            caches.flush()
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, row)
+
         result = fit(
             model, datasets["train"], datasets["dev"], tcfg,
             collate=spec.collate, device=device, state_dir=state_dir, config_key=key,
             dev_score=scorer.dev_score if scorer.aggregate else None,
-            on_epoch_end=on_epoch_end, progress=progress,
+            on_epoch_end=epoch_end, progress=progress,
         )  # fmt: skip
     model.load_state_dict(result.best_state)
     metrics = evaluate_and_write(
