@@ -40,6 +40,7 @@ SEEDS = (13, 14, 15)
 # the input keys (context, speakers) are named in every variant, so a variant means
 # the same input whatever the config chose. ctx0's utterances are at most 95 tokens,
 # so its max_length (the config's) truncates nothing.
+_MPNET_TOP3 = {"context": 0, "speakers": False, "encoder": "mpnet", "freeze_layers": 9}
 VARIANTS: dict[str, dict[str, Any]] = {
     "ctx0_nospeaker": {"context": 0, "speakers": False},
     "ctx0": {"context": 0, "speakers": True},
@@ -133,7 +134,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ctx0ns_ema0.99_lr1e-4": {"context": 0, "speakers": False, "ema": 0.99, "lr": 1e-4},
     # round 12: a 5x larger encoder (MPNet-base, from PyPI) with its bottom frozen
     # and cached, so that three CPU seeds fit in hours: its top 3 of 12 layers trained
-    "mpnet_top3": {"context": 0, "speakers": False, "encoder": "mpnet", "freeze_layers": 9},
+    "mpnet_top3": _MPNET_TOP3,
     # round 13: twice the trained depth (top 6 of 12), screened on one seed
     "mpnet_top6": {"context": 0, "speakers": False, "encoder": "mpnet", "freeze_layers": 6},
     # round 14: the config with dialogue context (2 past + 1 future turn, speaker
@@ -148,6 +149,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "encoder": "mpnet",
         "freeze_layers": 9,
     },
+    # round 15: round 12 set the config's encoder lr and epochs before any result;
+    # with the frozen bottom read from the disk cache a screen costs ~17 minutes
+    "mpnet_top3_lr1e-4": {**_MPNET_TOP3, "lr": 1e-4},
+    "mpnet_top3_lr2e-4": {**_MPNET_TOP3, "lr": 2e-4},
+    "mpnet_top3_ep6": {**_MPNET_TOP3, "epochs": 6},
 }
 # Rounds 1-11 (and the crossfit and TAPT experiments) fine-tuned MiniLM-L6 end to
 # end; every variant that names no encoder says so, so that it means the same
