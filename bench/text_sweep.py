@@ -268,19 +268,39 @@ def _run_all(
     pool_run(train_job, sorted(jobs, key=_cost, reverse=True), workers, done)
 
 
+# what names a run in a records file: a rerun of the same run replaces its record
+RECORD_KEY = ("kind", "variant", "task", "seed", "encoder_seed", "inputs")
+
+
 class Records:
     """Every run's record in one JSON file, rewritten (temp name, then rename) as
-    each run finishes."""
+    each run finishes. The records already in the file are kept, so an
+    interrupted sweep rerun, or a second sweep given the same file, adds to them;
+    a run recorded again replaces its earlier record."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.runs: list[dict[str, Any]] = []
+        if path.is_file():
+            try:
+                runs = json.loads(path.read_text())
+            except ValueError as exc:
+                raise ValueError(f"{path} is not a records file: {exc}") from exc
+            if not isinstance(runs, list):
+                raise ValueError(f"{path} is not a records file: not a list of records")
+            self.runs = runs
 
     def add(self, record: dict[str, Any]) -> None:
+        key = _record_key(record)
+        self.runs = [r for r in self.runs if _record_key(r) != key]
         self.runs.append(record)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.runs, indent=1, default=str))
         tmp.replace(self.path)
+
+
+def _record_key(record: Mapping[str, Any]) -> str:
+    return json.dumps([record.get(k) for k in RECORD_KEY], default=str)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -314,10 +334,17 @@ def run_line(r: Mapping[str, Any], test: bool) -> str:
     )
 
 
-def choose_on_dev(records: list[dict[str, Any]], finalists: list[str]) -> str:
+def choose_on_dev(
+    records: list[dict[str, Any]], finalists: list[str], variants: list[str] | None = None
+) -> str:
     """The emotion variant with the best dev weighted F1: of the first seed, or, given
-    finalists, their mean over every seed run."""
-    emotion = [r for r in records if r["task"] == "emotion"]
+    finalists, their mean over every seed run; among ``variants`` when given (a
+    records file may hold an earlier sweep's runs)."""
+    emotion = [
+        r
+        for r in records
+        if r["task"] == "emotion" and (variants is None or r["variant"] in variants)
+    ]
     if not finalists:
         first = [r for r in emotion if r["seed"] == SEEDS[0]]
         if not first:
@@ -362,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [_job(args, v, first, "emotion") for v in args.variants]
     jobs += [_job(args, v, s, "emotion") for v in finalists for s in SEEDS[1:]]
     _run_all(jobs, args.workers, done)
-    chosen = choose_on_dev(records.runs, finalists)
+    chosen = choose_on_dev(records.runs, finalists, args.variants)
     print(f"chosen on dev: {chosen}", flush=True)
     more = [_job(args, chosen, s, "emotion") for s in SEEDS[1:] if chosen not in finalists]
     more += [_job(args, chosen, s, "sentiment") for s in SEEDS]

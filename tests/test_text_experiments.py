@@ -78,6 +78,8 @@ def test_sweep_chooses_on_dev_by_first_seed_or_finalists_mean() -> None:
         _record("ctx2", first, 0.70, task="sentiment"),
     ]
     assert text_sweep.choose_on_dev(records, []) == "ctx3"
+    # an earlier sweep's run in the same records file is not this sweep's to choose
+    assert text_sweep.choose_on_dev(records, [], ["ctx0", "ctx2"]) == "ctx0"
     assert text_sweep.choose_on_dev(records, ["ctx3", "ctx0"]) == "ctx0"
     with pytest.raises(SystemExit):
         text_sweep.main(
@@ -129,6 +131,31 @@ def test_sweep_writes_every_record_as_it_finishes(tmp_path: Path) -> None:
         assert 0.0 <= r["dev"]["weighted_f1"] <= 1.0
     assert not records.with_suffix(".tmp").exists()
     assert not (tmp_path / "out" / "sweep.json").exists()
+
+
+def test_records_keep_what_the_file_holds_and_replace_a_rerun(tmp_path: Path) -> None:
+    from bench.text_sweep import Records
+
+    path = tmp_path / "records.json"
+    first = Records(path)
+    first.add(_record("ctx0", 13, 0.58))
+    first.add(_record("ctx0", 14, 0.57))
+    # another process (a rerun, the next round) writing to the same file
+    second = Records(path)
+    second.add(_record("ctx3", 13, 0.59))
+    second.add(_record("ctx0", 14, 0.575))  # the same run again: replaced
+    second.add(_record("ctx0", 14, 0.60, task="sentiment"))  # another task: kept beside it
+    written = json.loads(path.read_text())
+    assert [(r["variant"], r["seed"], r["task"], r["dev"]["weighted_f1"]) for r in written] == [
+        ("ctx0", 13, "emotion", 0.58),
+        ("ctx3", 13, "emotion", 0.59),
+        ("ctx0", 14, "emotion", 0.575),
+        ("ctx0", 14, "sentiment", 0.60),
+    ]
+    for foreign in ("{not json", '{"a": 1}'):
+        path.write_text(foreign)
+        with pytest.raises(ValueError, match="is not a records file"):
+            Records(path)
 
 
 @pytest.mark.parametrize("variant", sorted(__import__("bench.text_sweep").text_sweep.VARIANTS))
