@@ -152,7 +152,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # round 15: round 12 set the config's encoder lr and epochs before any result;
     # with the frozen bottom read from the disk cache a screen costs ~17 minutes
     "mpnet_top3_lr1e-4": {**_MPNET_TOP3, "lr": 1e-4},
-    "mpnet_top3_lr2e-4": {**_MPNET_TOP3, "lr": 2e-4},
+    "mpnet_top3_lr3e-5": {**_MPNET_TOP3, "lr": 3e-5},
     "mpnet_top3_ep6": {**_MPNET_TOP3, "epochs": 6},
 }
 # Rounds 1-11 (and the crossfit and TAPT experiments) fine-tuned MiniLM-L6 end to
