@@ -269,7 +269,7 @@ def _run_all(
 
 
 # what names a run in a records file: a rerun of the same run replaces its record
-RECORD_KEY = ("kind", "variant", "task", "seed", "encoder_seed", "inputs")
+RECORD_KEY = ("kind", "variant", "task", "seed", "encoder_seed", "fold", "inputs")
 
 
 class Records:
