@@ -209,10 +209,10 @@ def test_a_second_run_reads_the_frozen_bottom_from_disk(
         files = list(cache.glob("*.pt"))
         on_disk[epoch] = BottomCache().load(files[0]) if files else 0
 
-    def run(name: str) -> pl.DataFrame:
+    def run(name: str, **changes: int) -> pl.DataFrame:
         run_cfg = {"seed": 3, "device": "cpu", "frozen_cache": str(cache)}
         train_and_evaluate(
-            "text", "meld", cfg, run_cfg, inputs, tmp_path / name,
+            "text", "meld", {**cfg, **changes}, run_cfg, inputs, tmp_path / name,
             on_epoch_end=stored_rows, progress=False,
         )  # fmt: skip
         return pl.read_parquet(tmp_path / name / "predictions.parquet")
@@ -227,7 +227,7 @@ def test_a_second_run_reads_the_frozen_bottom_from_disk(
     # on disk from the first epoch's end: a job killed in its second keeps them
     assert on_disk == {1: written, 2: written}
     [stored] = cache.iterdir()  # one file, no temporary left beside it
-    assert stored.suffix == ".pt"
+    assert stored.suffix == ".pt" and stored.stem.endswith("-ctx0-fut0-spk1-len32")
     caplog.clear()
     second = run("second")
     # every row came from disk, so nothing was added or written back
@@ -236,6 +236,16 @@ def test_a_second_run_reads_the_frozen_bottom_from_disk(
     assert torch.allclose(
         first.select(probs).to_torch(), second.select(probs).to_torch(), atol=1e-5
     )
+    # another input form (a past turn) reads none of those rows: its own file,
+    # and the utterance-alone file is left as it was
+    caplog.clear()
+    before = stored.read_bytes()
+    run("context", context=1)
+    assert _rows_logged(caplog, "read") == [0]
+    assert sorted(p.name for p in cache.iterdir()) == sorted(
+        [stored.name, stored.name.replace("-ctx0-", "-ctx1-")]
+    )
+    assert stored.read_bytes() == before
 
 
 def test_the_disk_cache_is_named_by_the_frozen_weights_only() -> None:

@@ -145,6 +145,13 @@ class TextInputConfig(ModelConfig):
     # and cached while training (see crossemotion.models.frozen_layers); 0 = none
     freeze_layers: int = 0
 
+    @property
+    def input_form(self) -> str:
+        """The settings that decide the token ids of an item's input, as a
+        file-name part: a frozen-layer cache keeps each form's rows in its own
+        file, so a run never loads the rows of inputs it cannot read."""
+        return f"ctx{self.context}-fut{self.future}-spk{int(self.speakers)}-len{self.max_length}"
+
 
 @dataclass(frozen=True, kw_only=True)
 class FusionInputConfig(TextInputConfig):

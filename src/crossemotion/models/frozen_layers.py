@@ -25,9 +25,13 @@ MPNet-base's 574 s on MELD's text, 2-core CPU). One file per frozen bottom,
 named by a digest of the frozen weights themselves (names, dtypes, bytes),
 the layer count, the architecture and the device type (CUDA's kernels and
 autocast round differently), so a changed encoder or freeze count never reads
-another's states. Rows are keyed by token ids, so changed text simply misses.
-A row read from disk may have been computed in another batch composition
-than this run would have used: runs agree to float rounding, not bit for bit.
+another's states; and one file per input form (the dialogue window and token
+limit), because a form's rows never match another's and a run that loads a
+file loads all of it: an utterance-alone run would otherwise read the 4x
+longer rows of every context variant run before it. Rows are keyed by token
+ids, so changed text simply misses. A row read from disk may have been
+computed in another batch composition than this run would have used: runs
+agree to float rounding, not bit for bit.
 The file is a cache: unreadable or foreign content is logged and ignored,
 writes go to a temporary name and are renamed, and parallel runs writing the
 same file each leave a complete one.
@@ -228,17 +232,19 @@ def frozen_layer_cache(
     model: nn.Module,
     directory: str | Path | None = None,
     device: torch.device | str = "cpu",
+    form: str = "",
 ) -> Iterator[FrozenLayerCaches]:
     """Cache the frozen bottom of every text encoder in ``model`` that freezes
     layers, for the duration of the block (training and its evaluations);
     yields the caches (none: nothing to cache).
 
     With ``directory``, each cache starts from the rows stored there for the
-    same frozen bottom on ``device``'s type. What it adds is written by
-    ``flush()`` (the runner flushes after every epoch, so a job killed in its
-    second epoch, at a time limit, leaves the rows its first one computed) and
-    when the block ends, also when it ends with an error (the rows are correct
-    either way).
+    same frozen bottom on ``device``'s type and input ``form`` (the caller's
+    name for how items become token ids, e.g. ``TextInputConfig.input_form``).
+    What it adds is written by ``flush()`` (the runner flushes after every
+    epoch, so a job killed in its second epoch, at a time limit, leaves the rows
+    its first one computed) and when the block ends, also when it ends with an
+    error (the rows are correct either way).
     """
     encoders = [m for m in model.modules() if getattr(m, "freeze_layers", 0)]
     caches = [BottomCache() for _ in encoders]
@@ -247,7 +253,7 @@ def frozen_layer_cache(
     for i, (module, cache) in enumerate(zip(encoders, caches, strict=True)):
         if directory is not None:
             digest = bottom_digest(module.encoder, module.freeze_layers, device_type)
-            files[i] = Path(directory) / f"{digest}.pt"
+            files[i] = Path(directory) / (f"{digest}-{form}.pt" if form else f"{digest}.pt")
             loaded = cache.load(files[i], device)
             log.info("frozen-layer cache %s: %d rows read", files[i], loaded)
         module.bottom_cache = cache

@@ -42,7 +42,7 @@ from crossemotion.evaluation.metrics import classification_metrics, majority_bas
 from crossemotion.evaluation.scoring import Scorer, prediction_frame, write_run
 from crossemotion.evaluation.timing import measure_inference
 from crossemotion.labels import DEFAULT_TASK, task_classes
-from crossemotion.model_config import ModelConfig
+from crossemotion.model_config import ModelConfig, TextInputConfig
 from crossemotion.models.frozen_layers import frozen_layer_cache
 from crossemotion.models.registry import ModelSpec, ShardInputs, get_spec
 from crossemotion.training.loop import FitResult, TrainConfig, fit, predict_probs
@@ -139,7 +139,8 @@ def train_and_evaluate(
     )  # fmt: skip
     state_dir = out_dir / RESUME_DIR
     # only while fitting: the final scoring and the inference timing run every layer
-    with frozen_layer_cache(model, global_cfg.get("frozen_cache"), device) as caches:
+    form = cfg.input_form if isinstance(cfg, TextInputConfig) else ""
+    with frozen_layer_cache(model, global_cfg.get("frozen_cache"), device, form) as caches:
 
         def epoch_end(epoch: int, row: dict[str, Any]) -> None:
             # the first epoch computed every train and dev row: on disk now, a
