@@ -10,7 +10,15 @@ names one utterance per split, not one overall.
     python -m bench.text_average --runs RUN_DIR RUN_DIR [...] --out average.json
 
 Dev decides whether an average is worth adopting; its test scores are
-recorded beside, for after the choice.
+recorded beside, for after the choice. Over several seeds, give one
+``--runs`` per seed and, with ``--against``, each seed's baseline run (e.g.
+the config alone): the record then holds each seed's scores, the means over
+seeds, and a paired bootstrap CI of (mean average - mean baseline) that
+resamples the same utterances for every seed of both (``paired_bootstrap``,
+the benchmark table's CI):
+
+    python -m bench.text_average --runs A13 B13 --runs A14 B14 --runs A15 B15 \
+        --against A13 A14 A15 --out pair.json
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +34,7 @@ import numpy as np
 import polars as pl
 
 from bench.text_dialogue import weighted_f1
+from crossemotion.evaluation.bootstrap import paired_bootstrap
 
 SPLITS = ("dev", "test")
 
@@ -87,15 +97,66 @@ def score(runs: Sequence[Path]) -> dict[str, Any]:
     return record
 
 
+def compare(groups: Sequence[Sequence[Path]], against: Sequence[Path]) -> dict[str, Any]:
+    """One average per group (a seed's runs) against that seed's baseline run:
+    per seed, the means over seeds, and per split a paired bootstrap CI of the
+    difference between the mean weighted F1s."""
+    if len(against) != len(groups):
+        raise ValueError(f"{len(groups)} groups of runs but {len(against)} baselines")
+    paths = [*(p for group in groups for p in group), *against]
+    first, probs = aligned([pl.read_parquet(Path(p) / "predictions.parquet") for p in paths])
+    classes = prob_columns(first)
+    index = {c.removeprefix("p_"): i for i, c in enumerate(classes)}
+    starts = np.cumsum([0, *(len(g) for g in groups)])
+    record: dict[str, Any] = {"seeds": [score(group) for group in groups]}
+    record["against"] = [str(p) for p in against]
+    for split in SPLITS:
+        mask = (first["split"] == split).to_numpy()
+        names = first.filter(pl.Series(mask))["label"].to_list()
+        labels = np.array([index[x] for x in names])
+        averaged = [
+            np.mean([p[mask] for p in probs[lo:hi]], axis=0).argmax(1)
+            for lo, hi in pairwise(starts)
+        ]
+        base_probs = probs[starts[-1] :]
+        baseline = [p[mask].argmax(1) for p in base_probs]
+        seeds = record["seeds"]
+        record[split] = {
+            "average": float(np.mean([r[split]["average"] for r in seeds])),
+            "baseline": float(np.mean([probs_f1(names, p[mask], classes) for p in base_probs])),
+            "ci": paired_bootstrap(labels, averaged, baseline).as_dict(),
+        }
+    return record
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=Path, nargs="+", required=True, help="finished run dirs")
+    parser.add_argument(
+        "--runs", type=Path, nargs="+", action="append", required=True,
+        help="finished run dirs to average; once per seed with --against",
+    )  # fmt: skip
+    parser.add_argument(
+        "--against", type=Path, nargs="+", help="each --runs group's baseline run, in order"
+    )
     parser.add_argument("--out", type=Path, help="write the record here as JSON")
     args = parser.parse_args(argv)
-    record = score(args.runs)
-    for split in SPLITS:
-        alone = ", ".join(f"{v:.4f}" for v in record[split]["runs"])
-        print(f"{split}: average {record[split]['average']:.4f} (alone: {alone})")
+    if args.against is None and len(args.runs) > 1:
+        parser.error("several --runs groups (seeds) are compared --against their baselines")
+    if args.against is None:
+        record = score(args.runs[0])
+        for split in SPLITS:
+            alone = ", ".join(f"{v:.4f}" for v in record[split]["runs"])
+            print(f"{split}: average {record[split]['average']:.4f} (alone: {alone})")
+    else:
+        record = compare(args.runs, args.against)
+        for split in SPLITS:
+            ci = record[split]["ci"]
+            print(
+                f"{split}: average {record[split]['average']:.4f}, baseline "
+                f"{record[split]['baseline']:.4f} (means over {len(args.runs)} seeds); "
+                f"difference {ci['difference']:+.4f}, 95% CI [{ci['low']:+.4f}, "
+                f"{ci['high']:+.4f}]{' significant' if ci['significant'] else ''}"
+            )
     if args.out:
         args.out.write_text(json.dumps(record, indent=1) + "\n")
     return 0

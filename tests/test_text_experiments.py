@@ -445,3 +445,49 @@ def test_the_average_refuses_runs_over_other_items(tmp_path: Path) -> None:
         text_average.score([a, relabelled])
     with pytest.raises(ValueError, match="two runs or more"):
         text_average.score([a])
+
+
+def test_averages_over_seeds_against_their_baselines_with_a_paired_ci(tmp_path: Path) -> None:
+    from bench import text_average
+
+    rng = np.random.default_rng(5)
+    classes = ["anger", "joy", "neutral"]
+    truth = {(s, f"dia{i}_utt0"): classes[int(rng.integers(3))] for s in ("dev", "test")
+             for i in range(40)}  # fmt: skip
+
+    def run(name: str) -> Path:
+        rows = [(s, k, y, list(rng.dirichlet([1, 1, 1]))) for (s, k), y in truth.items()]
+        return _predictions(tmp_path / name, rows)
+
+    seeds = [(run(f"a{s}"), run(f"b{s}")) for s in (13, 14)]
+    out = tmp_path / "pair.json"
+    argv = [a for a_b in seeds for a in ("--runs", *map(str, a_b))]
+    assert (
+        text_average.main([*argv, "--against", *(str(a) for a, _ in seeds), "--out", str(out)]) == 0
+    )
+    record = json.loads(out.read_text())
+
+    def wf1(paths: tuple[Path, ...], split: str) -> float:
+        frames = [pl.read_parquet(p / "predictions.parquet").filter(pl.col("split") == split)
+                  for p in paths]  # fmt: skip
+        keyed = [f.sort("key") for f in frames]
+        probs = np.mean([f.select(f"p_{c}" for c in classes).to_numpy() for f in keyed], axis=0)
+        pred = np.array(classes)[probs.argmax(1)]
+        return f1_score(keyed[0]["label"].to_list(), pred, average="weighted", zero_division=0)
+
+    for split in ("dev", "test"):
+        average = np.mean([wf1(pair, split) for pair in seeds])
+        baseline = np.mean([wf1((a,), split) for a, _ in seeds])
+        assert record[split]["average"] == pytest.approx(average)
+        assert record[split]["baseline"] == pytest.approx(baseline)
+        ci = record[split]["ci"]
+        assert ci["difference"] == pytest.approx(average - baseline)
+        assert ci["low"] <= ci["difference"] <= ci["high"] and ci["n"] == 40
+        assert ci["rounds"] >= 1000
+    assert [r["dev"]["average"] for r in record["seeds"]] == pytest.approx(
+        [wf1(pair, "dev") for pair in seeds]
+    )
+    with pytest.raises(ValueError, match="2 groups of runs but 1 baselines"):
+        text_average.compare(seeds, [seeds[0][0]])
+    with pytest.raises(SystemExit):
+        text_average.main(argv)  # several seeds need their baselines
