@@ -80,8 +80,18 @@ def probs_f1(labels: Sequence[str], probs: np.ndarray, classes: Sequence[str]) -
 
 def score(runs: Sequence[Path]) -> dict[str, Any]:
     """Per split: each run's weighted F1 and that of the mean of their probabilities."""
-    frames = [pl.read_parquet(Path(run) / "predictions.parquet") for run in runs]
-    first, probs = aligned(frames)
+    first, probs = aligned([read_run(run) for run in runs])
+    return scores(runs, first, probs)
+
+
+def read_run(run: Path) -> pl.DataFrame:
+    return pl.read_parquet(Path(run) / "predictions.parquet")
+
+
+def scores(
+    runs: Sequence[Path], first: pl.DataFrame, probs: Sequence[np.ndarray]
+) -> dict[str, Any]:
+    """``score`` of runs already aligned (``first``'s rows, ``probs`` per run)."""
     classes = prob_columns(first)
     record: dict[str, Any] = {"runs": [str(r) for r in runs]}
     for split in SPLITS:
@@ -104,11 +114,16 @@ def compare(groups: Sequence[Sequence[Path]], against: Sequence[Path]) -> dict[s
     if len(against) != len(groups):
         raise ValueError(f"{len(groups)} groups of runs but {len(against)} baselines")
     paths = [*(p for group in groups for p in group), *against]
-    first, probs = aligned([pl.read_parquet(Path(p) / "predictions.parquet") for p in paths])
+    first, probs = aligned([read_run(p) for p in paths])
     classes = prob_columns(first)
     index = {c.removeprefix("p_"): i for i, c in enumerate(classes)}
     starts = np.cumsum([0, *(len(g) for g in groups)])
-    record: dict[str, Any] = {"seeds": [score(group) for group in groups]}
+    record: dict[str, Any] = {
+        "seeds": [
+            scores(group, first, probs[lo:hi])
+            for group, (lo, hi) in zip(groups, pairwise(starts), strict=True)
+        ]
+    }
     record["against"] = [str(p) for p in against]
     for split in SPLITS:
         mask = (first["split"] == split).to_numpy()
