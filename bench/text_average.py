@@ -35,41 +35,9 @@ import polars as pl
 
 from bench.text_dialogue import weighted_f1
 from crossemotion.evaluation.bootstrap import paired_bootstrap
+from crossemotion.evaluation.ensemble import aligned, frame_prob_columns
 
 SPLITS = ("dev", "test")
-
-
-def prob_columns(frame: pl.DataFrame) -> list[str]:
-    return [c for c in frame.columns if c.startswith("p_")]
-
-
-def aligned(frames: Sequence[pl.DataFrame]) -> tuple[pl.DataFrame, list[np.ndarray]]:
-    """The first frame's rows and every frame's probabilities in that row order.
-
-    Refuses runs over other utterances, other labels or other classes: an
-    average is only meaningful over the same items scored against the same truth.
-    """
-    if len(frames) < 2:
-        raise ValueError(f"averaging needs two runs or more, got {len(frames)}")
-    first = frames[0]
-    classes = prob_columns(first)
-    if not classes:
-        raise ValueError("predictions have no p_* probability columns")
-    base = first.select("split", "key", "label").with_row_index("_row")
-    probs = []
-    for i, frame in enumerate(frames):
-        if prob_columns(frame) != classes:
-            raise ValueError(f"run {i} has classes {prob_columns(frame)}, run 0 {classes}")
-        if frame.height != first.height:
-            raise ValueError(f"run {i} has {frame.height} predictions, run 0 {first.height}")
-        other = frame.select("split", "key", pl.col("label").alias("_label"), *classes)
-        joined = base.join(other, on=["split", "key"], how="left").sort("_row")
-        if joined["_label"].null_count() or joined.height != first.height:
-            raise ValueError(f"run {i} scores other utterances than run 0")
-        if (joined["_label"] != joined["label"]).any():
-            raise ValueError(f"run {i} has other labels than run 0 for the same utterances")
-        probs.append(joined.select(classes).to_numpy())
-    return first, probs
 
 
 def probs_f1(labels: Sequence[str], probs: np.ndarray, classes: Sequence[str]) -> float:
@@ -92,7 +60,7 @@ def scores(
     runs: Sequence[Path], first: pl.DataFrame, probs: Sequence[np.ndarray]
 ) -> dict[str, Any]:
     """``score`` of runs already aligned (``first``'s rows, ``probs`` per run)."""
-    classes = prob_columns(first)
+    classes = frame_prob_columns(first)
     record: dict[str, Any] = {"runs": [str(r) for r in runs]}
     for split in SPLITS:
         mask = (first["split"] == split).to_numpy()
@@ -115,7 +83,7 @@ def compare(groups: Sequence[Sequence[Path]], against: Sequence[Path]) -> dict[s
         raise ValueError(f"{len(groups)} groups of runs but {len(against)} baselines")
     paths = [*(p for group in groups for p in group), *against]
     first, probs = aligned([read_run(p) for p in paths])
-    classes = prob_columns(first)
+    classes = frame_prob_columns(first)
     index = {c.removeprefix("p_"): i for i, c in enumerate(classes)}
     starts = np.cumsum([0, *(len(g) for g in groups)])
     record: dict[str, Any] = {

@@ -1,8 +1,9 @@
 """A small version of the real MELD text benchmark, run the way users run it.
 
 The full benchmark (`snakemake --cores 2 --configfile config/meld_text.yaml`,
-all 13,708 utterances, about 70 min on 2 cores) is recorded in README; here the same
-config runs on the first dialogues of each real csv, one epoch, short inputs.
+all 13,708 utterances, its two members about 80 min per seed on 2 cores) is
+recorded in README; here the same config runs on the first dialogues of each
+real csv, one epoch, short inputs (the dialogue member keeps its own window).
 """
 
 from __future__ import annotations
@@ -79,11 +80,28 @@ def test_meld_text_config_default_target_on_real_annotations(workdir: Path, meld
     for page in ("results/report.html", "results/tables/benchmark.md"):
         assert "DEMO DATA" not in (workdir / page).read_text(), page
     assert not (workdir / "resources").exists()
-    # the config's frozen-layer cache: one file for the encoder's frozen bottom,
-    # written by the seed that ran first, read by the other
-    [cache] = (workdir / "results/cache/frozen_layers").iterdir()
-    assert cache.suffix == ".pt"
-    logs = [(workdir / "logs/models/text" / f"{d}meld.log").read_text() for d in ("", "seed14/")]
-    reads = sorted(int(m) for log in logs for m in re.findall(r"cache .*: (\d+) rows read", log))
-    assert len(reads) == 2 and reads[0] == 0 and reads[1] > 0
-    assert sum("rows written" in log for log in logs) == 1
+    # the config's two members, each its own job, and the run their mean
+    for run in ("results/models/text/meld", "results/models/text/meld/seed14"):
+        metrics = json.loads((workdir / run / "metrics.json").read_text())
+        members = [m["config"] for m in metrics["ensemble"]["members"]]
+        assert [(m["context"], m.get("future", 0), m["max_length"]) for m in members] == [
+            (1, 0, 32),
+            (2, 1, 224),
+        ]
+    # the config's frozen-layer cache: one file per member's input form, each
+    # written by the seed that ran first and read by the other
+    caches = sorted(p.name for p in (workdir / "results/cache/frozen_layers").iterdir())
+    assert [name.split("-", 1)[1] for name in caches] == [
+        "ctx1-fut0-spk0-len32.pt",
+        "ctx2-fut1-spk1-len224.pt",
+    ]
+    for member in (0, 1):
+        logs = [
+            (workdir / "logs/models/text" / f"{d}meld_member{member}.log").read_text()
+            for d in ("", "seed14/")
+        ]
+        reads = sorted(
+            int(m) for log in logs for m in re.findall(r"cache .*: (\d+) rows read", log)
+        )
+        assert len(reads) == 2 and reads[0] == 0 and reads[1] > 0
+        assert sum("rows written" in log for log in logs) == 1

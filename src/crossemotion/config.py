@@ -73,6 +73,51 @@ def validate_config(config: Mapping[str, Any]) -> None:
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
 
 
+# keys that apply to a whole model and so to every member of its ensemble
+WHOLE_MODEL_KEYS = ("enabled", "datasets", "threads", "gpus", "ensemble")
+
+
+def ensemble_members(
+    model: str, section: Mapping[str, Any], validate: bool = True
+) -> list[dict[str, Any]]:
+    """The sections of the members of ``models.{model}.ensemble``: the section itself
+    (without ``ensemble``) first, then the section with each entry's keys replaced;
+    ``[]`` when the section has no ensemble.
+
+    With ``validate`` each member is checked against the schema of
+    ``models.{model}``, so a bad key stops the workflow while its DAG is built,
+    not an hour into the first member's training (the library's typed configs
+    take keys the schema does not offer, and check them themselves).
+    """
+    import jsonschema
+
+    overrides = list(section.get("ensemble") or [])
+    if not overrides:
+        return []
+    base = {k: v for k, v in section.items() if k != "ensemble"}
+    members = [base]
+    schema = _schema()
+    node = schema["properties"]["models"]["properties"][model]
+    validator = jsonschema.validators.validator_for(schema)(schema).evolve(schema=node)
+    for i, override in enumerate(overrides, start=1):
+        where = f"models.{model}.ensemble[{i - 1}]"
+        shared = sorted(set(override) & set(WHOLE_MODEL_KEYS))
+        if shared:
+            raise ConfigError(
+                f"config key {where}: {', '.join(shared)} apply to the whole model, "
+                f"not to one member; set them on models.{model}"
+            )
+        member = {**base, **override}
+        errors = [e.message for e in validator.iter_errors(member)] if validate else []
+        if errors:
+            raise ConfigError(f"config key {where}: " + "; ".join(errors))
+        # a member equal to another averages a model with itself (seed aside)
+        if member in members:
+            raise ConfigError(f"config key {where}: this member is member {members.index(member)}")
+        members.append(member)
+    return members
+
+
 def config_hash(config: Mapping[str, Any]) -> str:
     """Stable short hash of a config (or a part of it) for provenance."""
     blob = json.dumps(config, sort_keys=True, default=str).encode()

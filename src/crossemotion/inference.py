@@ -10,6 +10,8 @@ what the model's unit is: an image (path, JPEG bytes, RGB array) for
 str for ``text`` (or a dialogue window ``{"text", "speaker", "context": [{"speaker",
 "text"}...], "future": [...]}``, see crossemotion.datasets.text.window_of),
 ``{"text": str, "images": [JPEG bytes, ...]}`` (plus the window's keys) for ``fusion``.
+An ensemble's checkpoint (``models.{m}.ensemble``) loads its members and gives
+the mean of their probabilities.
 Preprocessing is the model spec's ``preprocess`` hook with the checkpoint's own
 config, i.e. the sizes the model was trained with.
 """
@@ -27,6 +29,7 @@ from torch import nn
 
 from crossemotion import checkpoint
 from crossemotion.device import autocast, resolve_device, to_device
+from crossemotion.evaluation.ensemble import ENSEMBLE_KIND, file_digest
 from crossemotion.labels import EMOTIONS, task_of_classes
 from crossemotion.layout import CHECKPOINT
 from crossemotion.model_config import ModelConfig
@@ -34,8 +37,27 @@ from crossemotion.models.encoders import architecture_only
 from crossemotion.models.registry import ModelSpec, get_spec
 
 
+class Labelled:
+    """``predict_labels`` over a ``predict`` that gives probabilities in ``labels`` order."""
+
+    labels: tuple[str, ...]
+
+    def predict(self, units: Sequence[Any]) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict_labels(self, units: Sequence[Any]) -> list[dict[str, Any]]:
+        probs = self.predict(units)
+        return [
+            {
+                "label": self.labels[int(p.argmax())],
+                "probabilities": dict(zip(self.labels, map(float, p), strict=True)),
+            }
+            for p in probs
+        ]
+
+
 @dataclass
-class Predictor:
+class Predictor(Labelled):
     model: str  # config name, e.g. "resnet50"
     dataset: str
     cfg: ModelConfig  # the typed config the checkpoint was trained with
@@ -68,15 +90,41 @@ class Predictor:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         return torch.cat(out).numpy()
 
-    def predict_labels(self, units: Sequence[Any]) -> list[dict[str, Any]]:
-        probs = self.predict(units)
-        return [
-            {
-                "label": self.labels[int(p.argmax())],
-                "probabilities": dict(zip(self.labels, map(float, p), strict=True)),
-            }
-            for p in probs
-        ]
+
+@dataclass
+class EnsemblePredictor(Labelled):
+    """The members of an ensemble checkpoint (crossemotion.evaluation.ensemble): each
+    formats a unit with its own config (a dialogue window is read by a member with
+    context and reduced to its utterance by one without), and the probabilities
+    are the members' mean, as in the ensemble's predictions.parquet."""
+
+    model: str
+    dataset: str
+    members: list[Predictor]
+    labels: tuple[str, ...] = EMOTIONS
+
+    @property
+    def name(self) -> str:
+        return self.model
+
+    @property
+    def unit(self) -> str:
+        return self.members[0].unit
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.members[0].spec
+
+    @property
+    def cfg(self) -> ModelConfig:
+        return self.members[0].cfg
+
+    @property
+    def batch_size(self) -> int:
+        return self.members[0].batch_size
+
+    def predict(self, units: Sequence[Any]) -> np.ndarray:
+        return np.mean([m.predict(units) for m in self.members], axis=0)
 
 
 def checkpoint_path(path: str | Path) -> Path:
@@ -88,13 +136,16 @@ def checkpoint_path(path: str | Path) -> Path:
     return path
 
 
-def load_predictor(path: str | Path, device: str = "auto") -> Predictor:
-    ckpt = checkpoint.load(checkpoint_path(path))
+def load_predictor(path: str | Path, device: str = "auto") -> Predictor | EnsemblePredictor:
+    path = checkpoint_path(path)
+    ckpt = checkpoint.load(path)
     labels = tuple(ckpt["labels"])
     try:
         task_of_classes(labels)
     except ValueError:
         raise ValueError(f"checkpoint labels {list(labels)} are no task's class list") from None
+    if ckpt.get("kind") == ENSEMBLE_KIND:
+        return load_ensemble(path, ckpt, labels, device)
     spec = get_spec(ckpt["model"])
     # the checkpoint holds the trained weights: never fetch pretrained ones again
     cfg = spec.configure(ckpt["config"], weights=None)
@@ -113,3 +164,26 @@ def load_predictor(path: str | Path, device: str = "auto") -> Predictor:
         batch_size=cfg.batch_size,
         labels=labels,
     )
+
+
+def load_ensemble(
+    path: Path, ckpt: dict[str, Any], labels: tuple[str, ...], device: str
+) -> EnsemblePredictor:
+    """The members an ensemble checkpoint names, checked against the size and SHA-256
+    recorded when the ensemble was made: a member retrained since then would serve
+    a mix the ensemble's metrics never scored."""
+    members = []
+    for i, ref in enumerate(ckpt["members"]):
+        member_path = path.parent / ref["checkpoint"]
+        if not member_path.is_file():
+            raise FileNotFoundError(f"{path}: member {i}'s checkpoint {member_path} is missing")
+        if member_path.stat().st_size != ref["bytes"] or file_digest(member_path) != ref["sha256"]:
+            raise ValueError(
+                f"{path}: member {i}'s checkpoint {member_path} changed after the ensemble "
+                "was made; rerun the ensemble's rule (ensemble_{model})"
+            )
+        member = load_predictor(member_path, device)
+        if not isinstance(member, Predictor) or member.labels != labels:
+            raise ValueError(f"{path}: member {i} ({member_path}) is no model over {labels}")
+        members.append(member)
+    return EnsemblePredictor(ckpt["model"], ckpt["dataset"], members, labels)

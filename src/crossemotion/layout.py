@@ -38,6 +38,14 @@ TRAIN_LOG = "train_log.csv"
 # what a training job writes into its run directory; metrics.json marks it complete
 TRAIN_FILES = (CHECKPOINT, METRICS, PREDICTIONS, TRAIN_LOG)
 TRANSFER_FILES = (METRICS, PREDICTIONS, TRAIN_LOG)
+# an ensemble's members (``models.{m}.ensemble``) are runs inside its run
+# directory, member0 being the section itself: results/models/{m}/{d}/[seed{S}/]members/member{k}/
+MEMBERS_DIR = "members"
+
+
+def member_subdir(index: int) -> str:
+    """The folder of an ensemble's member ``index``, relative to the ensemble's run."""
+    return f"{MEMBERS_DIR}/member{int(index)}"
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import re
 import sys
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from snakemake.utils import min_version, validate
 
@@ -19,7 +20,7 @@ if SRC not in sys.path:
     sys.path.insert(0, SRC)
 
 from crossemotion import layout
-from crossemotion.config import schema_path
+from crossemotion.config import ConfigError, ensemble_members, schema_path
 from crossemotion.layout import (
     IFEED_SPLITS,
     MELD_SPLITS,
@@ -52,6 +53,19 @@ def model_setting(model, key):
     """A model key as its job reads it: the config's value, else the typed config's default."""
     value = model_cfg(model).get(key)
     return model_default(key) if value is None else value
+
+
+def _ensembles():
+    try:
+        return {
+            name: ensemble_members(name, model_cfg(name)) for name in config["models"]
+        }
+    except ConfigError as err:
+        raise WorkflowError(str(err)) from None
+
+
+# model -> the sections of its ensemble's members ([] for a single model)
+ENSEMBLES = _ensembles()
 
 
 if task() != "emotion":
@@ -361,16 +375,68 @@ def train_inputs(model):
     return inputs
 
 
-def train_outputs(model):
+def run_outputs(model):
     """Named run files; {seeddir} is empty for the first seed (the contract paths)."""
     folder = f"{model_dir(model, '{dataset}')}/{{seeddir}}"
     return {Path(name).stem: f"{folder}{name}" for name in TRAIN_FILES}
 
 
+def member_folder(member="{member}"):
+    return f"{layout.MEMBERS_DIR}/member{member}/"
+
+
+def train_outputs(model):
+    """The run files a training job writes: its run's, or for an ensemble its
+    member's, inside the run (crossemotion.layout.member_subdir)."""
+    outputs = run_outputs(model)
+    if not ENSEMBLES[model]:
+        return outputs
+    return {
+        key: path.replace("{seeddir}", f"{{seeddir}}{member_folder()}")
+        for key, path in outputs.items()
+    }
+
+
+def train_log(model, kind):
+    """log or benchmark file of a training job; an ensemble's member has its own."""
+    member = "_member{member}" if ENSEMBLES[model] else ""
+    if kind == "benchmark":
+        return f"logs/benchmarks/{{seeddir}}train_{model}_{{dataset}}{member}.tsv"
+    return f"logs/models/{model}/{{seeddir}}{{dataset}}{member}.log"
+
+
+def member_cfg(model):
+    """A training job's model section: the model's, or its ensemble member's."""
+    if not ENSEMBLES[model]:
+        return model_cfg(model)
+    return lambda wildcards: ENSEMBLES[model][int(wildcards.member)]
+
+
+def ensemble_inputs(model):
+    """The run files of every member of the ensemble's seed and dataset."""
+
+    def inputs(wildcards):
+        run = f"{model_dir(model, wildcards.dataset)}/{wildcards.seeddir}"
+        folders = [
+            f"{run}{member_folder(i)}" for i in range(len(ENSEMBLES[model]))
+        ]
+        return {
+            "metrics": [f"{f}{layout.METRICS}" for f in folders],
+            "files": [
+                f"{f}{name}"
+                for f in folders
+                for name in TRAIN_FILES
+                if name != layout.METRICS
+            ],
+        }
+
+    return inputs
+
+
 def train_params(model):
     return {
         "model": model,
-        "model_cfg": model_cfg(model),
+        "model_cfg": member_cfg(model),
         "seed": job_seed,
         # only when not the default: emotion runs keep their params (no rerun)
         **({"task": task()} if task() != "emotion" else {}),
@@ -393,12 +459,20 @@ def model_gpus(model):
 
 
 def train_resources(model):
-    cfg = model_cfg(model)
-    return {
-        "mem_mb": int(cfg.get("mem_mb", MODELS[model].mem_mb)),
-        "runtime": int(cfg.get("runtime", MODELS[model].runtime)),
-        "gpu": model_gpus(model),
-    }
+    """Memory and time of a training job: an ensemble's member may set its own
+    (a member reading whole dialogues needs more than the utterance alone)."""
+    defaults = {"mem_mb": MODELS[model].mem_mb, "runtime": MODELS[model].runtime}
+    if ENSEMBLES[model]:
+        members = ENSEMBLES[model]
+        sized = {
+            key: lambda wildcards, key=key, default=default: int(
+                members[int(wildcards.member)].get(key, default)
+            )
+            for key, default in defaults.items()
+        }
+    else:
+        sized = {key: int(model_cfg(model).get(key, d)) for key, d in defaults.items()}
+    return {**sized, "gpu": model_gpus(model)}
 
 
 # --------------------------------------------------------- transfer.smk

@@ -3,6 +3,11 @@
 # and writes results/models/{model}/{dataset}/ (checkpoint, metrics,
 # predictions, per-epoch log); an interrupted job resumes from the state in
 # results/models/{model}/{dataset}/.resume/ when it is rerun.
+#
+# A model with an ensemble (models.{model}.ensemble) trains each member as its
+# own job of train_{model}, into members/member{k}/ of its run, and
+# ensemble_{model} writes the run from them: members resume, rerun and go to a
+# cluster one by one, and changing one member retrains only that one.
 
 for model in MODELS:
 
@@ -14,12 +19,13 @@ for model in MODELS:
         output:
             **train_outputs(model),
         log:
-            f"logs/models/{model}/{{seeddir}}{{dataset}}.log",
+            train_log(model, "log"),
         benchmark:
-            f"logs/benchmarks/{{seeddir}}train_{model}_{{dataset}}.tsv"
+            train_log(model, "benchmark")
         wildcard_constraints:
             dataset=model_datasets(model),
             seeddir=SEED_DIR_PATTERN,
+            member=r"\d+",
         # the longest jobs start first, so the short ones fill the other cores
         priority: MODELS[model].priority
         conda:
@@ -31,3 +37,29 @@ for model in MODELS:
             **train_params(model),
         script:
             "../scripts/train_model.py"
+
+
+for model in [m for m in MODELS if ENSEMBLES.get(m)]:
+
+    rule:
+        name:
+            f"ensemble_{model}"
+        input:
+            unpack(ensemble_inputs(model)),
+        output:
+            **run_outputs(model),
+        log:
+            f"logs/models/{model}/{{seeddir}}{{dataset}}.log",
+        wildcard_constraints:
+            dataset=model_datasets(model),
+            seeddir=SEED_DIR_PATTERN,
+        conda:
+            "../../envs/crossemotion.yaml"
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=30,
+        params:
+            section=model_cfg(model),
+        script:
+            "../scripts/combine_ensemble.py"

@@ -144,16 +144,22 @@ def character_bars(characters: pd.DataFrame, target: str | Path, demo: bool = Fa
 
 
 def training_curves(log: pd.DataFrame, target: str | Path, title: str, demo: bool = False) -> None:
-    """Training loss and dev scores per epoch from a train_log.csv."""
+    """Training loss and dev scores per epoch from a train_log.csv; an ensemble's log
+    (a ``member`` column) gets one set of lines per member."""
     fig, loss_ax = plt.subplots(figsize=(6.0, 3.6))
-    if "epoch" in log.columns and "train_loss" in log.columns:
-        loss_ax.plot(log["epoch"], log["train_loss"], "o-", color="tab:red", label="train loss")
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("train loss", color="tab:red")
     score_ax = loss_ax.twinx()
-    for column, style in (("dev_accuracy", "s--"), ("dev_weighted_f1", "^-")):
-        if column in log.columns:
-            score_ax.plot(log["epoch"], log[column], style, label=column.replace("_", " "))
+    members = log.groupby("member", sort=True) if "member" in log.columns else [(None, log)]
+    for member, rows in members:
+        suffix = "" if member is None else f" (member {member})"
+        if "epoch" in rows.columns and "train_loss" in rows.columns:
+            loss_ax.plot(rows["epoch"], rows["train_loss"], "o-", color="tab:red",
+                         alpha=1.0 if not member else 0.5, label=f"train loss{suffix}")  # fmt: skip
+        for column, style in (("dev_accuracy", "s--"), ("dev_weighted_f1", "^-")):
+            if column in rows.columns:
+                score_ax.plot(rows["epoch"], rows[column], style,
+                              label=column.replace("_", " ") + suffix)  # fmt: skip
     score_ax.set_ylim(0, 1)
     score_ax.set_ylabel("dev score")
     handles = loss_ax.get_legend_handles_labels()[0] + score_ax.get_legend_handles_labels()[0]

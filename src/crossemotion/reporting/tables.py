@@ -235,8 +235,13 @@ def benchmark_row(run: Run, demo: bool) -> dict[str, Any]:
         "train_seconds": _get(metrics, "train", "seconds"),
         "epochs_run": _get(metrics, "train", "epochs_run"),
         "data": "demo (generated)" if demo else "real",
-        "note": f"test split, {level} level",
+        "note": f"test split, {level} level" + _ensemble_note(metrics),
     }
+
+
+def _ensemble_note(metrics: Mapping[str, Any]) -> str:
+    members = _get(metrics, "ensemble", "members")
+    return f", mean of {len(members)} members' probabilities" if members else ""
 
 
 def _group_by_model(runs: Iterable[Run]) -> dict[tuple[str, str], list[Run]]:

@@ -36,12 +36,14 @@ from torch import nn
 
 from crossemotion import checkpoint
 from crossemotion.codec import IMAGENET_MEAN, IMAGENET_STD
-from crossemotion.config import config_hash
+from crossemotion.config import config_hash, ensemble_members
 from crossemotion.device import resolve_device, seed_everything
+from crossemotion.evaluation.ensemble import combine_runs
 from crossemotion.evaluation.metrics import classification_metrics, majority_baseline
 from crossemotion.evaluation.scoring import Scorer, prediction_frame, write_run
 from crossemotion.evaluation.timing import measure_inference
 from crossemotion.labels import DEFAULT_TASK, task_classes
+from crossemotion.layout import member_subdir
 from crossemotion.model_config import ModelConfig, TextInputConfig
 from crossemotion.models.frozen_layers import frozen_layer_cache
 from crossemotion.models.registry import ModelSpec, ShardInputs, get_spec
@@ -100,6 +102,10 @@ def train_and_evaluate(
 ) -> dict[str, Any]:
     """Train ``model_name`` on ``dataset``; write the four outputs; return metrics.
 
+    A section with an ``ensemble`` trains each member into
+    ``{out_dir}/members/member{k}/`` and writes the mean of their probabilities
+    as the run (crossemotion.evaluation.ensemble).
+
     ``global_cfg`` holds ``seed``, ``task``, ``device``, ``demo`` and
     ``frozen_cache`` (a directory that keeps frozen encoder layers' output
     between runs; see crossemotion.models.frozen_layers). ``threads`` (default:
@@ -107,6 +113,16 @@ def train_and_evaluate(
     scaled-down ``threads``.
     """
     out_dir = Path(out_dir)
+    members = ensemble_members(model_name, model_cfg, validate=False)
+    if members:
+        # the workflow trains each member as its own job; a library caller gets them in a row
+        dirs = [out_dir / member_subdir(i) for i in range(len(members))]
+        for member, member_dir in zip(members, dirs, strict=True):
+            train_and_evaluate(
+                model_name, dataset, member, global_cfg, inputs, member_dir,
+                on_epoch_end=on_epoch_end, progress=progress, threads=threads,
+            )  # fmt: skip
+        return combine_runs(out_dir, dirs, model_cfg)
     t_start = time.perf_counter()
     model_cfg = dict(model_cfg)
     seed = int(global_cfg.get("seed", 13))
