@@ -163,8 +163,10 @@ VARIANTS = {name: {**MINILM, **keys} for name, keys in VARIANTS.items()}
 
 
 def base_text_config() -> dict[str, Any]:
+    """The config's text section without its ensemble: a variant is one run (its
+    member 0 changed); averaging runs is bench.text_average's."""
     cfg = yaml.safe_load((ROOT / "config" / "meld_text.yaml").read_text())
-    return dict(cfg["models"]["text"])
+    return {k: v for k, v in cfg["models"]["text"].items() if k != "ensemble"}
 
 
 def train_job(job: Mapping[str, Any]) -> dict[str, Any]:
