@@ -99,6 +99,7 @@ def ensemble_members(
     schema = _schema()
     node = schema["properties"]["models"]["properties"][model]
     validator = jsonschema.validators.validator_for(schema)(schema).evolve(schema=node)
+    check = validator.iter_errors if validate else lambda member: ()
     for i, override in enumerate(overrides, start=1):
         where = f"models.{model}.ensemble[{i - 1}]"
         shared = sorted(set(override) & set(WHOLE_MODEL_KEYS))
@@ -108,7 +109,7 @@ def ensemble_members(
                 f"not to one member; set them on models.{model}"
             )
         member = {**base, **override}
-        errors = [e.message for e in validator.iter_errors(member)] if validate else []
+        errors = [e.message for e in check(member)]
         if errors:
             raise ConfigError(f"config key {where}: " + "; ".join(errors))
         # a member equal to another averages a model with itself (seed aside)
