@@ -245,3 +245,34 @@ def test_report_reads_the_ensemble_as_one_model(
     # one loss line and two dev-score lines per member, each member's epochs 1..2
     assert len(loss_ax.lines) == 2 and len(score_ax.lines) == 4
     assert all(list(line.get_xdata()) == [1, 2] for line in loss_ax.lines + score_ax.lines)
+
+
+@pytest.mark.slow
+def test_the_api_serves_the_ensemble(ensemble_run: Path, tmp_path: Path) -> None:
+    """`crossemotion serve` over a models folder holding an ensemble's run: a text
+    request with turns gets the mean of the members, as the library computes it."""
+    from tests.test_serving import start_server
+
+    models = tmp_path / "models"
+    shutil.copytree(ensemble_run, models / "text" / "meld")
+    predictor = load_predictor(models / "text" / "meld", device="cpu")
+    body = {
+        "text": "We were on a break!",
+        "speaker": "Ross",
+        "context": [{"speaker": "Rachel", "text": "You slept with her."}],
+        "future": [{"speaker": "Rachel", "text": "I cannot believe this."}],
+    }
+    expected = predictor.predict([body])[0]
+    (tmp_path / "server").mkdir()
+    server_gen = start_server(models, tmp_path / "server")
+    server = next(server_gen)
+    try:
+        with server.client() as c:
+            got = c.post("/v1/predict/text", json=body)
+            listed = c.get("/v1/models").json()["models"]
+    finally:
+        server_gen.close()
+    assert got.status_code == 200, got.text
+    probs = got.json()["predictions"][0]["probabilities"]
+    np.testing.assert_allclose([probs[e] for e in EMOTIONS], expected, atol=1e-4)
+    assert [m["name"] for m in listed] == ["text/meld"] and listed[0]["kind"] == "text"
