@@ -82,7 +82,8 @@ def test_benchmark_mean_sd_and_ci_recomputed_from_predictions(tmp_path: Path) ->
     results = tmp_path / "results"
     truth = _write_seed_runs(results, np.random.default_rng(5))
     csv, md = tmp_path / "benchmark.csv", tmp_path / "benchmark.md"
-    settings = {"demo": True, "reference_rows": False, "config": {"seeds": SEEDS}}
+    # with the reference rows, whose n_seeds is empty, as the workflow writes it
+    settings = {"demo": True, "reference_rows": True, "config": {"seeds": SEEDS}}
     write_named_table("benchmark", csv, md, settings, RUNS, results=results)
     table = pd.read_csv(csv)
 
@@ -121,6 +122,11 @@ def test_benchmark_mean_sd_and_ci_recomputed_from_predictions(tmp_path: Path) ->
     assert paired["significant"].all()
     text = md.read_text()
     assert "fusion vs text" in text and "significant" in text and "mean ± sd of 3 seeds" in text
+    # a count, written as one: 3, not 3.0 (csv) or 3.000 (Markdown)
+    measured = pd.read_csv(csv, dtype=str).query("source == 'measured'")
+    assert set(measured["n_seeds"]) == {"3"}
+    measured_md = [line for line in text.splitlines() if line.startswith("| measured")]
+    assert measured_md and all("| 3 |" in line and "3.000" not in line for line in measured_md)
 
 
 # A dry run prints no params, so the DAG is built through Snakemake's API (its

@@ -474,7 +474,7 @@ def markdown_columns(table: str, frame: pd.DataFrame) -> list[str] | None:
     return shown if len(shown) < len(frame.columns) else None
 
 
-INT_COLUMNS: tuple[str, ...] = ("n", "n_excluded", "parameters", "epochs_run")
+INT_COLUMNS: tuple[str, ...] = ("n", "n_excluded", "parameters", "epochs_run", "n_seeds")
 
 
 def _with_int_columns(frame: pd.DataFrame) -> pd.DataFrame:
