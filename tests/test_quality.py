@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from crossemotion.config import load_config
+from crossemotion.config import ensemble_members, load_config
 from crossemotion.layout import config_seeds
 from tests.conftest import ROOT, VENV_BIN, run_snakemake
 
@@ -67,9 +67,12 @@ def test_dry_run_builds_dag_offline(configs: list[str], workdir: Path) -> None:
     jobs = _job_counts(proc.stdout + proc.stderr)
     cfg = load_config(ROOT / "config" / "config.yaml", *(ROOT / c for c in configs))
     downloads = {rule for rule in jobs if rule.startswith("download_")}
-    # one text job per seed (config/meld_text.yaml lists three)
+    # one text job per seed and ensemble member (config/meld_text.yaml: three
+    # seeds, two members), and one ensemble job per seed
     assert jobs["all"] == 1 and jobs["meld_index"] == 1
-    assert jobs["train_text"] == len(config_seeds(cfg))
+    members = len(ensemble_members("text", cfg["models"]["text"]))
+    assert jobs["train_text"] == len(config_seeds(cfg)) * max(members, 1)
+    assert jobs.get("ensemble_text", 0) == (len(config_seeds(cfg)) if members else 0)
     if cfg["meld"].get("text_only"):
         # annotations only: the three csvs are fetched, no archive is touched
         assert downloads == {"download_meld_annotations"}
