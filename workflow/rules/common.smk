@@ -417,9 +417,7 @@ def ensemble_inputs(model):
 
     def inputs(wildcards):
         run = f"{model_dir(model, wildcards.dataset)}/{wildcards.seeddir}"
-        folders = [
-            f"{run}{member_folder(i)}" for i in range(len(ENSEMBLES[model]))
-        ]
+        folders = [f"{run}{member_folder(i)}" for i in range(len(ENSEMBLES[model]))]
         return {
             "metrics": [f"{f}{layout.METRICS}" for f in folders],
             "files": [
