@@ -24,7 +24,7 @@ from crossemotion.serving.models import load_model
 from crossemotion.training.runner import train_and_evaluate
 from tests import demo_runs
 from tests.conftest import run_snakemake
-from tests.vision_fixtures import write_meld_shards
+from tests.vision_fixtures import api_dialogue_units, write_meld_shards
 
 TEXT = {
     "encoder": "minilm", "max_length": 32, "context": 0, "epochs": 2, "batch_size": 8,
@@ -123,21 +123,6 @@ def test_ensemble_run_is_the_mean_of_its_members(ensemble_run: Path) -> None:
     assert log["member"].to_list() == [0] * 2 + [1] * 2 and log["epoch"].to_list() == [1, 2] * 2
 
 
-def _dialogue_units(meld: ShardInputs) -> dict[str, dict]:
-    """Test utterances as the API takes them: one turn either side."""
-    shard = pl.read_parquet(meld.text["test"][0]).sort("dialogue_id", "utterance_id")
-    units = {}
-    for dialogue in shard.partition_by("dialogue_id", maintain_order=True):
-        turns = [
-            {"speaker": s, "text": t}
-            for s, t in zip(dialogue["speaker"], dialogue["text"], strict=True)
-        ]
-        for i, key in enumerate(dialogue["key"]):
-            units[key] = {**turns[i], "context": turns[max(0, i - 1) : i],
-                          "future": turns[i + 1 : i + 2]}  # fmt: skip
-    return units
-
-
 def test_ensemble_checkpoint_serves_the_mean(ensemble_run: Path, meld: ShardInputs) -> None:
     ckpt = torch.load(ensemble_run / "model.pt", weights_only=True)
     assert ckpt["kind"] == ENSEMBLE_KIND and "state_dict" not in ckpt
@@ -149,7 +134,7 @@ def test_ensemble_checkpoint_serves_the_mean(ensemble_run: Path, meld: ShardInpu
     assert all(isinstance(m, Predictor) for m in predictor.members)
     assert [m.cfg.context for m in predictor.members] == [0, 1]
     # the same windows for both: the utterance-only member reads the utterance
-    units = _dialogue_units(meld)
+    units = api_dialogue_units(meld.text["test"][0])
     test = pl.read_parquet(ensemble_run / "predictions.parquet").filter(pl.col("split") == "test")
     probs = predictor.predict([units[k] for k in test["key"]])
     np.testing.assert_allclose(probs, test.select(PROBS).to_numpy(), atol=1e-5)

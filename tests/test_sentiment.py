@@ -24,7 +24,7 @@ from crossemotion.reporting.scores import read_predictions
 from crossemotion.reporting.tables import benchmark_table, write_table
 from crossemotion.training.runner import train_and_evaluate
 from tests.conftest import run_snakemake
-from tests.vision_fixtures import TINY, write_ifeed_shards, write_meld_shards
+from tests.vision_fixtures import TINY, api_dialogue_units, write_ifeed_shards, write_meld_shards
 
 # MELD's emotion -> sentiment is not a function (surprise is either), so the
 # fixture's sentiment is not derivable from its emotion label alone.
@@ -119,19 +119,7 @@ def test_sentiment_checkpoint_decides_the_classes_at_inference(text_run, meld: S
     assert set(result["probabilities"]) == set(SENTIMENTS) and result["label"] in SENTIMENTS
     # fed the test split as API-style dialogue windows (one turn either side, as
     # trained), the checkpoint reproduces predictions.parquet
-    shard = pl.read_parquet(meld.text["test"][0]).sort("dialogue_id", "utterance_id")
-    units = {}
-    for dialogue in shard.partition_by("dialogue_id", maintain_order=True):
-        turns = [
-            {"speaker": s, "text": t}
-            for s, t in zip(dialogue["speaker"], dialogue["text"], strict=True)
-        ]
-        for i, key in enumerate(dialogue["key"]):
-            units[key] = {
-                **turns[i],
-                "context": turns[max(0, i - 1) : i],
-                "future": turns[i + 1 : i + 2],
-            }
+    units = api_dialogue_units(meld.text["test"][0])
     test = pl.read_parquet(out / "predictions.parquet").filter(pl.col("split") == "test")
     probs = predictor.predict([units[k] for k in test["key"]])
     np.testing.assert_allclose(probs, test.select(prob_columns(SENTIMENTS)).to_numpy(), atol=1e-5)

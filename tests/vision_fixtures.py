@@ -115,6 +115,21 @@ TINY = {
 GLOBAL = {"seed": 5, "device": "cpu"}
 
 
+def api_dialogue_units(text_shard: Path) -> dict[str, dict]:
+    """A text shard's utterances as the API takes them, by key: one turn either side."""
+    shard = pl.read_parquet(text_shard).sort("dialogue_id", "utterance_id")
+    units = {}
+    for dialogue in shard.partition_by("dialogue_id", maintain_order=True):
+        turns = [
+            {"speaker": s, "text": t}
+            for s, t in zip(dialogue["speaker"], dialogue["text"], strict=True)
+        ]
+        for i, key in enumerate(dialogue["key"]):
+            units[key] = {**turns[i], "context": turns[max(0, i - 1) : i],
+                          "future": turns[i + 1 : i + 2]}  # fmt: skip
+    return units
+
+
 def strip_volatile(metrics: dict) -> dict:
     """Metrics without wall-clock figures (timing differs run to run)."""
     out = {k: v for k, v in metrics.items() if k != "inference"}

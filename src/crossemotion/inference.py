@@ -38,9 +38,20 @@ from crossemotion.models.registry import ModelSpec, get_spec
 
 
 class Labelled:
-    """``predict_labels`` over a ``predict`` that gives probabilities in ``labels`` order."""
+    """``predict_labels`` over a ``predict`` that gives probabilities in ``labels`` order,
+    and the model's name and unit."""
 
+    model: str
     labels: tuple[str, ...]
+    spec: ModelSpec
+
+    @property
+    def name(self) -> str:
+        return self.model
+
+    @property
+    def unit(self) -> str:
+        return self.spec.unit
 
     def predict(self, units: Sequence[Any]) -> np.ndarray:
         raise NotImplementedError
@@ -66,14 +77,6 @@ class Predictor(Labelled):
     device: torch.device
     batch_size: int = 16
     labels: tuple[str, ...] = EMOTIONS
-
-    @property
-    def name(self) -> str:
-        return self.model
-
-    @property
-    def unit(self) -> str:
-        return self.spec.unit
 
     @torch.no_grad()
     def predict(self, units: Sequence[Any]) -> np.ndarray:
@@ -102,14 +105,6 @@ class EnsemblePredictor(Labelled):
     dataset: str
     members: list[Predictor]
     labels: tuple[str, ...] = EMOTIONS
-
-    @property
-    def name(self) -> str:
-        return self.model
-
-    @property
-    def unit(self) -> str:
-        return self.members[0].unit
 
     @property
     def spec(self) -> ModelSpec:
