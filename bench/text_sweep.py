@@ -34,6 +34,8 @@ from typing import Any
 
 import yaml
 
+from bench.text_kept import keep
+
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = (13, 14, 15)
 # Each differs from the benchmark config (config/meld_text.yaml) only in the keys named;
@@ -319,6 +321,19 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def parse_run(text: str) -> tuple[str, int, str]:
+    """``VARIANT:SEED[:TASK]`` (task emotion unless named) as (variant, seed, task)."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or parts[0] not in VARIANTS or not parts[1].isdigit():
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected VARIANT:SEED[:TASK] with a variant of bench.text_sweep"
+        )
+    task = parts[2] if len(parts) == 3 else "emotion"
+    if task not in ("emotion", "sentiment"):
+        raise argparse.ArgumentTypeError(f"{text!r}: task must be emotion or sentiment")
+    return parts[0], int(parts[1]), task
+
+
 def device_name(device: str) -> str:
     """What the runs' records name as their device: the GPU's name, or cpu."""
     import torch
@@ -375,7 +390,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--records", type=Path, help="where the records go (default: {out}/sweep.json)"
     )
+    parser.add_argument(
+        "--runs",
+        nargs="+",
+        type=parse_run,
+        metavar="VARIANT:SEED[:TASK]",
+        help="train exactly these runs, in this order (a round defined beforehand), "
+        "instead of choosing among --variants",
+    )
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="keep each finished run's probabilities here too ({keep}/{task}/{variant}/"
+        "seed{S}, bench.text_kept): a folder of the repository, for rounds across sessions",
+    )
     args = parser.parse_args(argv)
+    if args.runs and args.finalists:
+        parser.error("--runs names the runs itself: no --finalists with it")
     if missing := set(args.finalists or []) - set(args.variants):
         parser.error(f"finalists must be among --variants: {', '.join(sorted(missing))}")
     args.device_name = device_name(args.device)
@@ -384,8 +415,14 @@ def main(argv: list[str] | None = None) -> int:
 
     def done(r: dict[str, Any]) -> None:
         records.add(r)
+        if args.keep:
+            run = Path(r["task"], r["variant"], f"seed{r['seed']}")
+            keep(args.out / run, args.keep / run)
         print(run_line(r, test=False), flush=True)
 
+    if args.runs:
+        pool_run(train_job, [_job(args, v, s, t) for v, s, t in args.runs], args.workers, done)
+        return 0
     first = SEEDS[0]
     finalists = args.finalists or []
     jobs = [_job(args, v, first, "emotion") for v in args.variants]

@@ -505,7 +505,100 @@ def test_averages_over_seeds_against_their_baselines_with_a_paired_ci(tmp_path: 
     assert [r["dev"]["average"] for r in record["seeds"]] == pytest.approx(
         [wf1(pair, "dev") for pair in seeds]
     )
+    # a baseline that is itself an average: each seed's pair against itself
+    same = text_average.compare(seeds, seeds)
+    for split in ("dev", "test"):
+        assert same[split]["baseline"] == pytest.approx(record[split]["average"])
+        assert same[split]["ci"]["difference"] == 0.0
+    swapped = tmp_path / "swapped.json"
+    groups = [a for a_b in seeds for a in ("--against-group", *map(str, a_b[::-1]))]
+    assert text_average.main([*argv, *groups, "--out", str(swapped)]) == 0
+    # the mean is the same whichever run comes first
+    assert json.loads(swapped.read_text())["dev"]["baseline"] == pytest.approx(
+        record["dev"]["average"]
+    )
     with pytest.raises(ValueError, match="2 groups of runs but 1 baselines"):
         text_average.compare(seeds, [seeds[0][0]])
     with pytest.raises(SystemExit):
         text_average.main(argv)  # several seeds need their baselines
+
+
+def _shards(root: Path) -> Path:
+    sentiment = ["positive", "neutral", "negative", "positive", "positive", "negative"]
+    frame = utterances().with_columns(pl.Series("sentiment", sentiment))
+    for split in ("train", "dev", "test"):
+        path = root / split / "part-0000.parquet"
+        path.parent.mkdir(parents=True)
+        frame.with_columns(pl.lit(split).alias("split")).write_parquet(path)
+    return root
+
+
+def test_sweep_runs_named_runs_in_order_and_keeps_them_without_annotations(
+    tmp_path: Path,
+) -> None:
+    from bench import text_average, text_kept, text_sweep
+
+    shards = _shards(tmp_path / "shards")
+    out, kept = tmp_path / "out", tmp_path / "kept"
+    argv = ["--shards", str(shards), "--out", str(out), "--device", "cpu", "--threads", "1"]
+    argv += ["--epochs", "1", "--keep", str(kept)]
+    runs = ["ctx0ns_ls0.1:14", "ctx0_nospeaker:13", "ctx0_nospeaker:13:sentiment"]
+    assert text_sweep.main([*argv, "--runs", *runs]) == 0
+    written = json.loads((out / "sweep.json").read_text())
+    # exactly the runs named, in their order: no choice, no follow-up seeds
+    assert [(r["variant"], r["seed"], r["task"]) for r in written] == [
+        ("ctx0ns_ls0.1", 14, "emotion"),
+        ("ctx0_nospeaker", 13, "emotion"),
+        ("ctx0_nospeaker", 13, "sentiment"),
+    ]
+    for r in written:
+        run = Path(r["task"], r["variant"], f"seed{r['seed']}")
+        original = pl.read_parquet(out / run / "predictions.parquet")
+        held = pl.read_parquet(kept / run / "predictions.parquet")
+        # the annotations (labels, speakers, text) stay out of the repository's copy
+        assert held.columns == [
+            "split",
+            "key",
+            *[c for c in original.columns if c.startswith("p_")],
+        ]
+        record = json.loads((kept / run / "record.json").read_text())
+        assert record["task"] == r["task"] and record["seed"] == r["seed"]
+        assert record["dev"]["weighted_f1"] == pytest.approx(r["dev"]["weighted_f1"])
+        # labels joined back from the shards give the run's own rows
+        restored = text_kept.with_labels(held, shards, text_kept.task_of(kept / run))
+        assert restored.sort("split", "key").equals(
+            original.select(restored.columns).sort("split", "key")
+        )
+    emotion = [
+        Path("emotion", "ctx0ns_ls0.1", "seed14"),
+        Path("emotion", "ctx0_nospeaker", "seed13"),
+    ]
+    from_runs = text_average.score([out / r for r in emotion])
+    from_kept = text_average.score([kept / r for r in emotion], labels=shards)
+    for split in ("dev", "test"):
+        assert from_kept[split] == from_runs[split]
+    with pytest.raises(ValueError, match=r"holds no labels \(a kept run\): give --labels"):
+        text_average.score([kept / r for r in emotion])
+    assert not list(kept.rglob("*.tmp"))
+
+
+def test_kept_runs_refuse_what_the_shards_do_not_hold(tmp_path: Path) -> None:
+    from bench import text_kept, text_sweep
+
+    shards = _shards(tmp_path / "shards")
+    frame = pl.DataFrame({"split": ["dev", "dev"], "key": ["dia1_utt0", "dia9_utt9"],
+                          "p_joy": [0.5, 0.5]})  # fmt: skip
+    with pytest.raises(ValueError, match="1 predicted utterances are not in the text shards"):
+        text_kept.with_labels(frame, shards)
+    with pytest.raises(FileNotFoundError, match="no text shards"):
+        text_kept.with_labels(frame, tmp_path / "nothing")
+    run = tmp_path / "run"
+    run.mkdir()
+    pl.DataFrame({"key": ["a"], "label": ["joy"]}).write_parquet(run / "predictions.parquet")
+    (run / "metrics.json").write_text("{}")
+    with pytest.raises(ValueError, match="no split/key/p_\\* columns"):
+        text_kept.keep(run, tmp_path / "kept")
+    for bad in ("mpnet_top6", "nope:13", "mpnet_top6:x", "mpnet_top6:13:valence"):
+        with pytest.raises(SystemExit):
+            text_sweep.main(["--shards", "x", "--out", str(tmp_path / "y"), "--runs", bad])
+    assert text_sweep.parse_run("mpnet_top6:15") == ("mpnet_top6", 15, "emotion")
