@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from subprocess import PIPE
 
 import pytest
 
@@ -25,16 +27,45 @@ CHROMIUM_ARGS = [
 ]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # `timeout` and batch systems stop a run with SIGTERM, which ends Python at
+    # once; as an exception it lets run_snakemake kill the jobs it started
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(f"pytest stopped by signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+def kill_group(child: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    child.communicate()
+
+
 def snakemake_cmd() -> list[str]:
     exe = VENV_BIN / "snakemake"
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "snakemake"]
 
 
-def run_snakemake(args: list[str], cwd: Path = ROOT, check: bool = True, **kw):
+def run_snakemake(
+    args: list[str], cwd: Path = ROOT, check: bool = True, timeout: float | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run Snakemake in its own process group, and kill the whole group when the
+    test is interrupted or times out: its jobs (training runs, a local HTTP
+    server) would otherwise outlive the test and hold the cores."""
     env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}"}
-    proc = subprocess.run(
-        [*snakemake_cmd(), *args], cwd=cwd, env=env, capture_output=True, text=True, **kw
-    )
+    cmd = [*snakemake_cmd(), *args]
+    with subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=PIPE, stderr=PIPE, text=True, start_new_session=True
+    ) as child:
+        try:
+            stdout, stderr = child.communicate(timeout=timeout)
+        except BaseException:
+            kill_group(child)
+            raise
+    proc = subprocess.CompletedProcess(cmd, child.returncode, stdout, stderr)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"snakemake {args} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
