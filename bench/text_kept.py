@@ -10,7 +10,8 @@ with
   Labels, speakers and text are MELD's annotations, which the repository
   never holds; ``with_labels`` joins the labels back from the text shards
   built from the csvs;
-- ``record.json``: the run's task, dev/test scores, training cost and config.
+- ``record.json``: the run's task, seed, dev/test scores, training cost, config
+  and dev score per epoch.
 
     python -m bench.text_kept RUN_DIR DEST       # keep one run
     python -m bench.text_average --labels SHARDS --runs DEST ...  # read kept runs
@@ -54,12 +55,18 @@ def keep(run: Path, dest: Path) -> Path:
     if not probs or not {"split", "key"} <= set(frame.columns):
         raise ValueError(f"{run / PREDICTIONS} has no split/key/p_* columns to keep")
     metrics = json.loads((run / "metrics.json").read_text())
+    record = kept_record(metrics)
+    if (run / "train_log.csv").is_file():
+        log = pl.read_csv(run / "train_log.csv")
+        record["epochs"] = log.select(
+            [c for c in ("epoch", "dev_weighted_f1", "seconds") if c in log.columns]
+        ).to_dicts()
     dest.mkdir(parents=True, exist_ok=True)
     tmp = dest / (PREDICTIONS + ".tmp")
     frame.select("split", "key", *probs).write_parquet(tmp, compression="zstd")
     tmp.replace(dest / PREDICTIONS)
     tmp = dest / (RECORD + ".tmp")
-    tmp.write_text(json.dumps(kept_record(metrics), indent=1, default=str) + "\n")
+    tmp.write_text(json.dumps(record, indent=1, default=str) + "\n")
     tmp.replace(dest / RECORD)
     return dest
 

@@ -564,6 +564,7 @@ def test_sweep_runs_named_runs_in_order_and_keeps_them_without_annotations(
         record = json.loads((kept / run / "record.json").read_text())
         assert record["task"] == r["task"] and record["seed"] == r["seed"]
         assert record["dev"]["weighted_f1"] == pytest.approx(r["dev"]["weighted_f1"])
+        assert [e["epoch"] for e in record["epochs"]] == [1]
         # labels joined back from the shards give the run's own rows
         restored = text_kept.with_labels(held, shards, text_kept.task_of(kept / run))
         assert restored.sort("split", "key").equals(
