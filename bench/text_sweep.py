@@ -14,6 +14,11 @@ shards, exactly as the ``train_text`` rule does, in parallel worker processes:
 
     python -m bench.text_sweep --shards results/shards/meld/text --out sweep/ --device auto
 
+A round defined beforehand names its runs instead (``--runs VARIANT:SEED[:TASK]
+...``, trained in that order, nothing chosen); ``--keep DIR`` also keeps each
+finished run's probabilities without annotations (``bench.text_kept``), so a
+round can span machines.
+
 The text shards come from ``snakemake --configfile config/meld_text.yaml --
 results/shards/meld/text/{train,dev,test}/part-0000.parquet``. Writes
 ``{out}/sweep.json`` (or ``--records``; one record per run: variant, seed, task,
