@@ -88,13 +88,14 @@ def test_meld_text_config_default_target_on_real_annotations(workdir: Path, meld
             (1, 0, 32),
             (2, 1, 224),
         ]
-    # the config's frozen-layer cache: one file per member's input form, each
+    # the config's frozen-layer cache: one file per member's frozen bottom and
+    # input form (member 0 freezes 6 layers, member 1 9: two digests), each
     # written by the seed that ran first and read by the other
-    caches = sorted(p.name for p in (workdir / "results/cache/frozen_layers").iterdir())
-    assert [name.split("-", 1)[1] for name in caches] == [
-        "ctx1-fut0-spk0-len32.pt",
-        "ctx2-fut1-spk1-len224.pt",
-    ]
+    caches = dict(
+        reversed(p.name.split("-", 1)) for p in (workdir / "results/cache/frozen_layers").iterdir()
+    )
+    assert sorted(caches) == ["ctx1-fut0-spk0-len32.pt", "ctx2-fut1-spk1-len224.pt"]
+    assert len(set(caches.values())) == 2
     for member in (0, 1):
         logs = [
             (workdir / "logs/models/text" / f"{d}meld_member{member}.log").read_text()
