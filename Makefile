@@ -41,13 +41,13 @@ test-deps: system-deps
 	fi
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests workflow bench
-	$(BIN)/ruff format --check src tests workflow bench
+	$(BIN)/ruff check src tests workflow bench experiments
+	$(BIN)/ruff format --check src tests workflow bench experiments
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 
 fmt: $(STAMP)
-	$(BIN)/ruff check --fix src tests workflow bench
-	$(BIN)/ruff format src tests workflow bench
+	$(BIN)/ruff check --fix src tests workflow bench experiments
+	$(BIN)/ruff format src tests workflow bench experiments
 	$(BIN)/snakefmt Snakefile workflow/rules
 
 test: setup test-deps

@@ -2,7 +2,7 @@
 
 ``python -m bench.align_methods [DEMO_DIR]`` (default: a fresh demo world in a
 temp folder) places every IFEED image of the generated demo in each candidate
-clip with the alignment's search (``crossemotion.data.align``), then scores
+clip with the alignment's search (``crossemotion.ingest.ifeed.align``), then scores
 the fitted place three ways:
 
 * ``ncc``: normalised cross-correlation, colour, at the image's size (what
@@ -32,10 +32,10 @@ import polars as pl
 
 from bench.common import RESULTS
 from crossemotion.codec import read_image
-from crossemotion.data import align
-from crossemotion.data.ifeed import build_manifest, manifest_frame
-from crossemotion.data.meld import build_index
-from crossemotion.data.unpack import safe_extract
+from crossemotion.ingest.ifeed import align
+from crossemotion.ingest.ifeed.members import build_manifest, manifest_frame
+from crossemotion.ingest.meld.index import build_index
+from crossemotion.ingest.archives.unpack import safe_extract
 
 
 def phash(image: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ RESULTS = ROOT / "results" / "bench"
 
 def meld_csv_dir() -> Path:
     """The official MELD csvs: $CROSSEMOTION_MELD_CSV_DIR, else downloaded (md5-checked)."""
-    from crossemotion.data.meld_csvs import local_csv_dir
+    from crossemotion.ingest.meld.csvs import local_csv_dir
 
     folder, reason = local_csv_dir()
     if folder is None:
@@ -48,7 +48,7 @@ def machine() -> dict[str, Any]:
         versions["pyav_libavcodec"] = ".".join(map(str, av.library_versions["libavcodec"]))
     except Exception:  # no PyAV: nothing to report
         pass
-    from crossemotion.data.ffmpeg_bin import ffmpeg_exe
+    from crossemotion.ingest.video.ffmpeg_bin import ffmpeg_exe
 
     # the full-decode bound's ffmpeg (static imageio-ffmpeg when installed) and the system one
     for label, exe in (("ffmpeg_bench_bound", ffmpeg_exe()), ("ffmpeg_system", "ffmpeg")):

@@ -31,7 +31,7 @@ import numpy as np
 
 from bench.clips import CONTENTS, bench_clips, frame_types, long_clip, short_clip
 from bench.common import write_result
-from crossemotion.data.ffmpeg_bin import ffmpeg_exe
+from crossemotion.ingest.video.ffmpeg_bin import ffmpeg_exe
 
 FRAMES = 16
 HEIGHT = 360
@@ -75,7 +75,7 @@ def pyav_full_decode(path: Path) -> None:
 
 
 def pipeline(path: Path, exact: bool, max_duration: float = 30.0) -> Any:
-    from crossemotion.data.decode import DecodeSettings, decode_clip
+    from crossemotion.ingest.video.decode import DecodeSettings, decode_clip
 
     settings = DecodeSettings(frames=FRAMES, height=HEIGHT, exact=exact, max_duration=max_duration)
     result = decode_clip(path, settings)
@@ -86,7 +86,7 @@ def pipeline(path: Path, exact: bool, max_duration: float = 30.0) -> Any:
 
 def pipeline_threads(path: Path, threads: int) -> Any:
     """The pipeline with ``threads`` decoder threads for the one clip (as the API may)."""
-    from crossemotion.data.decode import DecodeSettings, decode_clip
+    from crossemotion.ingest.video.decode import DecodeSettings, decode_clip
 
     return decode_clip(path, DecodeSettings(frames=FRAMES, height=HEIGHT, threads=threads))
 
@@ -103,12 +103,12 @@ def job_wall(clips: list[Path], workers: int) -> dict[str, float]:
     The naive loop: clip after clip, OpenCV with its default decoder threads
     (all cores). Both get the whole machine; the ratio is the user's wait.
     """
-    from crossemotion.data.decode import DecodeSettings, decode_job
-    from crossemotion.data.pool import WorkerPool
+    from crossemotion.ingest.video.decode import DecodeSettings, decode_job
+    from crossemotion.ingest.video.pool import WorkerPool
 
     settings = DecodeSettings(frames=FRAMES, height=HEIGHT)
     t0 = time.perf_counter()
-    with WorkerPool(workers, preload=["crossemotion.data.video"]) as pool:
+    with WorkerPool(workers, preload=["crossemotion.ingest.video.reader"]) as pool:
         results = pool.map(decode_job, [(c, settings) for c in clips], timeout=120.0,
                            on_error=_reraise)  # fmt: skip
     job = time.perf_counter() - t0
@@ -229,7 +229,7 @@ def _content(content: str, n_clips: int) -> dict[str, Any]:
 
 
 def _duration(path: Path) -> float:
-    from crossemotion.data.video import probe
+    from crossemotion.ingest.video.reader import probe
 
     return float(probe(path).duration or 0.0) or 1.0
 
@@ -239,7 +239,7 @@ def jpeg_encoders(n: int = 20) -> dict[str, float]:
     import av
     import simplejpeg
 
-    from crossemotion.data.video import to_jpeg
+    from crossemotion.ingest.video.reader import to_jpeg
 
     with av.open(str(short_clip(4.0))) as container:
         frames = [f for _, f in zip(range(FRAMES), container.decode(video=0), strict=False)]
@@ -284,7 +284,7 @@ def run(n_clips: int = 100) -> dict[str, Any]:
         },
         "note": "pipeline = in-process PyAV: open, decode (B-frames skipped when exact=false; "
         "one seek per sample, key frames only, when samples are >= seek_gap s apart), scale "
-        "and JPEG-encode the 16 picked frames; see crossemotion.data.video. CPU = user + "
+        "and JPEG-encode the 16 picked frames; see crossemotion.ingest.video.reader. CPU = user + "
         "system of this process and its finished children (the ffmpeg processes).",
         "checks": [check for c in contents.values() for check in c["checks"]],
     }

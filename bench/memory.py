@@ -1,6 +1,6 @@
 """Peak RSS of the decode job (decode_shard) at two shard sizes, each in a fresh process.
 
-The job is its process plus its decode workers (``crossemotion.data.pool``).
+The job is its process plus its decode workers (``crossemotion.ingest.video.pool``).
 Its peak is the largest sum of their resident sets, sampled every 20 ms from
 /proc inside the job process; the job process's own VmHWM is reported beside.
 """
@@ -19,7 +19,7 @@ CHILD = """
 import json, sys, threading, time
 from pathlib import Path
 import polars as pl
-from crossemotion.data.decode import DecodeSettings, decode_shard
+from crossemotion.ingest.video.decode import DecodeSettings, decode_shard
 
 def rss_kb(pid):
     try:

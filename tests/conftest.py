@@ -10,7 +10,7 @@ from subprocess import PIPE
 
 import pytest
 
-from crossemotion.data.meld_csvs import local_csv_dir
+from crossemotion.ingest.meld.csvs import local_csv_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent

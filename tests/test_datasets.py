@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from crossemotion import codec
-from crossemotion.data.face_detect import shared_detector
+from crossemotion.ingest.faces.detect import shared_detector
 from crossemotion.datasets import clips, faces
 from crossemotion.datasets.clips import ClipDataset
 from crossemotion.datasets.collate import stack_collate

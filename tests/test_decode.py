@@ -11,8 +11,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from crossemotion.data.decode import DecodeSettings, decode_clip, decode_shard, sample_times
-from crossemotion.data.meld import build_index, decodable_rows
+from crossemotion.ingest.video.decode import DecodeSettings, decode_clip, decode_shard, sample_times
+from crossemotion.ingest.meld.index import build_index, decodable_rows
 from tests.meld_fixtures import build_tree, make_clips
 
 FAST = DecodeSettings(frames=4, height=48, max_duration=30.0, timeout=60)
@@ -84,7 +84,7 @@ def test_uniform_sampling_positions(counter_clip: Path, exact: bool, tolerance: 
 
 
 def test_fast_mode_decodes_no_b_frames(counter_clip: Path) -> None:
-    from crossemotion.data.decode import iter_frames
+    from crossemotion.ingest.video.decode import iter_frames
 
     every = [t for t, _ in iter_frames(counter_clip)]
     refs = [t for t, _ in iter_frames(counter_clip, exact=False)]
@@ -223,7 +223,7 @@ def test_probe_matches_ffprobe(clips: dict[str, Path], counter_clip: Path) -> No
     """The in-process probe reads what the ffprobe executable reports."""
     import json
 
-    from crossemotion.data.decode import probe
+    from crossemotion.ingest.video.decode import probe
 
     for path in (clips["av"], clips["noaudio"], clips["long"], counter_clip):
         out = subprocess.run(
@@ -263,8 +263,8 @@ def test_decoding_starts_no_process(clips: dict[str, Path], monkeypatch: pytest.
 
 
 def test_statuses_match_the_manifest() -> None:
-    from crossemotion.data import manifest as mf
-    from crossemotion.data import video
+    from crossemotion.ingest import manifest as mf
+    from crossemotion.ingest.video import reader as video
 
     for name in ("OK", "OVERLONG", "CORRUPT", "NO_VIDEO", "MISSING", "EMPTY"):
         assert getattr(video, name) == getattr(mf, name)
@@ -285,7 +285,7 @@ def test_limits_make_a_clip_corrupt(counter_clip: Path, limit: dict, phrase: str
 
 
 def test_max_duration_bounds_what_is_read(counter_clip: Path) -> None:
-    from crossemotion.data.decode import Limits, iter_frames
+    from crossemotion.ingest.video.decode import Limits, iter_frames
 
     times = [t for t, _ in iter_frames(counter_clip, limits=Limits(max_duration=0.5))]
     assert times == pytest.approx([i / 25 for i in range(13)])
@@ -293,7 +293,7 @@ def test_max_duration_bounds_what_is_read(counter_clip: Path) -> None:
 
 def test_read_every_frame_and_frames_at_times(counter_clip: Path) -> None:
     """The public readers: every frame in order, or the frame on display at given times."""
-    from crossemotion.data.decode import VideoError, frames_at, iter_frames
+    from crossemotion.ingest.video.decode import VideoError, frames_at, iter_frames
 
     frames = list(iter_frames(counter_clip))
     assert len(frames) == 50
@@ -315,7 +315,7 @@ def test_jpeg_colours_match_rgb_conversion(tmp_path: Path) -> None:
     import av
 
     from crossemotion.codec import decode_jpeg
-    from crossemotion.data.video import to_jpeg, to_rgb
+    from crossemotion.ingest.video.reader import to_jpeg, to_rgb
 
     for tag in ([], ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"]):
         path = tmp_path / f"colour{len(tag)}.mp4"
@@ -337,7 +337,7 @@ def test_jpeg_colours_match_rgb_conversion(tmp_path: Path) -> None:
 
 def test_bench_ffmpeg_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     """The full-decode bound's executable (the only ffmpeg the decode path still names)."""
-    from crossemotion.data import ffmpeg_bin
+    from crossemotion.ingest.video import ffmpeg_bin
 
     ffmpeg_bin.ffmpeg_exe.cache_clear()
     try:

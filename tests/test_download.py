@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from crossemotion.data.download import (
+from crossemotion.ingest.archives.download import (
     ChecksumError,
     DownloadError,
     download,
@@ -148,7 +148,7 @@ def test_unpinned_download_logs_its_md5(
     server: LocalServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     url = server.add("/i.zip", BODY)
-    with caplog.at_level(logging.INFO, logger="crossemotion.data.download"):
+    with caplog.at_level(logging.INFO, logger="crossemotion.ingest.archives.download"):
         download(url, tmp_path / "i.zip", **FAST)
     assert MD5 in caplog.text and "pin" in caplog.text
 
@@ -366,7 +366,7 @@ def test_annotation_download_rule_verifies_pinned_md5(
 
 
 def test_official_csvs_fetched_and_verified(server: LocalServer, tmp_path: Path) -> None:
-    from crossemotion.data.meld_csvs import fetch_official, missing_csvs
+    from crossemotion.ingest.meld.csvs import fetch_official, missing_csvs
 
     bodies = _serve_meld_csvs(server, tmp_path / "src")
     md5s = {s: hashlib.md5(b).hexdigest() for s, b in bodies.items()}
@@ -386,7 +386,7 @@ def test_official_csvs_fetched_and_verified(server: LocalServer, tmp_path: Path)
 def test_local_csv_dir_prefers_the_variable_then_skips_with_a_reason(
     server: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from crossemotion.data import meld_csvs
+    from crossemotion.ingest.meld import csvs as meld_csvs
 
     bodies = _serve_meld_csvs(server, tmp_path / "src")
     for split, body in bodies.items():
@@ -408,7 +408,7 @@ def test_local_csv_dir_prefers_the_variable_then_skips_with_a_reason(
 def test_meld_text_config_pins_the_official_csvs() -> None:
     import yaml
 
-    from crossemotion.data.meld_csvs import OFFICIAL_MD5, SPLITS, official_url
+    from crossemotion.ingest.meld.csvs import OFFICIAL_MD5, SPLITS, official_url
     from tests.conftest import ROOT
 
     meld = yaml.safe_load((ROOT / "config/meld_text.yaml").read_text())["meld"]

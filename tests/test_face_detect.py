@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from crossemotion.data.face_detect import Detection, get_detector, rank_speaker_first
+from crossemotion.ingest.faces.detect import Detection, get_detector, rank_speaker_first
 from crossemotion.labels import CAST, EMOTIONS
 from crossemotion.synth.faces import SceneRenderer, random_scene
 

@@ -21,9 +21,9 @@ import httpx
 import polars as pl
 import pytest
 
-from crossemotion.data.decode import DecodeSettings, decode_clip, decode_shard
-from crossemotion.data.pool import WorkerCrashed, WorkerPool, WorkerTimeout
-from crossemotion.data.video import Limits, VideoError, frames_at, iter_frames, probe
+from crossemotion.ingest.video.decode import DecodeSettings, decode_clip, decode_shard
+from crossemotion.ingest.video.pool import WorkerCrashed, WorkerPool, WorkerTimeout
+from crossemotion.ingest.video.reader import Limits, VideoError, frames_at, iter_frames, probe
 from tests import hostile_media
 
 # what the decoder makes of each file: the status, and a phrase of its reason

@@ -11,8 +11,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from crossemotion.data import ifeed
-from crossemotion.data.manifest import TooManyBadItems
+from crossemotion.ingest.ifeed import members as ifeed
+from crossemotion.ingest.manifest import TooManyBadItems
 
 ROOT = Path(__file__).resolve().parents[1]
 FACE_SIZE = 32

@@ -33,7 +33,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
             "checkpoint",
             "optimize",
         },
-        {"data", "synth", "model_config"},
+        {"ingest", "synth", "model_config"},
         {"datasets"},
         {"models"},
         {"training", "evaluation", "inference"},

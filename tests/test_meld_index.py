@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from crossemotion.data.meld import (
+from crossemotion.ingest.meld.index import (
     MeldLayoutError,
     build_index,
     decodable_rows,
@@ -20,7 +20,7 @@ from crossemotion.data.meld import (
     shard_of,
     text_rows,
 )
-from crossemotion.data.text import clean_text, fix_mojibake
+from crossemotion.ingest.meld.text import clean_text, fix_mojibake
 from crossemotion.labels import CAST, character_of
 from tests.meld_fixtures import ANNOTATIONS, EXPECTED_INDEX, build_tree, make_clips, write_csv
 

@@ -21,7 +21,7 @@ def _tool(name: str) -> str:
 @pytest.mark.parametrize("command", [["check"], ["format", "--check"]])
 def test_ruff_clean(command: list[str]) -> None:
     proc = subprocess.run(
-        [_tool("ruff"), *command, "src", "tests", "workflow", "bench"],
+        [_tool("ruff"), *command, "src", "tests", "workflow", "bench", "experiments"],
         cwd=ROOT,
         capture_output=True,
         text=True,

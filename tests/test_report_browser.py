@@ -28,7 +28,7 @@ def _fabricate_ifeed_report_inputs(results: Path) -> None:
     like the model outputs (no leak links: the transfer rows keep every item)."""
     import polars as pl
 
-    from crossemotion.data.leakage import LINK_SCHEMA
+    from crossemotion.ingest.ifeed.leakage import LINK_SCHEMA
 
     (results / "ifeed").mkdir(parents=True, exist_ok=True)
     (results / "tables").mkdir(parents=True, exist_ok=True)

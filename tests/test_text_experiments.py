@@ -1,4 +1,4 @@
-"""The real-data text experiments in bench/: the dialogue-level stacker and the sweep's choice."""
+"""The text research tools in experiments/text/: the sweep's choice, kept runs, averages."""
 
 from __future__ import annotations
 
@@ -10,53 +10,9 @@ import polars as pl
 import pytest
 from sklearn.metrics import f1_score
 
-from bench import text_dialogue, text_knn
 from crossemotion.models.registry import ShardInputs
 from crossemotion.training.runner import train_and_evaluate
 from tests.test_text_model import utterances
-
-
-def test_dialogue_groups_follow_dialogues_and_rank_speakers() -> None:
-    groups = text_dialogue.dialogue_groups(
-        [4, 4, 4, 9, 9] + [7] * 10,
-        ["Ross", "Rachel", "Ross", "Joey", "Joey"] + [f"s{i}" for i in range(10)],
-    )
-    assert [g[0].tolist() for g in groups] == [[0, 1, 2], [3, 4], list(range(5, 15))]
-    assert groups[0][1].tolist() == [0, 1, 0]
-    assert groups[1][1].tolist() == [0, 0]
-    # speakers past the slots share the last one
-    assert groups[2][1].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 7, 7]
-
-
-def test_stacker_reads_checkpoints_in_the_runs_own_order(tmp_path: Path) -> None:
-    frame = utterances()
-    paths = {}
-    for split in ("train", "dev", "test"):
-        path = tmp_path / "shards" / split / "part-0000.parquet"
-        path.parent.mkdir(parents=True)
-        frame.with_columns(pl.lit(split).alias("split")).write_parquet(path)
-        paths[split] = [path]
-    cfg = {"encoder": "minilm", "max_length": 32, "context": 1, "epochs": 1, "batch_size": 4}
-    run = tmp_path / "run"
-    train_and_evaluate(
-        "text", "meld", cfg, {"seed": 13, "device": "cpu"}, ShardInputs({}, {}, paths), run
-    )
-    out = tmp_path / "dialogue.json"
-    argv = ["--shards", str(tmp_path / "shards"), "--checkpoints", str(run), "--out", str(out)]
-    assert text_dialogue.main([*argv, "--seeds", "1", "2", "--epochs", "3"]) == 0
-    record = json.loads(out.read_text())
-
-    # the checkpoint's logits, read back in dialogue order, give the run's own predictions
-    predictions = pl.read_parquet(run / "predictions.parquet")
-    for split in ("dev", "test"):
-        rows = predictions.filter(pl.col("split") == split)
-        expected = f1_score(rows["label"], rows["prediction"], average="weighted")
-        assert np.isclose(record["utterance"][split], expected)
-    assert [r["seed"] for r in record["stacker"]] == [1, 2]
-    for r in record["stacker"]:
-        assert 1 <= r["epoch"] <= 3
-        assert 0.0 <= r["dev"] <= 1.0 and 0.0 <= r["test"] <= 1.0
-    assert not out.with_name(out.name + ".tmp").exists()
 
 
 def _record(variant: str, seed: int, dev: float, task: str = "emotion") -> dict:
@@ -64,7 +20,7 @@ def _record(variant: str, seed: int, dev: float, task: str = "emotion") -> dict:
 
 
 def test_sweep_chooses_on_dev_by_first_seed_or_finalists_mean() -> None:
-    from bench import text_sweep
+    from experiments.text import sweep as text_sweep
 
     first, second, third = text_sweep.SEEDS
     records = [
@@ -96,18 +52,8 @@ def test_sweep_chooses_on_dev_by_first_seed_or_finalists_mean() -> None:
         text_sweep.choose_on_dev(records, ["ctx0", "ctx1"])
 
 
-def test_stacker_refuses_a_checkpoint_that_is_not_text(tmp_path: Path) -> None:
-    from tests.test_serving import write_checkpoint
-
-    path = write_checkpoint(tmp_path, "resnet50", "ifeed", {"weights": None})
-    with pytest.raises(ValueError, match="'resnet50' checkpoint; the stacker reads text ones"):
-        text_dialogue.load_splits([path], tmp_path)
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        text_dialogue.load_splits([tmp_path / "missing"], tmp_path)
-
-
 def test_sweep_writes_every_record_as_it_finishes(tmp_path: Path) -> None:
-    from bench import text_sweep
+    from experiments.text import sweep as text_sweep
 
     sentiment = ["positive", "neutral", "negative", "positive", "positive", "negative"]
     frame = utterances().with_columns(pl.Series("sentiment", sentiment))
@@ -134,7 +80,7 @@ def test_sweep_writes_every_record_as_it_finishes(tmp_path: Path) -> None:
 
 
 def test_records_keep_what_the_file_holds_and_replace_a_rerun(tmp_path: Path) -> None:
-    from bench.text_sweep import Records
+    from experiments.text.sweep import Records
 
     path = tmp_path / "records.json"
     first = Records(path)
@@ -158,10 +104,10 @@ def test_records_keep_what_the_file_holds_and_replace_a_rerun(tmp_path: Path) ->
             Records(path)
 
 
-@pytest.mark.parametrize("variant", sorted(__import__("bench.text_sweep").text_sweep.VARIANTS))
+@pytest.mark.parametrize("variant", sorted(__import__("experiments.text.sweep").text.sweep.VARIANTS))
 def test_every_sweep_variant_is_a_valid_text_config(variant: str) -> None:
     """A variant the workflow would refuse could not be adopted from the sweep."""
-    from bench import text_sweep
+    from experiments.text import sweep as text_sweep
     from crossemotion.config import load_config, validate_config
     from crossemotion.models.text import TextConfig
     from tests.conftest import ROOT
@@ -175,7 +121,7 @@ def test_every_sweep_variant_is_a_valid_text_config(variant: str) -> None:
 def test_the_config_members_are_the_kept_runs_of_round_17() -> None:
     """The README's pair figures average round 17's kept runs: each member must
     be that sweep variant's config, as the kept record says it was trained."""
-    from bench import text_sweep
+    from experiments.text import sweep as text_sweep
     from crossemotion.config import ensemble_members, load_config
     from crossemotion.layout import config_seeds
     from tests.conftest import ROOT
@@ -195,210 +141,13 @@ def test_the_config_members_are_the_kept_runs_of_round_17() -> None:
 
 
 def test_sweep_starts_the_costliest_jobs_first() -> None:
-    from bench import text_sweep
+    from experiments.text import sweep as text_sweep
 
     def cost(**keys: object) -> float:
         return text_sweep._cost({"model_cfg": {"epochs": 4, "batch_size": 32, **keys}})
 
     assert cost() == 4 and cost(rdrop=1.0) == 8 == cost(epochs=8) == cost(batch_size=16)
     assert cost(rdrop=0.0) == 4
-
-
-def test_crossfit_folds_hold_whole_dialogues() -> None:
-    from bench.text_crossfit import dialogue_folds
-
-    dialogues = [d for d in range(12) for _ in range(d % 3 + 1)]
-    folds = dialogue_folds(dialogues, 5, seed=13)
-    fold_of: dict[int, set[int]] = {}
-    for d, f in zip(dialogues, folds, strict=True):
-        fold_of.setdefault(d, set()).add(int(f))
-    assert all(len(f) == 1 for f in fold_of.values())
-    # 12 dialogues dealt round-robin over 5 folds: 3, 3, 2, 2, 2 dialogues
-    per_fold = sorted(sum(1 for f in fold_of.values() if k in f) for k in range(5))
-    assert per_fold == [2, 2, 2, 3, 3]
-    assert (dialogue_folds(dialogues, 5, seed=13) == folds).all()
-    assert not (dialogue_folds(dialogues, 5, seed=14) == folds).all()
-    with pytest.raises(ValueError, match="3 training dialogues cannot fill 5 folds"):
-        dialogue_folds([1, 1, 2, 3], 5, seed=13)
-
-
-def test_crossfit_stacks_held_out_outputs_only(tmp_path: Path) -> None:
-    from bench import text_crossfit
-
-    frame = utterances()
-    shards = tmp_path / "shards"
-    for split in ("train", "dev", "test"):
-        path = shards / split / "part-0000.parquet"
-        path.parent.mkdir(parents=True)
-        frame.with_columns(pl.lit(split).alias("split")).write_parquet(path)
-    out = tmp_path / "out"
-    argv = ["--shards", str(shards), "--out", str(out), "--device", "cpu", "--threads", "1"]
-    argv += ["--folds", "2", "--seeds", "13", "--epochs", "1", "--stacker-epochs", "2"]
-    assert text_crossfit.main([*argv, "--inputs", "logits", "both"]) == 0
-    records = json.loads((out / "crossfit.json").read_text())
-    encoders = [r for r in records if r["kind"] == "encoder"]
-    # each fold's encoder trained on the other fold's dialogue (3 of the 6 rows)
-    assert sorted(r["fold"] for r in encoders) == [0, 1]
-    assert all(r["train_rows"] == 3 for r in encoders)
-    assert sorted(r["inputs"] for r in records if r["kind"] == "stacker") == ["both", "logits"]
-
-    logits = np.load(out / "logits-seed13.npz")
-    held_out = [tuple(k) for f in (0, 1) for k in logits[f"fold{f}_train_keys"].tolist()]
-    # every training utterance came out of exactly one encoder that never saw it
-    expected_keys = zip(frame["dialogue_id"], frame["utterance_id"], strict=True)
-    assert sorted(held_out) == sorted(expected_keys)
-    # ... and the folds split the dialogues, not their utterances
-    dialogues = [{d for d, _ in logits[f"fold{f}_train_keys"].tolist()} for f in (0, 1)]
-    assert dialogues[0].isdisjoint(dialogues[1]) and dialogues[0] | dialogues[1] == {1, 2}
-    # the fold ensemble's dev score, recomputed from the saved logits
-    ensemble = next(r for r in records if r["kind"] == "fold_ensemble")
-    probs = sum(
-        np.exp(
-            text_crossfit.stacker_inputs(
-                {"dev_logits": logits[f"fold{f}_dev_logits"]}, "dev", "logits"
-            )
-        )
-        for f in (0, 1)
-    )
-    expected = f1_score(logits["fold0_dev_labels"], probs.argmax(1), average="weighted")
-    assert np.isclose(ensemble["dev"], expected)
-
-
-def test_tapt_masks_like_bert_and_never_a_special_token() -> None:
-    import torch
-
-    from bench.text_tapt import IGNORE, mask_tokens
-
-    ids = torch.randint(1000, 2000, (400, 50))
-    ids[:, 0], ids[:, -1] = 101, 102
-    ids[::2, 30:] = 0  # padded rows
-    special = torch.isin(ids, torch.tensor([0, 101, 102]))
-    gen = torch.Generator().manual_seed(3)
-    inputs, labels = mask_tokens(ids, special, mask_id=103, vocab_size=30522, generator=gen)
-    chosen = labels != IGNORE
-    assert not (chosen & special).any()
-    assert torch.equal(labels[chosen], ids[chosen])
-    assert torch.equal(inputs[~chosen], ids[~chosen])
-    assert abs(chosen.sum().item() / (~special).sum().item() - 0.15) < 0.01
-    masked = (inputs == 103) & chosen
-    kept = (inputs == ids) & chosen
-    assert abs(masked.sum().item() / chosen.sum().item() - 0.8) < 0.03
-    assert 0.07 < kept.sum().item() / chosen.sum().item() < 0.14  # 10%, plus random hits
-    # a short row that draws nothing at 15% still gets one token to predict
-    short = torch.tensor([[101, 2000, 102], [101, 102, 0]])
-    short_special = torch.isin(short, torch.tensor([0, 101, 102]))
-    for seed in range(20):
-        _, lab = mask_tokens(short, short_special, 103, 30522, torch.Generator().manual_seed(seed))
-        assert (lab[0] != IGNORE).sum() == 1 and (lab[1] == IGNORE).all()
-    # fixed by the generator's seed
-    again = mask_tokens(ids, special, 103, 30522, torch.Generator().manual_seed(3))
-    assert torch.equal(again[0], inputs) and torch.equal(again[1], labels)
-
-
-def test_tapt_adapts_the_encoder_and_saves_a_loadable_directory(tmp_path: Path) -> None:
-    import torch
-
-    from bench.text_tapt import adapt_encoder
-    from crossemotion.models.encoders import load_text_encoder, load_tokenizer
-
-    tok = load_tokenizer("minilm")
-    texts = [str(t) for t in utterances()["text"]] * 4
-    rows = [tok(t)["input_ids"] for t in texts]
-    out = tmp_path / "encoder"
-    record = adapt_encoder(rows, rows[:6], "minilm", out, epochs=3, lr=1e-3, batch_size=8)
-    history = record["history"]
-    assert [h["epoch"] for h in history] == [0, 1, 2, 3]
-    # the fresh prediction head and the encoder learn the (memorisable) utterances
-    assert history[-1]["dev"]["loss"] < history[0]["dev"]["loss"] - 1.0
-    assert not out.with_name("encoder.tmp").exists()
-    adapted = load_text_encoder(str(out))
-    original = load_text_encoder("minilm")
-    assert len(load_tokenizer(str(out))) == len(tok)
-    a, o = adapted.state_dict(), original.state_dict()
-    assert a.keys() == o.keys()
-    assert not torch.equal(
-        a["encoder.layer.5.output.dense.weight"], o["encoder.layer.5.output.dense.weight"]
-    )
-    # the package's pooler is kept (the masked-LM model has none to adapt)
-    assert torch.equal(a["pooler.dense.weight"], o["pooler.dense.weight"])
-
-
-def test_tapt_refuses_no_epochs_or_no_text(tmp_path: Path) -> None:
-    from bench.text_tapt import adapt_encoder
-
-    with pytest.raises(ValueError, match="epochs must be at least 1"):
-        adapt_encoder([[101, 2000, 102]], [[101, 2000, 102]], "minilm", tmp_path / "e", epochs=0)
-    with pytest.raises(ValueError, match="needs training and dev utterances"):
-        adapt_encoder([], [[101, 2000, 102]], "minilm", tmp_path / "e", epochs=1)
-    assert not (tmp_path / "e").exists()
-
-
-def test_tapt_fine_tunes_the_config_on_the_adapted_encoder(tmp_path: Path) -> None:
-    from bench import text_tapt
-
-    shards = tmp_path / "shards"
-    for split in ("train", "dev", "test"):
-        path = shards / split / "part-0000.parquet"
-        path.parent.mkdir(parents=True)
-        utterances().with_columns(pl.lit(split).alias("split")).write_parquet(path)
-    out = tmp_path / "out"
-    argv = ["--shards", str(shards), "--out", str(out), "--device", "cpu", "--threads", "1"]
-    argv += ["--mlm-epochs", "1", "--seeds", "13", "--epochs", "1"]
-    assert text_tapt.main(argv) == 0
-    adaptation = json.loads((out / "tapt.json").read_text())
-    assert adaptation["epochs"] == 1 and len(adaptation["history"]) == 2
-    (record,) = json.loads((out / "records.json").read_text())
-    assert record["variant"] == "tapt1" and record["seed"] == 13
-    assert record["model_cfg"]["encoder"] == str((out / "encoder").resolve())
-    assert record["model_cfg"]["context"] == 0 and 0.0 <= record["dev"]["weighted_f1"] <= 1.0
-    # a second run reuses the adapted encoder instead of adapting again
-    stamp = (out / "encoder" / "model.safetensors").stat().st_mtime_ns
-    assert text_tapt.main(argv) == 0
-    assert (out / "encoder" / "model.safetensors").stat().st_mtime_ns == stamp
-
-
-def test_knn_vote_weights_the_nearest_training_labels() -> None:
-    train = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [-1.0, 0.0]])
-    labels = np.array([0, 0, 1, 2])
-    query = np.array([[1.0, 0.05], [0.1, 1.0]])
-    sims, idx = text_knn.neighbours(train, query, 3)
-    assert idx[0].tolist() == [0, 1, 2] and idx[1].tolist() == [2, 1, 0]
-    np.testing.assert_allclose(sims[0, 0], 1.0 / np.hypot(1.0, 0.05), rtol=1e-6)
-    got = text_knn.vote(sims, idx, labels, 2, 0.1, 3)
-    # by hand: softmax of the two best similarities over 0.1, summed per label
-    w = np.exp(sims[1, :2] / 0.1) / np.exp(sims[1, :2] / 0.1).sum()
-    np.testing.assert_allclose(got[1], [w[1], w[0], 0.0], rtol=1e-6)
-    np.testing.assert_allclose(got[0], [1.0, 0.0, 0.0])
-    np.testing.assert_allclose(got.sum(1), 1.0)
-    with pytest.raises(ValueError, match=r"k must be in 1\.\.4"):
-        text_knn.neighbours(train, query, 5)
-
-
-def test_knn_is_chosen_on_dev_and_only_when_it_helps() -> None:
-    rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(3), 60)
-    centres = np.eye(3) * 4.0
-    train = centres[labels] + rng.normal(size=(180, 3))
-    dev_labels = np.repeat(np.arange(3), 20)
-    dev = centres[dev_labels] + rng.normal(size=(60, 3))
-    # a head that says class 0 for everything: the neighbours fix it
-    blind = np.zeros((60, 3))
-    blind[:, 0] = 1.0
-    choice = text_knn.choose_on_dev(train, labels, dev, blind, dev_labels)
-    assert choice["lambda"] > 0 and choice["dev"] > 0.9
-    mixed = text_knn.apply(choice, train, labels, dev, blind)
-    assert text_dialogue.weighted_f1(dev_labels, mixed.argmax(1)) == pytest.approx(choice["dev"])
-    # a head that is already right: no mixture beats it, and the tie keeps it alone
-    perfect = np.eye(3)[dev_labels] * 5.0
-    alone = text_knn.choose_on_dev(train, labels, dev, perfect, dev_labels)
-    assert alone["lambda"] == 0.0 and alone["dev"] == 1.0
-    summary = text_knn.summary(
-        [{"alone": {"dev": 0.5, "test": 0.6}, "knn": {"dev": 0.52, "test": 0.61}},
-         {"alone": {"dev": 0.7, "test": 0.6}, "knn": {"dev": 0.72, "test": 0.63}}]
-    )  # fmt: skip
-    assert summary["alone_dev"].mean == pytest.approx(0.6)
-    assert summary["alone_dev"].sd == pytest.approx(np.std([0.5, 0.7], ddof=1))
-    assert summary["knn_test"].mean == pytest.approx(0.62)
 
 
 def _predictions(path: Path, rows: list[tuple[str, str, str, list[float]]]) -> Path:
@@ -417,7 +166,7 @@ def _predictions(path: Path, rows: list[tuple[str, str, str, list[float]]]) -> P
 
 
 def test_the_average_of_two_runs_against_a_hand_computation(tmp_path: Path) -> None:
-    from bench import text_average
+    from experiments.text import average as text_average
 
     # the same key in dev and test (dialogue ids restart per split); run b lists
     # its rows in another order, so rows must be matched on (split, key)
@@ -455,7 +204,7 @@ def test_the_average_of_two_runs_against_a_hand_computation(tmp_path: Path) -> N
 
 
 def test_the_average_refuses_runs_over_other_items(tmp_path: Path) -> None:
-    from bench import text_average
+    from experiments.text import average as text_average
 
     rows = [("dev", "k0", "joy", [0.1, 0.5, 0.4]), ("test", "k0", "joy", [0.1, 0.5, 0.4])]
     a = _predictions(tmp_path / "a", rows)
@@ -470,7 +219,7 @@ def test_the_average_refuses_runs_over_other_items(tmp_path: Path) -> None:
 
 
 def test_averages_over_seeds_against_their_baselines_with_a_paired_ci(tmp_path: Path) -> None:
-    from bench import text_average
+    from experiments.text import average as text_average
 
     rng = np.random.default_rng(5)
     classes = ["anger", "joy", "neutral"]
@@ -540,7 +289,7 @@ def _shards(root: Path) -> Path:
 def test_sweep_runs_named_runs_in_order_and_keeps_them_without_annotations(
     tmp_path: Path,
 ) -> None:
-    from bench import text_average, text_kept, text_sweep
+    from experiments.text import average as text_average, text_kept, text_sweep
 
     shards = _shards(tmp_path / "shards")
     out, kept = tmp_path / "out", tmp_path / "kept"
@@ -588,7 +337,7 @@ def test_sweep_runs_named_runs_in_order_and_keeps_them_without_annotations(
 
 
 def test_kept_runs_refuse_what_the_shards_do_not_hold(tmp_path: Path) -> None:
-    from bench import text_kept, text_sweep
+    from experiments.text import kept as text_kept, text_sweep
 
     shards = _shards(tmp_path / "shards")
     frame = pl.DataFrame({"split": ["dev", "dev"], "key": ["dia1_utt0", "dia9_utt9"],

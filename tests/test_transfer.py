@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from crossemotion import checkpoint
-from crossemotion.data.align import alignment_frame
-from crossemotion.data.leakage import excluded_items, leak_links
+from crossemotion.ingest.ifeed.align import alignment_frame
+from crossemotion.ingest.ifeed.leakage import excluded_items, leak_links
 from crossemotion.datasets.shards import label_indices
 from crossemotion.evaluation.scoring import PROB_COLUMNS
 from crossemotion.labels import EMOTIONS

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from crossemotion.data.unpack import Budget, BudgetError, UnpackError, safe_extract
+from crossemotion.ingest.archives.unpack import Budget, BudgetError, UnpackError, safe_extract
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes = b"x", **attrs: object) -> None:
@@ -359,7 +359,7 @@ def _patch_method(zip_bytes: bytes, member_index: int, method: int) -> bytes:
 
 
 def test_deflate64_member_is_a_report_entry(sandbox: Path) -> None:
-    from crossemotion.data.ifeed import build_manifest
+    from crossemotion.ingest.ifeed.members import build_manifest
 
     raw = _zip_bytes([("IFEED_Base/Training/dia1_utt1/f1_Ross_Happy.jpg", b"d64"),
                       ("IFEED_Base/Training/dia1_utt1/f2_Ross_Happy.jpg", b"ok")])  # fmt: skip

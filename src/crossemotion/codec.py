@@ -5,7 +5,7 @@ apart on purpose, because their numbers differ and every trained checkpoint
 and stored shard depends on the one it was made with:
 
 - the video frames of the clips shards are encoded from YUV planes by
-  ``simplejpeg`` in ``crossemotion.data.video.to_jpeg`` (no RGB round trip;
+  ``simplejpeg`` in ``crossemotion.ingest.video.reader.to_jpeg`` (no RGB round trip;
   the decode workers load neither OpenCV nor torch);
 - the fusion model's faces go through PIL (``pil_face_tensor``): its decoder
   and bicubic resize give other pixels than ``decode_jpeg`` + ``to_uint8_chw``,

@@ -30,7 +30,7 @@ rule ifeed_shards:
 
 rule ifeed_align:
     # Content match of each IFEED image against the MELD clips with its key in
-    # any split (crossemotion.data.align); images are sharded by key.
+    # any split (crossemotion.ingest.ifeed.align); images are sharded by key.
     input:
         manifest="results/ifeed/manifest.parquet",
         index="results/meld/index.parquet",
@@ -106,7 +106,7 @@ rule ifeed_leakage:
 
 rule ifeed_references:
     # Appearance references of each cast member from their matched IFEED faces,
-    # for meld.faces.selector: reference (crossemotion.data.face_refs).
+    # for meld.faces.selector: reference (crossemotion.ingest.faces.references).
     input:
         alignment="results/ifeed/alignment.parquet",
         ifeed="resources/ifeed/unpacked",

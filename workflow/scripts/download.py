@@ -1,7 +1,7 @@
 """Download one file: MELD.Raw.tar.gz, a MELD annotation csv, or one pinned
 IFEED file (params.remote)."""
 
-from crossemotion.data.download import DownloadError, download, expected_md5
+from crossemotion.ingest.archives.download import DownloadError, download, expected_md5
 from crossemotion.logs import setup_logging
 
 sm = snakemake  # type: ignore[name-defined]

@@ -2,7 +2,7 @@
 
 import polars as pl
 
-from crossemotion.data.align import AlignSettings, align_shard
+from crossemotion.ingest.ifeed.align import AlignSettings, align_shard
 from crossemotion.io import write_parquet
 from crossemotion.logs import setup_logging
 

@@ -2,7 +2,7 @@
 
 import polars as pl
 
-from crossemotion.data.leakage import leak_links, summary
+from crossemotion.ingest.ifeed.leakage import leak_links, summary
 from crossemotion.io import write_parquet
 from crossemotion.logs import setup_logging
 

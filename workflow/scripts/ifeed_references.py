@@ -2,7 +2,7 @@
 
 import polars as pl
 
-from crossemotion.data.face_refs import build_references
+from crossemotion.ingest.faces.references import build_references
 from crossemotion.io import write_parquet
 from crossemotion.logs import setup_logging
 

@@ -1,6 +1,6 @@
 """Snakemake entry: IFEED manifest, faces shards and summary."""
 
-from crossemotion.data.ifeed import ingest
+from crossemotion.ingest.ifeed.members import ingest
 from crossemotion.layout import shard_dir
 from crossemotion.logs import setup_logging
 

@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from crossemotion.data.download import ChecksumError
-from crossemotion.data.meld import SPLITS, build_index
-from crossemotion.data.meld_csvs import verify_md5s
+from crossemotion.ingest.archives.download import ChecksumError
+from crossemotion.ingest.meld.index import SPLITS, build_index
+from crossemotion.ingest.meld.csvs import verify_md5s
 from crossemotion.io import write_parquet
 from crossemotion.logs import setup_logging
 

@@ -2,7 +2,7 @@
 
 import polars as pl
 
-from crossemotion.data import manifest as mf
+from crossemotion.ingest import manifest as mf
 from crossemotion.io import write_parquet, write_text
 from crossemotion.logs import setup_logging
 

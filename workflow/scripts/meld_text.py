@@ -2,7 +2,7 @@
 
 import polars as pl
 
-from crossemotion.data.meld import text_rows
+from crossemotion.ingest.meld.index import text_rows
 from crossemotion.io import write_parquet
 from crossemotion.logs import setup_logging
 

@@ -6,7 +6,7 @@ An input ending in .json is a record-mode listing; its files are the archives.
 import json
 from pathlib import Path
 
-from crossemotion.data.unpack import Budget, safe_extract
+from crossemotion.ingest.archives.unpack import Budget, safe_extract
 from crossemotion.io import write_json
 from crossemotion.logs import setup_logging
 

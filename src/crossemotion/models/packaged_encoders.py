@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from crossemotion.data.download import file_digests
-from crossemotion.data.unpack import safe_extract
+from crossemotion.ingest.archives.download import file_digests
+from crossemotion.ingest.archives.unpack import safe_extract
 
 
 class PackagedEncoderError(RuntimeError):

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from crossemotion.codec import load_image, normalize, to_uint8_chw
-from crossemotion.data.face_detect import shared_detector
+from crossemotion.ingest.faces.detect import shared_detector
 from crossemotion.datasets.clips import clip_datasets
 from crossemotion.datasets.collate import stack_collate
 from crossemotion.datasets.shards import frame_indices
@@ -38,7 +38,7 @@ ClipInput = str | Path | Sequence[ImageInput] | Mapping[str, Any]
 def read_video(path: str | Path, frames: int) -> list[np.ndarray]:
     """``frames`` RGB frames of a video file, sampled as the workflow samples MELD clips
     (the pipeline decoder with its default settings and limits), then evenly picked."""
-    from crossemotion.data.video import DecodeSettings, decode_clip
+    from crossemotion.ingest.video.reader import DecodeSettings, decode_clip
 
     result = decode_clip(path, DecodeSettings(), as_rgb=True)
     if result.status not in ("ok", "overlong") or not result.frames:

@@ -46,7 +46,7 @@ def _excluded(
         return None
     import polars as pl
 
-    from crossemotion.data.leakage import excluded_items
+    from crossemotion.ingest.ifeed.leakage import excluded_items
 
     links = pl.read_parquet(path)
     return {(s, t): excluded_items(links, s, t)["test"] for s, t, _m in cells}

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from crossemotion.data.align import MATCHED, iou
+from crossemotion.ingest.ifeed.align import MATCHED, iou
 from crossemotion.datasets.speaker_crop import clip_windows
 from crossemotion.labels import CAST
 

@@ -438,7 +438,7 @@ def transfer_table(
     model runs per seed: each row is the mean over its seeds, and with several
     seeds the SEED_COLUMNS give the sd and the per-seed values.
     ``excluded``: (source, target) -> the target's test items the cells left
-    out for leakage (``crossemotion.data.leakage.excluded_items``); the
+    out for leakage (``crossemotion.ingest.ifeed.leakage.excluded_items``); the
     target-only row leaves them out too, so all rows of a target share ``n``.
     """
     groups: dict[tuple[str, str, str, str], list[Run]] = {}

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from crossemotion.data.pool import WorkerPool
-    from crossemotion.data.video import DecodeSettings
+    from crossemotion.ingest.video.pool import WorkerPool
+    from crossemotion.ingest.video.reader import DecodeSettings
 
 IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "WEBP")
 
@@ -122,8 +122,8 @@ def read_clip(
 ) -> ClipFrames:
     """Check the container type here, then probe, enforce the length limit and sample
     frames in a ``pool`` worker (killed past ``timeout``) with the pipeline's decoder."""
-    from crossemotion.data.decode import DecodeSettings
-    from crossemotion.data.pool import WorkerCrashed, WorkerTimeout
+    from crossemotion.ingest.video.decode import DecodeSettings
+    from crossemotion.ingest.video.pool import WorkerCrashed, WorkerTimeout
 
     container = sniff_video(data)
     suffix = {"mp4": ".mp4", "matroska": ".mkv", "avi": ".avi"}[container]
@@ -140,7 +140,7 @@ def read_clip(
 
 def read_clip_file(path: Path, settings: DecodeSettings) -> ClipFrames:
     """Runs in a decode worker: one open, the checks on the stream headers, the frames."""
-    from crossemotion.data.video import Clip, VideoError, sample_clip
+    from crossemotion.ingest.video.reader import Clip, VideoError, sample_clip
 
     try:
         with Clip(path, settings.limits, settings.threads) as clip:

@@ -25,7 +25,7 @@ from typing import Any
 import anyio
 import numpy as np
 
-from crossemotion.data.pool import WorkerPool
+from crossemotion.ingest.video.pool import WorkerPool
 from crossemotion.serving import media
 from crossemotion.serving.models import ServedModel, discover, load_model
 from crossemotion.serving.schemas import MAX_TURNS
@@ -127,13 +127,13 @@ class Service:
         """Load every checkpoint under the models dir; a bad one is recorded, not fatal."""
         import torch
 
-        from crossemotion.data.face_detect import get_detector
+        from crossemotion.ingest.faces.detect import get_detector
 
         torch.set_num_threads(self.settings.torch_threads)
         self.tmp_dir = media.private_tmp_dir(self.settings.tmp_root)
         self.decode_pool = WorkerPool(self.settings.max_concurrency, memory_mb=WORKER_MEMORY_MB,
                                       preload=["crossemotion.serving.media",
-                                               "crossemotion.data.video"])  # fmt: skip
+                                               "crossemotion.ingest.video.reader"])  # fmt: skip
         self._detector = get_detector(
             self.settings.detector, min_size=self.settings.face_min_size,
             max_faces=self.settings.max_faces,
@@ -192,8 +192,8 @@ class Service:
         A tight face crop (an IFEED image, say) often has no detectable face
         in it, so it is classified as a whole and reported with detected=False.
         """
-        from crossemotion.data.face_detect import Detection
-        from crossemotion.data.faces import square_crop
+        from crossemotion.ingest.faces.detect import Detection
+        from crossemotion.ingest.faces.crops import square_crop
 
         margin = self.settings.face_margin
         found = self._detector.detect(rgb)
@@ -324,7 +324,7 @@ class Service:
         self, frames: list[np.ndarray]
     ) -> tuple[list[np.ndarray], list[tuple[int, int, int, int] | None]]:
         """The speaker's face (first detection) in each sampled frame that has one."""
-        from crossemotion.data.faces import square_crop
+        from crossemotion.ingest.faces.crops import square_crop
 
         crops, boxes = [], []
         for rgb in frames:

@@ -27,7 +27,7 @@ import numpy as np
 
 from crossemotion.codec import encode_jpeg
 from crossemotion.labels import CAST, IFEED_NAMES
-from crossemotion.synth.meld import CONFUSABLE, ClipJob, scene_of
+from crossemotion.synth.clips import CONFUSABLE, ClipJob, scene_of
 
 FOLDERS = {"train": "Training", "test": "Testing"}
 VARIANTS = {

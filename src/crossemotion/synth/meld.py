@@ -26,6 +26,8 @@ import numpy as np
 from crossemotion.labels import CAST, EMOTIONS
 from crossemotion.synth import faces
 from crossemotion.synth.archive import write_tar_gz
+from crossemotion.synth.clips import CONFUSABLE, Box, ClipJob, render_frames
+from crossemotion.synth.ifeed import cut_captures
 from crossemotion.synth.text import utterance as template_utterance
 
 log = logging.getLogger(__name__)
@@ -67,15 +69,6 @@ CLASS_SHARES = {
 # Drawn expression differs from the label this often: a neutral-looking or
 # confusable face, as real annotators disagree with what the frame shows.
 FACE_LABEL_NOISE = 0.12
-CONFUSABLE = {
-    "anger": "disgust",
-    "disgust": "anger",
-    "fear": "surprise",
-    "surprise": "fear",
-    "sadness": "neutral",
-    "joy": "neutral",
-    "neutral": "sadness",
-}
 OTHER_SPEAKERS = [
     "Gunther",
     "Janice",
@@ -318,31 +311,6 @@ class Quirks:
         }
 
 
-@dataclass
-class ClipJob:
-    split: str
-    key: str
-    file: str  # member name inside the split tar
-    speaker: str
-    face_emotion: str
-    intensity: float
-    duration: float
-    fps: int
-    audio: bool = True
-    corrupt: bool = False
-    # absent from the archive (rendered only for the IFEED images cut from it)
-    missing: bool = False
-    overlong: bool = False
-    annotated: bool = True
-    seed: tuple[int, ...] = ()
-    dialogue_id: int = 0
-    utterance_id: int = 0
-    # IFEED images to cut from this clip's frames (synth.ifeed.Capture)
-    captures: list[Any] = field(default_factory=list)
-
-    @property
-    def n_frames(self) -> int:
-        return max(1, round(self.duration * self.fps))
 
 
 def _first_cast(utts: Sequence[Utterance], start: int) -> int:
@@ -444,32 +412,6 @@ def plan_clips(
     return jobs, q
 
 
-def scene_of(job: ClipJob) -> tuple[faces.SceneSpec, str | None, np.random.Generator]:
-    """The clip's shot (drawn from its seed), its cast bystander, and the frame rng after it."""
-    rng = np.random.default_rng(list(job.seed))
-    others = [c for c in CAST if c != job.speaker]  # one person is never in a shot twice
-    bystander = str(rng.choice(others)) if rng.random() < 0.5 else None
-    spec = faces.random_scene(
-        job.speaker, job.face_emotion, job.intensity, rng, bystander=bystander
-    )
-    return spec, (bystander if spec.other_look is not None else None), rng
-
-
-Box = tuple[int, int, int, int]
-
-
-def render_frames(
-    job: ClipJob, width: int, height: int
-) -> tuple[np.ndarray, list[tuple[Box, Box | None]]]:
-    """Every frame of the clip (n, H, W, 3) and per frame the speaker's and bystander's boxes."""
-    spec, _, rng = scene_of(job)
-    renderer = faces.SceneRenderer(spec, width, height)
-    frames = np.empty((job.n_frames, height, width, 3), np.uint8)
-    boxes: list[tuple[Box, Box | None]] = []
-    for i in range(job.n_frames):
-        frames[i], speaker_box, other_box = renderer.frame_boxes(i, rng)
-        boxes.append((speaker_box, other_box))
-    return frames, boxes
 
 
 def _voice_hz(speaker: str) -> int:
@@ -483,8 +425,6 @@ def encode(job: ClipJob, width: int, height: int, target: Path) -> list[tuple[An
     (capture, JPEG, crop box in the frame). A ``missing`` clip is rendered
     for those only and never written.
     """
-    from crossemotion.synth.ifeed import cut_captures
-
     frames, boxes = render_frames(job, width, height)
     cut = cut_captures(job, frames, boxes)
     if job.missing:

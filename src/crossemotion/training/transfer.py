@@ -21,7 +21,7 @@ Leakage (IFEED's images are frames of MELD's clips): with ``exclude_overlap``
 no evaluated item shares a MELD utterance with the data the model trained on.
 Which utterance an IFEED image comes from is decided by its content
 (``results/ifeed/alignment.parquet``); images that do not align follow
-``transfer.unaligned`` (``crossemotion.data.leakage``, which turns both into
+``transfer.unaligned`` (``crossemotion.ingest.ifeed.leakage``, which turns both into
 ``results/ifeed/leakage.parquet``):
 - target IFEED, source MELD: IFEED dev/test images linked to MELD train are
   dropped;
@@ -48,8 +48,8 @@ from sklearn.metrics import f1_score
 
 from crossemotion import checkpoint
 from crossemotion.config import config_hash
-from crossemotion.data.leakage import LINK_SCHEMA, excluded_items
-from crossemotion.data.leakage import RULES as LEAKAGE_RULES
+from crossemotion.ingest.ifeed.leakage import LINK_SCHEMA, excluded_items
+from crossemotion.ingest.ifeed.leakage import RULES as LEAKAGE_RULES
 from crossemotion.datasets.faces import cap_faces_per_key, face_splits
 from crossemotion.datasets.shards import (
     label_indices,
@@ -123,7 +123,7 @@ def select_fraction(frame: pl.DataFrame, fraction: float, seed: int) -> pl.DataF
 
 
 def read_leakage(path: str | Path | None) -> pl.DataFrame:
-    """The leak links (crossemotion.data.leakage); an empty table without a path."""
+    """The leak links (crossemotion.ingest.ifeed.leakage); an empty table without a path."""
     if path is None:
         return pl.DataFrame(schema=LINK_SCHEMA)
     table = pl.read_parquet(path)

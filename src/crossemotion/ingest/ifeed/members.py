@@ -9,7 +9,7 @@ read it). Anything that does not fit gets a manifest status, never a guess.
 
 Faces shards share the MELD faces schema (``FACE_SHARD_SCHEMA``) so every face
 model reads both datasets the same way. Which MELD clip an image was cut from
-is decided by its content, not its key (``crossemotion.data.align``).
+is decided by its content, not its key (``crossemotion.ingest.ifeed.align``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from crossemotion import labels
 from crossemotion.codec import encode_jpeg, read_image
-from crossemotion.data import manifest as mf
+from crossemotion.ingest import manifest as mf
 from crossemotion.io import write_parquet, write_text
 from crossemotion.layout import shard_name
 

@@ -1,7 +1,7 @@
 """Reading video in-process with PyAV, every read bounded by ``Limits``.
 
 This is the one video reader of the project: the workflow's decode stage,
-the API and the Gradio demo (through ``crossemotion.data.pool``) and
+the API and the Gradio demo (through ``crossemotion.ingest.video.pool``) and
 ``crossemotion predict`` all read clips here. PyAV's wheels bundle FFmpeg's
 libraries, so no ffmpeg or ffprobe process is started per clip and no
 container header is parsed by hand.
@@ -21,7 +21,7 @@ work, so every read checks, as it goes:
 A broken limit raises ``VideoError`` with a reason meant for a manifest or a
 client: no memory addresses, no file paths. The checks are cooperative (they
 run between FFmpeg calls, each of which the limits keep short); where a hard
-stop is needed, ``crossemotion.data.pool`` runs the reader in a worker
+stop is needed, ``crossemotion.ingest.video.pool`` runs the reader in a worker
 process that is killed at its deadline.
 
 Sampling (``Clip.sample``). Times are seconds from the video stream's start.
@@ -62,7 +62,7 @@ import simplejpeg
 T = TypeVar("T")
 MB = 1024 * 1024
 
-# Clip statuses: crossemotion.data.manifest's strings (a test keeps them equal), not
+# Clip statuses: crossemotion.ingest.manifest's strings (a test keeps them equal), not
 # imported from there because it loads polars, half a second more per worker start.
 OK, OVERLONG, CORRUPT, NO_VIDEO, MISSING, EMPTY = (
     "ok", "overlong", "corrupt", "no_video", "missing", "empty"

@@ -7,7 +7,7 @@ their probabilities beside each run alone, from the runs' own
 ``(split, key)``: MELD's dialogue ids restart in every split, so a key alone
 names one utterance per split, not one overall.
 
-    python -m bench.text_average --runs RUN_DIR RUN_DIR [...] --out average.json
+    python -m experiments.text.average --runs RUN_DIR RUN_DIR [...] --out average.json
 
 Dev decides whether an average is worth adopting; its test scores are
 recorded beside, for after the choice. Over several seeds, give one
@@ -17,12 +17,12 @@ seeds, and a paired bootstrap CI of (mean average - mean baseline) that
 resamples the same utterances for every seed of both (``paired_bootstrap``,
 the benchmark table's CI):
 
-    python -m bench.text_average --runs A13 B13 --runs A14 B14 --runs A15 B15 \
+    python -m experiments.text.average --runs A13 B13 --runs A14 B14 --runs A15 B15 \
         --against A13 A14 A15 --out pair.json
 
 A baseline can be an average itself: give one ``--against-group`` per seed
 instead (``--against-group A13 B13 --against-group A14 B14 ...``).
-Runs kept in the repository (``bench.text_kept``) hold no labels; ``--labels
+Runs kept in the repository (``experiments.text.kept``) hold no labels; ``--labels
 SHARDS`` joins them from the text shards built from the csvs.
 """
 
@@ -38,12 +38,17 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from bench.text_dialogue import weighted_f1
-from bench.text_kept import task_of, with_labels
+from experiments.text.kept import task_of, with_labels
+from sklearn.metrics import f1_score
+
 from crossemotion.evaluation.bootstrap import paired_bootstrap
 from crossemotion.evaluation.ensemble import aligned, frame_prob_columns
 
 SPLITS = ("dev", "test")
+
+
+def weighted_f1(labels: np.ndarray, pred: np.ndarray) -> float:
+    return float(f1_score(labels, pred, average="weighted"))
 
 
 def probs_f1(labels: Sequence[str], probs: np.ndarray, classes: Sequence[str]) -> float:

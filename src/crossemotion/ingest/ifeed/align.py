@@ -12,7 +12,7 @@ with ``TM_CCOEFF_NORMED``, which ignores a crop's brightness and contrast):
 
 1. Each candidate clip is decoded densely (every frame of its first
    ``max_duration`` seconds, at most ``max_frames``, evenly thinned beyond
-   that) at ``height`` px through ``crossemotion.data.decode.iter_frames``.
+   that) at ``height`` px through ``crossemotion.ingest.video.decode.iter_frames``.
 2. Coarse search: the image, as a grey template ``coarse_height`` px high, is
    slid over ``keyframes`` frames of the clip at every scale at which the crop
    would be ``min_face``..``max_face`` of the frame height (steps of
@@ -64,8 +64,8 @@ import polars as pl
 from tqdm import tqdm
 
 from crossemotion.codec import read_image
-from crossemotion.data import manifest as mf
-from crossemotion.data.decode import Limits, LogStream, VideoError, iter_frames, probe
+from crossemotion.ingest import manifest as mf
+from crossemotion.ingest.video.decode import Limits, LogStream, VideoError, iter_frames, probe
 
 log = logging.getLogger(__name__)
 

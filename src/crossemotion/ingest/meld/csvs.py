@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from crossemotion.data.download import ChecksumError, DownloadError, download, file_digests
+from crossemotion.ingest.archives.download import ChecksumError, DownloadError, download, file_digests
 
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
 OFFICIAL_BASE = "https://raw.githubusercontent.com/declare-lab/MELD/master/data/MELD/"
@@ -74,7 +74,7 @@ def fetch_official(
     """Download the three csvs into ``dest`` (md5-checked) and return ``dest``.
 
     A copy already in ``dest`` is re-verified and kept when it matches; a
-    mismatch raises :class:`~crossemotion.data.download.ChecksumError`.
+    mismatch raises :class:`~crossemotion.ingest.archives.download.ChecksumError`.
     """
     hint = f"Or {HOW_TO_ENABLE}."
     for split in SPLITS:

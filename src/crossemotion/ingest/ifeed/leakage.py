@@ -1,4 +1,4 @@
-"""What each IFEED image leaks into MELD, from the alignment (crossemotion.data.align).
+"""What each IFEED image leaks into MELD, from the alignment (crossemotion.ingest.ifeed.align).
 
 An IFEED image is a frame of one MELD utterance. It *leaks* into MELD split
 ``s`` when that utterance sits in ``s``: a model that trained on the image
@@ -27,7 +27,7 @@ from collections.abc import Iterable
 
 import polars as pl
 
-from crossemotion.data.align import MATCHED
+from crossemotion.ingest.ifeed.align import MATCHED
 
 POLICIES = ("all_key_splits", "none")
 EVAL_SPLITS = ("dev", "test")

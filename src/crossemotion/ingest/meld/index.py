@@ -28,8 +28,8 @@ from typing import Any
 import polars as pl
 
 from crossemotion import labels
-from crossemotion.data import manifest as mf
-from crossemotion.data.text import clean_text
+from crossemotion.ingest import manifest as mf
+from crossemotion.ingest.meld.text import clean_text
 
 log = logging.getLogger(__name__)
 

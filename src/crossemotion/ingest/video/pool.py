@@ -6,7 +6,7 @@ server, piling up). Here each call goes to a worker process; a call past its
 deadline gets its worker killed (SIGKILL) and a fresh one started in its
 place, so the work really stops and the pool keeps its size.
 
-Workers are plain ``python -m crossemotion.data.pool`` processes talking over
+Workers are plain ``python -m crossemotion.ingest.video.pool`` processes talking over
 a socket pair (not ``multiprocessing``'s fork or spawn: forking a server with
 torch threads is unsafe, and spawn re-imports the caller's ``__main__``,
 which for a Snakemake script is the script itself). A worker imports the
@@ -58,7 +58,7 @@ class WorkerCrashed(PoolError):
 class _Worker:
     def __init__(self, memory_mb: int | None, preload: tuple[str, ...]) -> None:
         ours, theirs = socket.socketpair()
-        args = [sys.executable, "-m", "crossemotion.data.pool", str(theirs.fileno()),
+        args = [sys.executable, "-m", "crossemotion.ingest.video.pool", str(theirs.fileno()),
                 str(memory_mb or 0), *preload]  # fmt: skip
         try:
             self.proc = subprocess.Popen(args, pass_fds=(theirs.fileno(),),

@@ -1,9 +1,9 @@
 """MELD clip decoding for the workflow: sample every clip of a shard into a clips shard.
 
-The decoder itself is ``crossemotion.data.video`` (in-process PyAV: sampling,
+The decoder itself is ``crossemotion.ingest.video.reader`` (in-process PyAV: sampling,
 ``exact``, limits, statuses; its names are re-exported here). This module
 streams a shard through it: clips are decoded in a pool of worker processes
-(``crossemotion.data.pool``), so a clip past ``timeout`` really stops (its
+(``crossemotion.ingest.video.pool``), so a clip past ``timeout`` really stops (its
 worker is killed and replaced) and the shard goes on with that clip marked
 ``corrupt``; rows are written ``batch_size`` at a time, so memory stays
 bounded by the batch whatever the shard size.
@@ -28,10 +28,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from crossemotion.data import manifest as mf
-from crossemotion.data.meld import TEXT_COLUMNS
-from crossemotion.data.pool import WorkerPool, WorkerTimeout
-from crossemotion.data.video import (
+from crossemotion.ingest import manifest as mf
+from crossemotion.ingest.meld.index import TEXT_COLUMNS
+from crossemotion.ingest.video.pool import WorkerPool, WorkerTimeout
+from crossemotion.ingest.video.reader import (
     ClipResult,
     DecodeError,
     DecodeSettings,
@@ -190,7 +190,7 @@ def decode_shard(
     with atomic_path(clips_out, suffix=".parquet") as tmp, \
             pq.ParquetWriter(tmp, CLIP_SCHEMA, compression="zstd") as writer, \
             WorkerPool(max(1, workers), memory_mb=WORKER_MEMORY_MB,
-                       preload=["crossemotion.data.video"]) as pool:  # fmt: skip
+                       preload=["crossemotion.ingest.video.reader"]) as pool:  # fmt: skip
         for batch in _batches(rows.iter_rows(named=True), batch_size):
             results = pool.map(decode_job, [(r["file"], settings) for r in batch],
                                timeout=settings.timeout + KILL_GRACE,

@@ -34,10 +34,10 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from crossemotion.codec import decode_jpeg, encode_jpeg
-from crossemotion.data.decode import LogStream
-from crossemotion.data.face_detect import Detection, FaceDetector, get_detector
-from crossemotion.data.face_refs import References
-from crossemotion.data.ifeed import FACE_SHARD_SCHEMA
+from crossemotion.ingest.video.decode import LogStream
+from crossemotion.ingest.faces.detect import Detection, FaceDetector, get_detector
+from crossemotion.ingest.faces.references import References
+from crossemotion.ingest.ifeed.members import FACE_SHARD_SCHEMA
 from crossemotion.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class FaceSettings:
     max_per_frame: int = 6
     jpeg_quality: int = 90
     # largest: the geometric speaker choice; reference: the face most like the
-    # speaker's aligned IFEED faces (crossemotion.data.face_refs)
+    # speaker's aligned IFEED faces (crossemotion.ingest.faces.references)
     selector: str = "largest"
 
     @classmethod

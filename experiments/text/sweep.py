@@ -12,11 +12,11 @@ shards, exactly as the ``train_text`` rule does, in parallel worker processes:
 2. the chosen variant with the other seeds, and the sentiment task with every
    seed, so the test figures are a mean ± sd over seeds.
 
-    python -m bench.text_sweep --shards results/shards/meld/text --out sweep/ --device auto
+    python -m experiments.text.sweep --shards results/shards/meld/text --out sweep/ --device auto
 
 A round defined beforehand names its runs instead (``--runs VARIANT:SEED[:TASK]
 ...``, trained in that order, nothing chosen); ``--keep DIR`` also keeps each
-finished run's probabilities without annotations (``bench.text_kept``), so a
+finished run's probabilities without annotations (``experiments.text.kept``), so a
 round can span machines.
 
 The text shards come from ``snakemake --configfile config/meld_text.yaml --
@@ -39,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from bench.text_kept import keep
+from experiments.text.kept import keep
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = (13, 14, 15)
@@ -171,7 +171,7 @@ VARIANTS = {name: {**MINILM, **keys} for name, keys in VARIANTS.items()}
 
 def base_text_config() -> dict[str, Any]:
     """The config's text section without its ensemble: a variant is one run (its
-    member 0 changed); averaging runs is bench.text_average's."""
+    member 0 changed); averaging runs is experiments.text.average's."""
     cfg = yaml.safe_load((ROOT / "config" / "meld_text.yaml").read_text())
     return {k: v for k, v in cfg["models"]["text"].items() if k != "ensemble"}
 
@@ -331,7 +331,7 @@ def parse_run(text: str) -> tuple[str, int, str]:
     parts = text.split(":")
     if len(parts) not in (2, 3) or parts[0] not in VARIANTS or not parts[1].isdigit():
         raise argparse.ArgumentTypeError(
-            f"{text!r}: expected VARIANT:SEED[:TASK] with a variant of bench.text_sweep"
+            f"{text!r}: expected VARIANT:SEED[:TASK] with a variant of experiments.text.sweep"
         )
     task = parts[2] if len(parts) == 3 else "emotion"
     if task not in ("emotion", "sentiment"):
@@ -407,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         "--keep",
         type=Path,
         help="keep each finished run's probabilities here too ({keep}/{task}/{variant}/"
-        "seed{S}, bench.text_kept): a folder of the repository, for rounds across sessions",
+        "seed{S}, experiments.text.kept): a folder of the repository, for rounds across sessions",
     )
     args = parser.parse_args(argv)
     if args.runs and args.finalists:

@@ -1,7 +1,7 @@
 """Which ffmpeg executable the benchmarks run as the full-decode bound.
 
 No read path starts ffmpeg any more: clips are read in-process by PyAV
-(``crossemotion.data.video``). The executable is still what *writes* clips
+(``crossemotion.ingest.video.reader``). The executable is still what *writes* clips
 (the demo generator and the bench clips call ``ffmpeg`` on PATH, which has
 libx264) and what the decode benchmark times as ``ffmpeg -threads 1 -i clip
 -an -f null -``. For that bound the static build shipped in the

@@ -13,8 +13,8 @@ with
 - ``record.json``: the run's task, seed, dev/test scores, training cost, config
   and dev score per epoch.
 
-    python -m bench.text_kept RUN_DIR DEST       # keep one run
-    python -m bench.text_average --labels SHARDS --runs DEST ...  # read kept runs
+    python -m experiments.text.kept RUN_DIR DEST       # keep one run
+    python -m experiments.text.average --labels SHARDS --runs DEST ...  # read kept runs
 """
 
 from __future__ import annotations

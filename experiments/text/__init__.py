@@ -1,0 +1,1 @@
+"""Text research tools: the sweep and scoring that chose config/meld_text.yaml."""

@@ -1,0 +1,1 @@
+"""Archives: download (resume, checksums) and safe unpacking."""

@@ -1,0 +1,1 @@
+"""Frames to faces: detectors, speaker choice, crops, cast references."""

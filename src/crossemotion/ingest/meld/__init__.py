@@ -1,0 +1,1 @@
+"""MELD's annotations: the official csvs, text cleaning, the clip index."""

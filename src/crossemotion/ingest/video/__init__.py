@@ -1,0 +1,1 @@
+"""Clips to frames: the bounded in-process PyAV reader, its worker pool, the decode stage."""
