@@ -32,10 +32,10 @@ import polars as pl
 
 from bench.common import RESULTS
 from crossemotion.codec import read_image
+from crossemotion.ingest.archives.unpack import safe_extract
 from crossemotion.ingest.ifeed import align
 from crossemotion.ingest.ifeed.members import build_manifest, manifest_frame
 from crossemotion.ingest.meld.index import build_index
-from crossemotion.ingest.archives.unpack import safe_extract
 
 
 def phash(image: np.ndarray) -> np.ndarray:

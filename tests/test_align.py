@@ -8,10 +8,10 @@ import numpy as np
 import polars as pl
 import pytest
 
+from crossemotion.ingest.archives.unpack import safe_extract
 from crossemotion.ingest.ifeed import align
 from crossemotion.ingest.ifeed.members import build_manifest, manifest_frame
 from crossemotion.ingest.meld.index import build_index
-from crossemotion.ingest.archives.unpack import safe_extract
 from crossemotion.synth.generate import SynthSettings, generate
 
 # the demo's frame and face sizes (the thresholds were calibrated there), fewer clips
@@ -170,9 +170,9 @@ def test_markdown_report(world: dict) -> None:
 
 def test_speaker_face_yardstick(world: dict, tmp_path: Path) -> None:
     """The demo draws the speaker largest: the MELD face choice hits the IFEED box."""
-    from crossemotion.ingest.video.decode import DecodeSettings, decode_shard
     from crossemotion.ingest.faces.crops import FaceSettings, faces_shard
     from crossemotion.ingest.meld.index import decodable_rows
+    from crossemotion.ingest.video.decode import DecodeSettings, decode_shard
     from crossemotion.reporting.speaker_faces import speaker_items, speaker_table
 
     clips, faces = [], []

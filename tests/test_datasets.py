@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from crossemotion import codec
-from crossemotion.ingest.faces.detect import shared_detector
 from crossemotion.datasets import clips, faces
 from crossemotion.datasets.clips import ClipDataset
 from crossemotion.datasets.collate import stack_collate
 from crossemotion.datasets.faces import FaceDataset
+from crossemotion.ingest.faces.detect import shared_detector
 from crossemotion.labels import EMOTIONS
 from crossemotion.model_config import ClipConfig, FaceConfig
 from tests.vision_fixtures import class_image

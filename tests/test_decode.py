@@ -11,8 +11,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from crossemotion.ingest.video.decode import DecodeSettings, decode_clip, decode_shard, sample_times
 from crossemotion.ingest.meld.index import build_index, decodable_rows
+from crossemotion.ingest.video.decode import DecodeSettings, decode_clip, decode_shard, sample_times
 from tests.meld_fixtures import build_tree, make_clips
 
 FAST = DecodeSettings(frames=4, height=48, max_duration=30.0, timeout=60)

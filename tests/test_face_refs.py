@@ -6,9 +6,9 @@ import numpy as np
 import polars as pl
 
 from crossemotion.codec import encode_jpeg
+from crossemotion.ingest.faces.crops import FaceSettings, clip_faces
 from crossemotion.ingest.faces.detect import get_detector
 from crossemotion.ingest.faces.references import References, describe, face_region
-from crossemotion.ingest.faces.crops import FaceSettings, clip_faces
 from crossemotion.synth import faces
 
 

@@ -10,10 +10,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from crossemotion.ingest.video.decode import CLIP_SCHEMA
-from crossemotion.ingest.faces.detect import Detection
 from crossemotion.ingest.faces.crops import FaceSettings, faces_shard, square_crop
+from crossemotion.ingest.faces.detect import Detection
 from crossemotion.ingest.ifeed.members import FACE_SHARD_SCHEMA
+from crossemotion.ingest.video.decode import CLIP_SCHEMA
 from crossemotion.synth.faces import SceneRenderer, random_scene
 
 

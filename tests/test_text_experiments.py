@@ -10,8 +10,6 @@ import polars as pl
 import pytest
 from sklearn.metrics import f1_score
 
-from crossemotion.models.registry import ShardInputs
-from crossemotion.training.runner import train_and_evaluate
 from tests.test_text_model import utterances
 
 
@@ -104,12 +102,14 @@ def test_records_keep_what_the_file_holds_and_replace_a_rerun(tmp_path: Path) ->
             Records(path)
 
 
-@pytest.mark.parametrize("variant", sorted(__import__("experiments.text.sweep").text.sweep.VARIANTS))
+@pytest.mark.parametrize(
+    "variant", sorted(__import__("experiments.text.sweep").text.sweep.VARIANTS)
+)
 def test_every_sweep_variant_is_a_valid_text_config(variant: str) -> None:
     """A variant the workflow would refuse could not be adopted from the sweep."""
-    from experiments.text import sweep as text_sweep
     from crossemotion.config import load_config, validate_config
     from crossemotion.models.text import TextConfig
+    from experiments.text import sweep as text_sweep
     from tests.conftest import ROOT
 
     cfg = load_config(ROOT / "config" / "config.yaml", ROOT / "config" / "meld_text.yaml")
@@ -121,9 +121,9 @@ def test_every_sweep_variant_is_a_valid_text_config(variant: str) -> None:
 def test_the_config_members_are_the_kept_runs_of_round_17() -> None:
     """The README's pair figures average round 17's kept runs: each member must
     be that sweep variant's config, as the kept record says it was trained."""
-    from experiments.text import sweep as text_sweep
     from crossemotion.config import ensemble_members, load_config
     from crossemotion.layout import config_seeds
+    from experiments.text import sweep as text_sweep
     from tests.conftest import ROOT
 
     # as the workflow reads it: config.yaml, then the benchmark's config over it
@@ -289,7 +289,8 @@ def _shards(root: Path) -> Path:
 def test_sweep_runs_named_runs_in_order_and_keeps_them_without_annotations(
     tmp_path: Path,
 ) -> None:
-    from experiments.text import average as text_average, text_kept, text_sweep
+    from experiments.text import average as text_average
+    from experiments.text import text_kept, text_sweep
 
     shards = _shards(tmp_path / "shards")
     out, kept = tmp_path / "out", tmp_path / "kept"
@@ -337,7 +338,8 @@ def test_sweep_runs_named_runs_in_order_and_keeps_them_without_annotations(
 
 
 def test_kept_runs_refuse_what_the_shards_do_not_hold(tmp_path: Path) -> None:
-    from experiments.text import kept as text_kept, text_sweep
+    from experiments.text import kept as text_kept
+    from experiments.text import text_sweep
 
     shards = _shards(tmp_path / "shards")
     frame = pl.DataFrame({"split": ["dev", "dev"], "key": ["dia1_utt0", "dia9_utt9"],

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from crossemotion import checkpoint
-from crossemotion.ingest.ifeed.align import alignment_frame
-from crossemotion.ingest.ifeed.leakage import excluded_items, leak_links
 from crossemotion.datasets.shards import label_indices
 from crossemotion.evaluation.scoring import PROB_COLUMNS
+from crossemotion.ingest.ifeed.align import alignment_frame
+from crossemotion.ingest.ifeed.leakage import excluded_items, leak_links
 from crossemotion.labels import EMOTIONS
 from crossemotion.training.runner import train_and_evaluate
 from crossemotion.training.transfer import (

@@ -37,12 +37,11 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-
-from experiments.text.kept import task_of, with_labels
 from sklearn.metrics import f1_score
 
 from crossemotion.evaluation.bootstrap import paired_bootstrap
 from crossemotion.evaluation.ensemble import aligned, frame_prob_columns
+from experiments.text.kept import task_of, with_labels
 
 SPLITS = ("dev", "test")
 

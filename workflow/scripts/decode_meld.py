@@ -2,8 +2,8 @@
 
 import polars as pl
 
-from crossemotion.ingest.video.decode import DecodeSettings, decode_shard
 from crossemotion.ingest.meld.index import decodable_rows
+from crossemotion.ingest.video.decode import DecodeSettings, decode_shard
 from crossemotion.logs import setup_logging
 
 sm = snakemake  # type: ignore[name-defined]

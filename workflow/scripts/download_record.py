@@ -8,7 +8,12 @@ published md5s pinned in ifeed.record_md5s (when given).
 
 from pathlib import Path
 
-from crossemotion.ingest.archives.download import DownloadError, check_published, download, zenodo_files
+from crossemotion.ingest.archives.download import (
+    DownloadError,
+    check_published,
+    download,
+    zenodo_files,
+)
 from crossemotion.io import write_json
 from crossemotion.logs import setup_logging
 

@@ -1,6 +1,11 @@
 """Snakemake entry: merge the alignment shards into alignment.parquet + alignment.md."""
 
-from crossemotion.ingest.ifeed.align import AlignSettings, alignment_markdown, folder_table, merge_shards
+from crossemotion.ingest.ifeed.align import (
+    AlignSettings,
+    alignment_markdown,
+    folder_table,
+    merge_shards,
+)
 from crossemotion.io import write_parquet, write_text
 from crossemotion.logs import setup_logging
 from crossemotion.reporting.tables import to_html

@@ -1,7 +1,7 @@
 """Snakemake entry: speaker face crops for one MELD clips shard."""
 
-from crossemotion.ingest.faces.references import References
 from crossemotion.ingest.faces.crops import FaceSettings, faces_shard
+from crossemotion.ingest.faces.references import References
 from crossemotion.logs import setup_logging
 
 sm = snakemake  # type: ignore[name-defined]

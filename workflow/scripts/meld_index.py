@@ -3,8 +3,8 @@
 from pathlib import Path
 
 from crossemotion.ingest.archives.download import ChecksumError
-from crossemotion.ingest.meld.index import SPLITS, build_index
 from crossemotion.ingest.meld.csvs import verify_md5s
+from crossemotion.ingest.meld.index import SPLITS, build_index
 from crossemotion.io import write_parquet
 from crossemotion.logs import setup_logging
 

@@ -16,7 +16,6 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from crossemotion.codec import load_image, normalize, to_uint8_chw
-from crossemotion.ingest.faces.detect import shared_detector
 from crossemotion.datasets.clips import clip_datasets
 from crossemotion.datasets.collate import stack_collate
 from crossemotion.datasets.shards import frame_indices
@@ -26,6 +25,7 @@ from crossemotion.datasets.speaker_crop import (
     crop_window,
     detect_boxes,
 )
+from crossemotion.ingest.faces.detect import shared_detector
 from crossemotion.model_config import ClipConfig, FaceConfig
 from crossemotion.models.registry import ModelSpec, ShardInputs
 

@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from crossemotion.ingest.ifeed.align import MATCHED, iou
 from crossemotion.datasets.speaker_crop import clip_windows
+from crossemotion.ingest.ifeed.align import MATCHED, iou
 from crossemotion.labels import CAST
 
 HIT_IOU = 0.5

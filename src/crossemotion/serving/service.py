@@ -192,8 +192,8 @@ class Service:
         A tight face crop (an IFEED image, say) often has no detectable face
         in it, so it is classified as a whole and reported with detected=False.
         """
-        from crossemotion.ingest.faces.detect import Detection
         from crossemotion.ingest.faces.crops import square_crop
+        from crossemotion.ingest.faces.detect import Detection
 
         margin = self.settings.face_margin
         found = self._detector.detect(rgb)

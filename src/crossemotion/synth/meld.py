@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 
 from crossemotion.labels import CAST, EMOTIONS
-from crossemotion.synth import faces
 from crossemotion.synth.archive import write_tar_gz
 from crossemotion.synth.clips import CONFUSABLE, Box, ClipJob, render_frames
 from crossemotion.synth.ifeed import cut_captures
@@ -311,8 +310,6 @@ class Quirks:
         }
 
 
-
-
 def _first_cast(utts: Sequence[Utterance], start: int) -> int:
     """The first utterance at or after ``start`` spoken by a cast member (else ``start``).
 
@@ -410,8 +407,6 @@ def plan_clips(
                     )
                 )
     return jobs, q
-
-
 
 
 def _voice_hz(speaker: str) -> int:

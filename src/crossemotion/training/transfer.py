@@ -48,8 +48,6 @@ from sklearn.metrics import f1_score
 
 from crossemotion import checkpoint
 from crossemotion.config import config_hash
-from crossemotion.ingest.ifeed.leakage import LINK_SCHEMA, excluded_items
-from crossemotion.ingest.ifeed.leakage import RULES as LEAKAGE_RULES
 from crossemotion.datasets.faces import cap_faces_per_key, face_splits
 from crossemotion.datasets.shards import (
     label_indices,
@@ -65,6 +63,8 @@ from crossemotion.evaluation.scoring import (
     utterance_meta,
     write_run,
 )
+from crossemotion.ingest.ifeed.leakage import LINK_SCHEMA, excluded_items
+from crossemotion.ingest.ifeed.leakage import RULES as LEAKAGE_RULES
 from crossemotion.labels import EMOTIONS, normalize_label
 from crossemotion.models.encoders import architecture_only
 from crossemotion.models.registry import ModelSpec, get_spec

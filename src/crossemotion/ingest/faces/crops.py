@@ -34,10 +34,10 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from crossemotion.codec import decode_jpeg, encode_jpeg
-from crossemotion.ingest.video.decode import LogStream
 from crossemotion.ingest.faces.detect import Detection, FaceDetector, get_detector
 from crossemotion.ingest.faces.references import References
 from crossemotion.ingest.ifeed.members import FACE_SHARD_SCHEMA
+from crossemotion.ingest.video.decode import LogStream
 from crossemotion.io import atomic_path
 
 log = logging.getLogger(__name__)

@@ -29,8 +29,8 @@ import numpy as np
 import polars as pl
 
 from crossemotion.codec import read_image
-from crossemotion.ingest.ifeed.align import MATCHED
 from crossemotion.ingest.faces.detect import Detection
+from crossemotion.ingest.ifeed.align import MATCHED
 from crossemotion.labels import CAST
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,12 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from crossemotion.ingest.archives.download import ChecksumError, DownloadError, download, file_digests
+from crossemotion.ingest.archives.download import (
+    ChecksumError,
+    DownloadError,
+    download,
+    file_digests,
+)
 
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
 OFFICIAL_BASE = "https://raw.githubusercontent.com/declare-lab/MELD/master/data/MELD/"
