@@ -2,7 +2,7 @@
 
 A real-data run takes 15-90 minutes on the project's 2-core CPU, and a
 session's machine keeps nothing after it ends; a round whose runs span
-sessions (docs/text-benchmark.md, section 21) keeps each finished run here,
+sessions (docs/text-benchmark.md, round 17) keeps each finished run here,
 so a later session can average runs it did not train. A kept run is a folder
 with
 

@@ -2,7 +2,7 @@
 
 Members read the same utterances differently (the utterance alone, the
 utterance in its dialogue) and make different mistakes, so the mean of their
-probabilities can beat each of them (docs/text-benchmark.md, section 19).
+probabilities can beat each of them (docs/text-benchmark.md, rounds 16-17).
 ``combine_runs`` writes the ensemble's run directory with the files of any
 training run (``layout.TRAIN_FILES``), so tables, figures and serving read it
 like one model:

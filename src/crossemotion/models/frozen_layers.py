@@ -8,7 +8,7 @@ each later epoch costs only the top layers. That is what makes a 110M-parameter
 encoder affordable on a 2-core CPU: MPNet-base with 3 of 12 layers trained ran
 an epoch after the first in 250-260 s on MELD's 9,989 training utterances,
 where full fine-tuning measured 5.3x MiniLM-L6's step time (about 70 minutes
-a seed; docs/text-benchmark.md, section 15).
+a seed; docs/text-benchmark.md, round 12).
 
 The cache stores each row's states at its attention-mask positions (so any
 padding side and any batch composition read back the same values) and is only
