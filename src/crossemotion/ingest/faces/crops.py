@@ -11,11 +11,15 @@ drop ambiguous multi-face frames if they wish. With ``selector: reference``
 the face most like the speaker's aligned IFEED faces replaces the geometric
 choice where that one does not look like the speaker (``face_refs``).
 
-Crop. The box is grown by ``margin`` (a share of its larger side) on every
-side, made square around its centre, padded with black where it leaves the
-frame (rather than shifted, which would move the face off-centre), resized to
-``size`` and JPEG-encoded. Rows follow the faces-shard schema shared with
-IFEED (docs/architecture.md).
+Crop. ``crossemotion.ingest.faces.align.face_crop``, the project's one crop:
+with ``align: true`` and a detector that gives landmarks (retinaface, yunet)
+the face is warped by a similarity transform from its five landmarks onto the
+ArcFace template at ``size``; otherwise the box is grown by ``margin`` (a share
+of its larger side) on every side, made square around its centre, padded with
+black where it leaves the frame, resized to ``size``. JPEG-encoded. Rows
+follow the faces-shard schema shared with IFEED (docs/architecture.md) and
+keep the detector's box, score and landmarks, so the faces can be re-cropped
+from the clips shard's frames without detecting again.
 """
 
 from __future__ import annotations
@@ -26,15 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from crossemotion.codec import decode_jpeg, encode_jpeg
-from crossemotion.ingest.faces.detect import Detection, FaceDetector, get_detector
+from crossemotion.ingest.faces.align import face_crop, square_crop
+from crossemotion.ingest.faces.detect import DEFAULT_DETECTOR, FaceDetector, get_detector
 from crossemotion.ingest.faces.references import References
 from crossemotion.ingest.ifeed.members import FACE_SHARD_SCHEMA
 from crossemotion.ingest.video.decode import LogStream
@@ -45,7 +48,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FaceSettings:
-    detector: str = "haar"
+    detector: str = DEFAULT_DETECTOR
     size: int = 224
     margin: float = 0.2
     min_size: int = 40
@@ -54,33 +57,34 @@ class FaceSettings:
     # largest: the geometric speaker choice; reference: the face most like the
     # speaker's aligned IFEED faces (crossemotion.ingest.faces.references)
     selector: str = "largest"
+    # warp each face onto the five-landmark template (detectors with landmarks)
+    align: bool = True
+    # the learned detectors' score threshold
+    score_threshold: float = 0.6
+    # intra-op threads of the detector (the job's threads)
+    threads: int = 1
 
     @classmethod
-    def from_config(cls, cfg: dict[str, Any], jpeg_quality: int = 90) -> FaceSettings:
-        known = {
-            k: cfg[k]
-            for k in ("detector", "size", "margin", "min_size", "max_per_frame", "selector")
-            if k in cfg
-        }
-        return cls(**known, jpeg_quality=jpeg_quality)
+    def from_config(
+        cls, cfg: dict[str, Any], jpeg_quality: int = 90, threads: int = 1
+    ) -> FaceSettings:
+        keys = ("detector", "size", "margin", "min_size", "max_per_frame", "selector", "align",
+                "score_threshold")  # fmt: skip
+        known = {k: cfg[k] for k in keys if k in cfg}
+        return cls(**known, jpeg_quality=jpeg_quality, threads=threads)
+
+    def detector_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"min_size": self.min_size, "max_faces": self.max_per_frame,
+                                  "threads": self.threads}  # fmt: skip
+        if not self.detector.startswith("haar"):
+            kwargs["score_threshold"] = self.score_threshold
+        return kwargs
 
     def build_detector(self) -> FaceDetector:
-        return get_detector(self.detector, min_size=self.min_size, max_faces=self.max_per_frame)
+        return get_detector(self.detector, **self.detector_kwargs())
 
 
-def square_crop(image: np.ndarray, det: Detection, margin: float, size: int) -> np.ndarray:
-    """A ``size`` x ``size`` crop centred on the box, grown by ``margin``, black-padded."""
-    h, w = image.shape[:2]
-    side = max(1, round(max(det.w, det.h) * (1 + 2 * margin)))
-    cx, cy = det.x + det.w / 2, det.y + det.h / 2
-    x0, y0 = round(cx - side / 2), round(cy - side / 2)
-    x1, y1 = x0 + side, y0 + side
-    pad = max(0, -x0, -y0, x1 - w, y1 - h)
-    if pad:
-        image = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
-    crop = image[y0 + pad : y1 + pad, x0 + pad : x1 + pad]
-    interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
-    return cv2.resize(crop, (size, size), interpolation=interp)
+__all__ = ["FaceSettings", "clip_faces", "face_crop", "faces_shard", "square_crop"]
 
 
 def clip_faces(
@@ -118,10 +122,13 @@ def clip_faces(
                 "character": row["character"],
                 "speaker": row["speaker"],
                 "label": row["label"],
-                "image": encode_jpeg(square_crop(image, best, s.margin, s.size), s.jpeg_quality),
+                "image": encode_jpeg(
+                    face_crop(image, best, s.size, align=s.align, margin=s.margin), s.jpeg_quality
+                ),
                 "bbox": list(best.box),
                 "score": float(best.score),
                 "n_faces": len(found),
+                "landmarks": best.landmark_list(),
             }
         )
     return out

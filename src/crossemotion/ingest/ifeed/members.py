@@ -65,6 +65,10 @@ FACE_SHARD_SCHEMA = pa.schema(
         ("bbox", pa.list_(pa.int32())),
         ("score", pa.float32()),
         ("n_faces", pa.int32()),
+        # the detector's five landmarks (x0, y0, ..., x4, y4) in the source
+        # image's pixels beside its bbox and score, so a face can be re-cropped
+        # without detecting again; null where the detector gives none (haar)
+        ("landmarks", pa.list_(pa.float32())),
     ]
 )
 
