@@ -210,8 +210,10 @@ def test_several_archives_into_one_folder_and_json_report(sandbox: Path) -> None
     payload = json.loads(json.dumps(report.to_dict()))
     assert payload["n_extracted"] == 2 and payload["n_refused"] == 1
     assert payload["refused"] == [
-        {"archive": "IFEED_Extra.zip", "member": "../x", "reason": "path traversal (..)"}
-    ]
+        {"archive": "IFEED_Extra.zip", "member": "../x", "kind": "traversal",
+         "reason": "path traversal (..)"}
+    ]  # fmt: skip
+    assert payload["refused_counts"] == {"traversal": 1}
     assert payload["archives"] == [str(one), str(two)]
 
 
@@ -403,7 +405,7 @@ def test_nesting_cap(sandbox: Path) -> None:
     assert _tree(sandbox / "out") == {"nest"} | {f"nest/level{i}.txt" for i in (1, 2, 3)}
     assert report.nested == ["nest/l3.tar.gz", "nest/l2.tar.gz", "nest/l1.tar.gz"]
     assert report.refused == [{
-        "archive": "deep.tar.gz", "member": "nest/l4.tar.gz",
+        "archive": "deep.tar.gz", "member": "nest/l4.tar.gz", "kind": "nested_too_deep",
         "reason": "archive nested deeper than 3 levels (config unpack.max_depth); not expanded",
     }]  # fmt: skip
     report = safe_extract(archive, sandbox / "out", progress=False, budget=Budget(max_depth=5))
