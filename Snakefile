@@ -6,7 +6,14 @@
 configfile: "config/config.yaml"
 
 
+# Helpers first (functions only: set-up and config, paths, job sizes, one file
+# per stage), then the rules, one file per stage.
 include: "workflow/rules/common.smk"
+include: "workflow/rules/common/paths.smk"
+include: "workflow/rules/common/resources.smk"
+include: "workflow/rules/common/sources.smk"
+include: "workflow/rules/common/training.smk"
+include: "workflow/rules/common/report.smk"
 include: "workflow/rules/synth.smk"
 include: "workflow/rules/acquire.smk"
 include: "workflow/rules/ingest.smk"

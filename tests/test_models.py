@@ -117,9 +117,12 @@ def test_clip_frames_default_once() -> None:
 
 
 def test_workflow_takes_model_facts_from_the_table(workdir) -> None:
-    """One train_{model} rule per table entry, with the table's default resources and
-    priority where the config sets none (no shipped config sets mem_mb or runtime)."""
-    from tests.conftest import run_snakemake
+    """One train_{model} rule per table entry, sized by the table's entry at the demo's
+    data size (crossemotion.resources) where the config sets none (config/demo.yaml sets
+    no mem_mb or runtime), with the table's priority."""
+    from crossemotion.config import load_config
+    from crossemotion.resources import data_fraction
+    from tests.conftest import ROOT, run_snakemake
 
     proc = run_snakemake(
         ["-n", "all", "--configfile", "config/demo.yaml", "--forceall"], cwd=workdir
@@ -136,8 +139,9 @@ def test_workflow_takes_model_facts_from_the_table(workdir) -> None:
     for job in train:
         info = MODELS[job["rule"].removeprefix("train_")]
         resources = dict(kv.split("=", 1) for kv in job["resources"].split(", "))
-        assert int(resources["mem_mb"]) == info.mem_mb
-        assert int(resources["runtime"]) == info.runtime
+        demo = info.sizing.at(data_fraction(load_config(ROOT / "config" / "demo.yaml")))
+        assert int(resources["mem_mb"]) == demo.mem_mb < info.sizing.full.mem_mb
+        assert int(resources["runtime"]) == demo.runtime
         assert int(job["priority"]) == info.priority
 
 

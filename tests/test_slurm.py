@@ -16,7 +16,10 @@ import polars as pl
 import pytest
 import yaml
 
+from crossemotion.config import load_config
+from crossemotion.models.registry import MODELS
 from crossemotion.reporting.tables import MEASURED
+from crossemotion.resources import RULES, Request, job_resources
 from tests import demo_runs, slurm_cluster
 from tests.conftest import ROOT, VENV_BIN, run_snakemake, snakemake_cmd
 
@@ -37,8 +40,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
 
 
 def run_on_slurm(cluster: slurm_cluster.Cluster, wd: Path, args: list[str], timeout: int = 1800):
-    # --max-threads: rules asking more cores than this small node has still fit.
-    cmd = ["--profile", "profiles/slurm", *FAST_POLL, "--max-threads", str(cluster.cpus), *args]
+    # No --max-threads: every job must fit the 2-CPU node as the rules ask.
+    cmd = ["--profile", "profiles/slurm", *FAST_POLL, *args]
     env = {**cluster.env, "PATH": f"{VENV_BIN}:{cluster.env['PATH']}"}
     proc = subprocess.run(
         [*snakemake_cmd(), *cmd], cwd=wd, env=env, capture_output=True, text=True, timeout=timeout
@@ -74,16 +77,34 @@ def profile(name: str) -> dict:
     return yaml.safe_load((ROOT / "profiles" / name / "config.yaml").read_text())
 
 
-def test_profiles_name_existing_rules():
-    """A typo in set-resources is silently ignored by Snakemake; catch it here."""
+def workflow_rules(tmp_path: Path) -> set[str]:
+    """Every rule some config defines (downloads exist only for remote sources)."""
+    record = tmp_path / "record.yaml"  # IFEED from the Zenodo record's listing
+    record.write_text("ifeed:\n  files: []\n")
     rules: set[str] = set()
-    for extra in ([], demo_runs.DEMO):
+    for extra in ([], demo_runs.DEMO, ["--configfile", "config/meld_text.yaml", str(record)]):
         out = run_snakemake(["--list-rules", *extra]).stdout
         rules |= {line.split()[0] for line in out.splitlines() if line.strip()}
-    named = set(profile("slurm")["set-resources"])
-    assert named <= rules, f"profile names unknown rules: {sorted(named - rules)}"
-    assert profile("slurm")["executor"] == "slurm"
-    assert profile("slurm")["slurm-status-command"] == "squeue"
+    return rules
+
+
+def test_profile_sizes_no_rule():
+    """Rules size themselves (crossemotion.resources); a profile that hard-coded
+    real-data sizes would make the demo unschedulable on a small node."""
+    slurm = profile("slurm")
+    assert "set-resources" not in slurm
+    assert slurm["executor"] == "slurm"
+    assert slurm["slurm-status-command"] == "squeue"
+    assert "set-resources" not in profile("local")
+
+
+def test_every_rule_has_a_sizing(tmp_path: Path):
+    """A rule without an entry would fail at parse time; one entry per rule, none stale."""
+    rules = workflow_rules(tmp_path) - {"all"}
+    sized = {r for r in rules if r.startswith("train_")} | set(RULES)
+    ensembles = {r for r in rules if r.startswith("ensemble_")}
+    assert rules - ensembles <= sized
+    assert set(RULES) - {"ensemble"} <= rules, "stale entries in crossemotion.resources.RULES"
 
 
 TINY = """
@@ -188,15 +209,13 @@ def test_real_config_asks_what_it_sets(tmp_path: Path):
 
 
 def test_set_resources_asks_a_gpu():
-    """`--set-resources train_text:gpu=1` (docs/cluster.md) reaches that rule only."""
+    """`--set-resources train_text:gpu=1` (docs/cluster.md) reaches that rule only,
+    and (the profile having no set-resources to replace) every size stays the rules'."""
     jobs = planned_resources(*demo_runs.DEMO, "--set-resources", "train_text:gpu=1", "--", "all")
     gpus = gpus_by_rule(jobs)
     assert gpus.pop("train_text") == {1}
     assert {rule: g for rule, g in gpus.items() if g != {0}} == {}
-    # Documented caveat: a command-line --set-resources replaces the profile's
-    # whole set-resources block, so decode_meld is back to its rule's own size.
-    sized = profile("slurm")["set-resources"]["decode_meld"]["mem_mb"]
-    assert {res["mem_mb"] for rule, res in jobs if rule == "decode_meld"} != {str(sized)}
+    assert_sized_by_the_rules(jobs, DEMO_CONFIG)
 
 
 def test_default_resources_on_the_command_line_replace_the_profiles():
@@ -211,7 +230,7 @@ def test_default_resources_on_the_command_line_replace_the_profiles():
         assert collect["mem_mb"] == expect
 
 
-def test_gpus_key_asks_a_gpu_and_keeps_profile_sizes(tmp_path: Path):
+def test_gpus_key_asks_a_gpu_and_keeps_the_sizes(tmp_path: Path):
     """The config route (docs/cluster.md): one model's `gpus: 1` in an overlay file."""
     overlay = tmp_path / "gpu.yaml"
     overlay.write_text("models:\n  text:\n    gpus: 1\n")
@@ -219,39 +238,78 @@ def test_gpus_key_asks_a_gpu_and_keeps_profile_sizes(tmp_path: Path):
     gpus = gpus_by_rule(jobs)
     assert gpus.pop("train_text") == {1}
     assert {rule: g for rule, g in gpus.items() if g != {0}} == {}
-    sizes = profile("slurm")["set-resources"]
+    assert_sized_by_the_rules(jobs, DEMO_CONFIG)
+
+
+# ------------------------------------------------------------------- sizes
+DEMO_CONFIG = (ROOT / "config" / "config.yaml", ROOT / "config" / "demo.yaml")
+
+
+def expected_request(rule: str, cfg: dict) -> Request:
+    """What crossemotion.resources sizes a job of ``rule`` at under ``cfg`` (no ensemble)."""
+    if rule.startswith("train_"):
+        name = rule.removeprefix("train_")
+        return job_resources(rule, cfg, model=MODELS[name].sizing, section=cfg["models"][name])
+    return job_resources("ensemble" if rule.startswith("ensemble_") else rule, cfg)
+
+
+def assert_sized_by_the_rules(jobs: list[tuple[str, dict[str, str]]], configs) -> None:
+    cfg = load_config(*configs)
     for rule, res in jobs:
-        if rule in sizes:
-            assert res["mem_mb"] == str(sizes[rule]["mem_mb"]), rule
+        if rule != "all":
+            want = expected_request(rule, cfg)
+            got = (int(res["mem_mb"]), int(res["runtime"]))
+            assert got == (want.mem_mb, want.runtime), rule
+
+
+def test_demo_fits_a_small_node_and_real_data_asks_cluster_sizes():
+    """The demo asks demo-sized memory, so two of its jobs run side by side on the
+    2-CPU, 16000 MB node; the real config asks the cluster sizes of the full data."""
+    demo = planned_resources(*demo_runs.DEMO, "--", "all")
+    assert_sized_by_the_rules(demo, DEMO_CONFIG)
+    largest = max(int(res["mem_mb"]) for rule, res in demo if rule != "all")
+    assert 2 * largest <= slurm_cluster.NODE_MEM_MB, largest
+
+    real = planned_resources("--", "all")
+    assert_sized_by_the_rules(real, (ROOT / "config" / "config.yaml",))
+    for rule, res in real:
+        if rule.startswith("train_"):
+            full = MODELS[rule.removeprefix("train_")].sizing.full
+            assert (int(res["mem_mb"]), int(res["runtime"])) == (full.mem_mb, full.runtime)
+    # train_fusion needs more than the small node: the real data is not for it
+    assert max(int(res["mem_mb"]) for _, res in real) > slurm_cluster.NODE_MEM_MB
 
 
 # ------------------------------------------------------------ the whole demo
-# One epoch per model keeps the run within CI time; the generated data stay as
-# config/demo.yaml makes them (fewer utterances change what the transfer
-# cells have left after the MELD/IFEED overlap is excluded), and every rule and
-# target of `all` stays.
-ONE_EPOCH = {
-    "models": {
-        name: {"epochs": 1, "patience": 1}
-        for name in ("cnn_lstm", "c3d", "resnet50", "text", "fusion")
-    },
-    "transfer": {"epochs": 1},
-}
 # Rules the workflow runs on the submit host (`all` collects, report_html is a
 # declared localrule: its nested `snakemake --report` needs the run's metadata).
 LOCAL_RULES = {"all", "report_html"}
+README_COMMAND = re.compile(r"^snakemake (--profile profiles/slurm .*?)\s+# demo$", re.M)
+
+
+def readme_slurm_demo() -> list[str]:
+    """The arguments of README's SLURM demo command, as a new user copies it."""
+    found = README_COMMAND.findall((ROOT / "README.md").read_text())
+    assert len(found) == 1, "README has no single `snakemake --profile profiles/slurm ... # demo`"
+    return found[0].split()
+
+
+def test_readme_command_is_the_demo_through_the_profile():
+    args = readme_slurm_demo()
+    assert args[:2] == ["--profile", "profiles/slurm"]
+    assert args[-2:] == ["--configfile", "config/demo.yaml"] and "all" in args
 
 
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_demo_all_on_slurm(cluster, tmp_path: Path):
-    """README's cluster command for the demo, on a CPU-only SLURM, end to end."""
+    """README's SLURM demo command as written (every epoch of config/demo.yaml), on
+    a CPU-only SLURM whose one node has 2 CPUs and 16000 MB: every job completes."""
     wd = demo_runs.copy_sources(tmp_path / "wf")
-    (wd / "one_epoch.yaml").write_text(yaml.safe_dump(ONE_EPOCH))
-    readme = ["all", "--configfile", "config/demo.yaml", "one_epoch.yaml"]
+    readme = readme_slurm_demo()[2:]  # run_on_slurm adds the profile (and faster polls)
     planned = Counter(rule for rule, _ in planned_resources(*readme, cwd=wd))
     started = time.monotonic()
-    log = run_on_slurm(cluster, wd, readme, timeout=3600)
+    log = run_on_slurm(cluster, wd, readme, timeout=5400)
     print(f"demo `all` on SLURM: {time.monotonic() - started:.0f} s")
 
     submitted = assert_all_through_sbatch(cluster, wd, log)
@@ -259,9 +317,28 @@ def test_demo_all_on_slurm(cluster, tmp_path: Path):
     local = {name for local, name in RULE_HEADING.findall(log) if local}
     assert local == LOCAL_RULES
     assert ran + Counter(LOCAL_RULES) == planned  # every job of `all`, each once
+    cfg = load_config(*DEMO_CONFIG)
     for slurm_id in submitted.values():
         record = job_record(cluster, slurm_id)
         assert "gpu" not in record.get("TRES", "") + record.get("TresPerJob", ""), record
+        # the plugin's comment: rule_{rule}[_wildcards_{...}]
+        rule = record["Comment"].removeprefix("rule_").split("_wildcards_")[0]
+        assert record["MinMemoryNode"] == f"{expected_request(rule, cfg).mem_mb}M", record
+        assert int(record["NumCPUs"]) <= slurm_cluster.NODE_CPUS, record
+    # The demo's sizes are honest: each training and transfer job's peak RSS
+    # (Snakemake's benchmark file) stays under what the job asked.
+    peaks = {}
+    # train_{model}_{dataset}[_member{i}].tsv or transfer_{cell}.tsv; longest
+    # rule first, since one model's name may begin another's
+    job_rules = sorted([f"train_{m}" for m in MODELS] + ["transfer"], key=len, reverse=True)
+    for tsv in (wd / "logs" / "benchmarks").rglob("*.tsv"):
+        rule = next(r for r in job_rules if tsv.name.startswith(f"{r}_"))
+        peaks[str(tsv)] = (rule, pl.read_csv(tsv, separator="\t")["max_rss"][0])
+    assert len(peaks) == planned["transfer"] + sum(
+        n for rule, n in planned.items() if rule.startswith("train_")
+    )
+    for name, (rule, peak) in peaks.items():
+        assert peak < expected_request(rule, cfg).mem_mb, (name, peak)
 
     report = (wd / "results" / "report.html").read_text()
     assert "<html" in report[:1000].lower(), report[:1000]

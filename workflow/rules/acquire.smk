@@ -15,8 +15,7 @@ if not config["meld"].get("archive") and not text_only():
             "../../envs/crossemotion.yaml"
         threads: 1
         resources:
-            mem_mb=500,
-            runtime=720,
+            **job_resources("download_meld"),
         params:
             url=config["meld"].get("url"),
             md5=config["meld"].get("md5"),
@@ -40,8 +39,7 @@ if meld_annotation_urls():
             "../../envs/crossemotion.yaml"
         threads: 1
         resources:
-            mem_mb=500,
-            runtime=10,
+            **job_resources("download_meld_annotations"),
         params:
             url=lambda wildcards: meld_annotation_urls()[wildcards.split],
             md5=lambda wildcards: meld_annotation_md5(wildcards.split),
@@ -65,8 +63,7 @@ if not config["ifeed"].get("archives") and ifeed_pinned_files():
             "../../envs/crossemotion.yaml"
         threads: 1
         resources:
-            mem_mb=500,
-            runtime=120,
+            **job_resources("download_ifeed"),
         params:
             remote=ifeed_remote,
             record=config["ifeed"].get("record"),
@@ -93,8 +90,7 @@ if (
             "../../envs/crossemotion.yaml"
         threads: 1
         resources:
-            mem_mb=500,
-            runtime=240,
+            **job_resources("download_ifeed_record"),
         params:
             record=config["ifeed"].get("record"),
             api=ZENODO_API,
@@ -116,8 +112,7 @@ rule unpack_meld:
         "../../envs/crossemotion.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=240,
+        **job_resources("unpack_meld"),
     script:
         "../scripts/unpack.py"
 
@@ -134,7 +129,6 @@ rule unpack_ifeed:
         "../../envs/crossemotion.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=60,
+        **job_resources("unpack_ifeed"),
     script:
         "../scripts/unpack.py"

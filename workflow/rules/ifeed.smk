@@ -17,8 +17,7 @@ rule ifeed_shards:
         "../../envs/crossemotion.yaml"
     threads: 2
     resources:
-        mem_mb=2000,
-        runtime=60,
+        **job_resources("ifeed_shards"),
     params:
         face_size=config["ifeed"]["face_size"],
         n_shards=config["ifeed"]["shards"],
@@ -48,8 +47,7 @@ rule ifeed_align:
         "../../envs/crossemotion.yaml"
     threads: config["ifeed"].get("align", {}).get("threads", 2)
     resources:
-        mem_mb=3000,
-        runtime=240,
+        **job_resources("ifeed_align"),
     params:
         align=config["ifeed"].get("align", {}),
     script:
@@ -74,8 +72,7 @@ rule ifeed_alignment:
         "../../envs/crossemotion.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        **job_resources("ifeed_alignment"),
     params:
         align=config["ifeed"].get("align", {}),
     script:
@@ -96,8 +93,7 @@ rule ifeed_leakage:
         "../../envs/crossemotion.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        **job_resources("ifeed_leakage"),
     params:
         policy=config.get("transfer", {}).get("unaligned", "all_key_splits"),
     script:
@@ -118,9 +114,9 @@ rule ifeed_references:
         "../../envs/crossemotion.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        **job_resources("ifeed_references"),
     params:
-        seed=config.get("seed", 13),
+        # the schema's default is filled in by the validation (common.smk)
+        seed=config["seed"],
     script:
         "../scripts/ifeed_references.py"

@@ -14,8 +14,7 @@ rule meld_index:
         "../../envs/crossemotion.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=30,
+        **job_resources("meld_index"),
     params:
         md5s=meld_index_md5s,
         text_only=text_only(),
@@ -36,8 +35,7 @@ rule meld_text:
         "../../envs/crossemotion.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        **job_resources("meld_text"),
     script:
         "../scripts/meld_text.py"
 
@@ -60,8 +58,7 @@ rule decode_meld:
         "../../envs/crossemotion.yaml"
     threads: config["meld"]["decode"].get("workers", 2)
     resources:
-        mem_mb=3000,
-        runtime=240,
+        **job_resources("decode_meld"),
     params:
         decode=config["meld"]["decode"],
         n_shards=lambda wc: int(config["meld"]["shards"][wc.split]),
@@ -86,8 +83,7 @@ rule meld_faces:
         "../../envs/crossemotion.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=240,
+        **job_resources("meld_faces"),
     params:
         faces=config["meld"]["faces"],
         jpeg_quality=config["meld"]["decode"].get("jpeg_quality", 90),
@@ -109,8 +105,7 @@ rule meld_manifest:
         "../../envs/crossemotion.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **job_resources("meld_manifest"),
     params:
         max_bad_fraction=config["meld"].get("max_bad_fraction", 0.02),
     script:

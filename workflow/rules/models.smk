@@ -32,7 +32,7 @@ for model in MODELS:
             "../../envs/crossemotion.yaml"
         threads: model_setting(model, "threads")
         resources:
-            **train_resources(model),
+            **job_resources(f"train_{model}", model=model),
         params:
             **train_params(model),
         script:
@@ -57,8 +57,7 @@ for model in [m for m in MODELS if ENSEMBLES.get(m)]:
             "../../envs/crossemotion.yaml"
         threads: 1
         resources:
-            mem_mb=2000,
-            runtime=30,
+            **job_resources("ensemble"),
         params:
             section=model_cfg(model),
         script:

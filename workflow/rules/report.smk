@@ -33,8 +33,7 @@ rule benchmark_table:
         "../../envs/crossemotion.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=15,
+        **job_resources("benchmark_table"),
     params:
         table="benchmark",
         runs=report_model_runs(),
@@ -62,8 +61,7 @@ rule character_table:
         "../../envs/crossemotion.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=15,
+        **job_resources("character_table"),
     params:
         table="character_wise",
         runs=report_model_runs(),
@@ -93,8 +91,7 @@ rule transfer_table:
         "../../envs/crossemotion.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=15,
+        **job_resources("transfer_table"),
     params:
         table="transfer",
         cells=report_transfer_cells(),
@@ -128,8 +125,7 @@ rule speaker_faces:
         "../../envs/crossemotion.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=15,
+        **job_resources("speaker_faces"),
     params:
         crop_scale=speaker_crop_scale(),
         settings=report_params(),
@@ -153,8 +149,7 @@ rule confusion_figure:
         "../../envs/crossemotion.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **job_resources("confusion_figure"),
     params:
         figure="confusion",
         demo=demo_data(),
@@ -178,8 +173,7 @@ rule training_figure:
         "../../envs/crossemotion.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **job_resources("training_figure"),
     params:
         figure="training",
         demo=demo_data(),
@@ -203,8 +197,7 @@ rule transfer_heatmap:
         "../../envs/crossemotion.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **job_resources("transfer_heatmap"),
     params:
         figure="transfer_heatmap",
         demo=demo_data(),
@@ -228,8 +221,7 @@ rule character_figure:
         "../../envs/crossemotion.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **job_resources("character_figure"),
     params:
         figure="character_bars",
         demo=demo_data(),
@@ -248,8 +240,7 @@ rule report_html:
         "logs/report/report_html.log",
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **job_resources("report_html"),
     params:
         config=config,
         snakefile=workflow.main_snakefile,

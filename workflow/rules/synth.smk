@@ -17,8 +17,7 @@ if config.get("synth", {}).get("enabled", False):
             "../../envs/crossemotion.yaml"
         threads: 2
         resources:
-            mem_mb=2000,
-            runtime=30,
+            **job_resources("synth_demo"),
         params:
             synth=config["synth"],
         script:

@@ -24,9 +24,7 @@ rule transfer:
         "../../envs/crossemotion.yaml"
     threads: model_setting(transfer_model(), "threads")
     resources:
-        mem_mb=6000,
-        runtime=180,
-        gpu=model_gpus(transfer_model()),
+        **job_resources("transfer", gpus_of=transfer_model()),
     params:
         transfer=transfer_cfg(),
         model_cfg=config["models"].get(transfer_model(), {}),

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from crossemotion.layout import ShardInputs
 from crossemotion.model_config import ModelConfig
+from crossemotion.resources import Sizing, sizing
 
 if TYPE_CHECKING:  # the workflow reads MODELS at parse time without importing torch
     import polars as pl
@@ -39,26 +40,36 @@ class ModelInfo:
     inputs: tuple[str, ...]
     # what a served checkpoint takes (crossemotion.serving.models): face, clip, text, fusion
     serving_kind: str
-    # default resources of its training job when the config sets none (MB, minutes)
-    mem_mb: int
-    runtime: int
+    # memory and time of its training job at the demo's and the official data's
+    # size, when the config sets none (crossemotion.resources.job_resources)
+    sizing: Sizing
     # scheduling priority of its training job: the longest start first
     priority: int = 0
 
 
+# Training jobs: demo-sized requests (a few hundred utterances, small
+# backbones on CPU) fit two jobs side by side on a 16 GB node; the full ones are
+# cluster sizes for the real config (ResNet-50 / BERT-base, 13,708 utterances).
+_TRAIN = sizing(3000, 60, 16000, 720)
+
 MODELS: dict[str, ModelInfo] = {
     "cnn_lstm": ModelInfo(
-        "crossemotion.models.cnn_lstm", "video", ("clips",), "clip", 6000, 240, priority=40
+        "crossemotion.models.cnn_lstm", "video", ("clips",), "clip", _TRAIN, priority=40
     ),
-    "c3d": ModelInfo(
-        "crossemotion.models.c3d", "video", ("clips",), "clip", 6000, 240, priority=30
-    ),
+    "c3d": ModelInfo("crossemotion.models.c3d", "video", ("clips",), "clip", _TRAIN, priority=30),
     "resnet50": ModelInfo(
-        "crossemotion.models.resnet50", "image", ("faces", "text"), "face", 6000, 180
+        "crossemotion.models.resnet50", "image", ("faces", "text"), "face", _TRAIN
     ),
-    "text": ModelInfo("crossemotion.models.text", "utterance", ("text",), "text", 6000, 180),
+    "text": ModelInfo(
+        "crossemotion.models.text", "utterance", ("text",), "text", sizing(3000, 60, 16000, 480)
+    ),
+    # a face encoder and a text encoder in one job
     "fusion": ModelInfo(
-        "crossemotion.models.fusion", "utterance", ("faces", "text"), "fusion", 8000, 360
+        "crossemotion.models.fusion",
+        "utterance",
+        ("faces", "text"),
+        "fusion",
+        sizing(4000, 60, 24000, 960),
     ),
 }
 
