@@ -14,12 +14,19 @@ An ensemble's checkpoint (``models.{m}.ensemble``) loads its members and gives
 the mean of their probabilities.
 Preprocessing is the model spec's ``preprocess`` hook with the checkpoint's own
 config, i.e. the sizes the model was trained with.
+
+Face models see faces as the workflow cut them: ``FaceStage`` is the faces
+stage's detector, alignment, margin and crop size (the checkpoint's ``faces``
+record when it has one, else the workflow's defaults), ``find_faces`` detects
+and crops one decoded image with it, and ``predict_images`` classifies every
+face of several images in one batch (``crossemotion predict`` on a frame; the
+API's micro-batches call ``find_faces`` and one ``predict`` per batch too).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +37,7 @@ from torch import nn
 from crossemotion import checkpoint
 from crossemotion.device import autocast, resolve_device, to_device
 from crossemotion.evaluation.ensemble import ENSEMBLE_KIND, file_digest
+from crossemotion.ingest.faces.detect import Detection, FaceDetector
 from crossemotion.labels import EMOTIONS, task_of_classes
 from crossemotion.layout import CHECKPOINT
 from crossemotion.model_config import ModelConfig
@@ -77,6 +85,8 @@ class Predictor(Labelled):
     device: torch.device
     batch_size: int = 16
     labels: tuple[str, ...] = EMOTIONS
+    # the checkpoint's record of the faces stage that cut its training crops (None: not recorded)
+    faces: Mapping[str, Any] | None = None
 
     @torch.no_grad()
     def predict(self, units: Sequence[Any]) -> np.ndarray:
@@ -158,6 +168,7 @@ def load_predictor(path: str | Path, device: str = "auto") -> Predictor | Ensemb
         device=dev,
         batch_size=cfg.batch_size,
         labels=labels,
+        faces=ckpt.get("faces"),
     )
 
 
@@ -182,3 +193,137 @@ def load_ensemble(
             raise ValueError(f"{path}: member {i} ({member_path}) is no model over {labels}")
         members.append(member)
     return EnsemblePredictor(ckpt["model"], ckpt["dataset"], members, labels)
+
+
+# -- faces: the workflow's faces stage at inference ----------------------------------------
+
+
+@dataclass(frozen=True)
+class FaceStage:
+    """How a face model's inputs are found and cut: the faces stage's settings
+    (``meld.faces``: detector, align, margin, size, min_size, max_per_frame,
+    score_threshold) and the detector's threads."""
+
+    detector: str
+    align: bool
+    margin: float
+    size: int
+    min_size: int
+    max_faces: int
+    score_threshold: float
+    threads: int = 1
+
+    @classmethod
+    def of(cls, recorded: Mapping[str, Any] | None = None, **overrides: Any) -> FaceStage:
+        """The recorded faces settings over the workflow's defaults (the faces stage's
+        own ``FaceSettings``), then ``overrides`` that are not None."""
+        from crossemotion.ingest.faces.crops import FaceSettings
+
+        s = FaceSettings.from_config(dict(recorded or {}))
+        stage = cls(
+            detector=s.detector,
+            align=bool(s.align),
+            margin=float(s.margin),
+            size=int(s.size),
+            min_size=int(s.min_size),
+            max_faces=int(s.max_per_frame),
+            score_threshold=float(s.score_threshold),
+        )
+        return replace(stage, **{k: v for k, v in overrides.items() if v is not None})
+
+    def build_detector(self) -> FaceDetector:
+        """A new detector, as the faces stage builds it (``FaceSettings.build_detector``)."""
+        from crossemotion.ingest.faces.crops import FaceSettings
+
+        return FaceSettings(
+            detector=self.detector, size=self.size, margin=self.margin,
+            min_size=self.min_size, max_per_frame=self.max_faces, align=self.align,
+            score_threshold=self.score_threshold, threads=self.threads,
+        ).build_detector()  # fmt: skip
+
+
+def face_stage_of(predictor: Labelled, **overrides: Any) -> FaceStage:
+    """The faces stage a face model's training crops came from (see ``FaceStage.of``)."""
+    recorded = getattr(predictor, "faces", None)
+    if recorded is None and isinstance(predictor, EnsemblePredictor):
+        recorded = predictor.members[0].faces
+    return FaceStage.of(recorded, **overrides)
+
+
+@dataclass
+class FoundFace:
+    """One face of an image: the detector's box, landmarks and score, and the crop the
+    model reads. ``detected`` False: no face was found and the whole image stands in."""
+
+    box: tuple[int, int, int, int]
+    landmarks: tuple[tuple[float, float], ...]
+    score: float | None
+    detected: bool
+    crop: np.ndarray = field(repr=False)
+
+
+def _inside(box: tuple[int, int, int, int], width: int, height: int) -> tuple[int, int, int, int]:
+    """A detector's box cut to the image: a learned detector's box of a face at the
+    border reaches past it (the crop pads, the answer shows pixels that exist)."""
+    x, y, w, h = box
+    x0, y0 = min(max(0, x), width), min(max(0, y), height)
+    x1, y1 = max(x0, min(width, x + w)), max(y0, min(height, y + h))
+    return (x0, y0, x1 - x0, y1 - y0)
+
+
+def find_faces(
+    rgb: np.ndarray,
+    detector: FaceDetector,
+    stage: FaceStage,
+    detections: Sequence[Detection] | None = None,
+) -> list[FoundFace]:
+    """The faces of one decoded RGB image, speaker first, each cut by the faces stage's
+    one crop function (aligned on its landmarks when ``stage.align``); without a face,
+    the whole image, centre-cut to a square as IFEED's images are (an image that is a
+    tight face crop already often shows no detectable face; the model's own
+    preprocessing resizes it, so a square image reaches the model untouched).
+    ``detections``: the detector's answer for this image when it was already asked."""
+    from crossemotion.ingest.faces.align import face_crop
+
+    if detections is None:
+        detections = detector.detect(rgb)
+    found = list(detections)[: stage.max_faces]
+    h, w = rgb.shape[:2]
+    if not found:
+        side = min(h, w)
+        y, x = (h - side) // 2, (w - side) // 2
+        whole = rgb[y : y + side, x : x + side]
+        return [FoundFace((0, 0, int(w), int(h)), (), None, False, whole)]
+    return [
+        FoundFace(
+            _inside(d.box, int(w), int(h)),
+            tuple((round(float(x), 1), round(float(y), 1)) for x, y in d.landmarks),
+            round(float(d.score), 4),
+            True,
+            face_crop(rgb, d, stage.size, align=stage.align, margin=stage.margin),
+        )
+        for d in found
+    ]
+
+
+def predict_images(
+    predictor: Labelled,
+    images: Sequence[Any],
+    stage: FaceStage | None = None,
+    detector: FaceDetector | None = None,
+) -> list[list[tuple[FoundFace, np.ndarray]]]:
+    """Every face of every image (path, bytes or RGB array; each decoded once), with its
+    class probabilities: one detector pass per image, one batched classification over
+    all the faces. Per image: ``[(face, probs), ...]``, speaker first. ``stage``: the
+    predictor's own faces stage by default; ``detector``: one built from it already."""
+    from crossemotion.codec import load_image
+
+    stage = stage or face_stage_of(predictor)
+    detector = detector or stage.build_detector()
+    faces = [find_faces(load_image(img), detector, stage) for img in images]
+    probs = predictor.predict([f.crop for group in faces for f in group])
+    out, start = [], 0
+    for group in faces:
+        out.append(list(zip(group, probs[start : start + len(group)], strict=True)))
+        start += len(group)
+    return out
