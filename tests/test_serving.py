@@ -228,8 +228,46 @@ def test_predict_image_face_and_frame(server: Server, media: Media) -> None:
             x, y, w, h = f["box"]
             assert x >= 0 and y >= 0 and x + w <= body["width"] and y + h <= body["height"]
             check_predictions(f["predictions"], {"resnet50/ifeed"})
-    # the demo frame shows a drawn face in a scene: the detector must find it
-    assert frame.json()["faces"][0]["detected"] is True
+    # the demo frame shows a drawn face in a scene: the detector must find it, with its
+    # five landmarks inside its box, marked as the speaker
+    body = frame.json()
+    assert body["detector"] == "retinaface" and body["aligned"] is True
+    speaker, *others = body["faces"]
+    assert speaker["detected"] is True and speaker["speaker"] is True
+    assert not any(f["speaker"] for f in others)
+    for f in body["faces"]:
+        x, y, w, h = f["box"]
+        assert 0 < f["score"] <= 1 and len(f["landmarks"]) == 5
+        assert all(x <= px <= x + w and y <= py <= y + h for px, py in f["landmarks"])
+
+
+def test_image_answers_are_the_predict_commands(server: Server, models_dir: Path,
+                                                media: Media, tmp_path: Path) -> None:  # fmt: skip
+    """The API and `crossemotion predict` find, cut and classify the same faces; eight
+    requests at once (micro-batched together) each get their own image's answer."""
+    from crossemotion.codec import load_image
+    from crossemotion.inference import load_predictor, predict_images
+
+    predictor = load_predictor(models_dir / "resnet50" / "ifeed", device="cpu")
+    uploads = [media.frame, media.face] * 4
+    expected = [predict_images(predictor, [load_image(data)])[0] for data in uploads[:2]]
+
+    def post(data: bytes) -> dict:
+        with server.client() as c:
+            r = c.post("/v1/predict/image", files={"file": ("x.jpg", data, "image/jpeg")})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(post, uploads))
+    for i, body in enumerate(answers):
+        want = expected[i % 2]
+        assert [f["box"] for f in body["faces"]] == [list(face.box) for face, _ in want]
+        for got, (face, probs) in zip(body["faces"], want, strict=True):
+            assert got["landmarks"] == [list(p) for p in face.landmarks]
+            (pred,) = got["predictions"]
+            served = [pred["probabilities"][e] for e in EMOTIONS]
+            np.testing.assert_allclose(served, probs, atol=1e-4)
 
 
 def test_predict_text(server: Server) -> None:

@@ -231,7 +231,7 @@ async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
     return _error(request, 500, detail, type(exc).__name__)
 
 
-def _routes(app: FastAPI, service: Service, run: Callable[..., Any]) -> None:
+def _routes(app: FastAPI, service: Service, run: Runner) -> None:
     @app.get("/health", response_model=schemas.HealthResponse, tags=["service"])
     async def health() -> schemas.HealthResponse:
         if service.models:
@@ -253,10 +253,13 @@ def _routes(app: FastAPI, service: Service, run: Callable[..., Any]) -> None:
     @app.post("/v1/predict/image", response_model=schemas.ImageResponse, tags=["predict"],
               responses=_ERROR_DOCS)  # fmt: skip
     async def predict_image(file: Upload) -> schemas.ImageResponse:
-        """A face image or a full frame: faces are detected, each is classified by every
-        face model. Without a detectable face the whole image is classified."""
+        """A face image or a full frame: faces are detected and cut as the face models'
+        training crops were (detector, alignment), each is classified by every face
+        model; the speaker's (first) face is marked. Without a detectable face the
+        whole image is classified. Requests that arrive together share a batch."""
         service.require_for("image")
-        result = await run(service.predict_image, await file.read())
+        data = await file.read()
+        result = await run.wait(service.submit_image(data))
         return schemas.ImageResponse.model_validate(result, from_attributes=True)
 
     @app.post("/v1/predict/text", response_model=schemas.TextResponse, tags=["predict"],

@@ -3,14 +3,17 @@
 Both call the same ``Runner`` (one per application, shared when the UI is
 mounted in the API), so the concurrency cap and the request timeout are one
 piece of code; the pixel, clip-length and text limits live in ``Service``,
-which both call too.
+which both call too. Image predictions run in the service's micro-batches
+(``serving.batching``): ``Runner.wait`` puts the request timeout on their
+answer, and a request that times out while queued is dropped from its batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
 from functools import partial
 from typing import Any, TypeVar
 
@@ -42,6 +45,14 @@ class Runner:
             self._limiter = anyio.CapacityLimiter(self.settings.max_concurrency)
         work = anyio.to_thread.run_sync(partial(fn, *args), abandon_on_cancel=True,
                                         limiter=self._limiter)  # fmt: skip
+        return await self._within(work)
+
+    async def wait(self, future: Future[T]) -> T:
+        """The answer of work queued elsewhere (a micro-batch), under ``request_timeout``;
+        past it the future is cancelled, so a batch not yet started leaves it out."""
+        return await self._within(asyncio.wrap_future(future))
+
+    async def _within(self, work: Awaitable[T]) -> T:
         timeout = self.settings.request_timeout
         late = PredictionTimeout(f"prediction did not finish within {timeout:g}s")
         start = time.monotonic()

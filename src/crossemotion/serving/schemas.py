@@ -54,7 +54,13 @@ class ModelPrediction(BaseModel):
 class FacePrediction(BaseModel):
     box: Box = Field(..., description="x, y, w, h in pixels of the uploaded image")
     detected: bool = Field(..., description="false: no face found, the whole image was classified")
-    score: float | None = None
+    score: float | None = Field(None, description="the detector's confidence")
+    landmarks: list[tuple[float, float]] = Field(
+        default_factory=list,
+        description="x, y in pixels of the uploaded image: left eye, right eye, nose tip, "
+        "left and right mouth corners (empty for a detector without landmarks)",
+    )
+    speaker: bool = Field(False, description="the speaker's face: the first one found")
     predictions: list[ModelPrediction]
 
 
@@ -62,6 +68,10 @@ class ImageResponse(BaseModel):
     width: int
     height: int
     faces: list[FacePrediction] = Field(..., description="speaker (largest, central) face first")
+    detector: str = Field("", description="the face detector that found them")
+    aligned: bool = Field(
+        False, description="faces were aligned on their landmarks before classification"
+    )
 
 
 class TextResponse(BaseModel):

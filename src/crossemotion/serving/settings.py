@@ -37,11 +37,19 @@ class Settings:
     torch_threads: int = 1
     # torch device for every model: auto (CUDA when present), cpu, cuda, cuda:1 ...
     device: str = "auto"
-    # faces per image/frame that are classified (largest first)
-    max_faces: int = 4
-    detector: str = "haar"
-    face_margin: float = 0.15
-    face_min_size: int = 24
+    # The faces stage: None takes the face model's own (its checkpoint's record of the
+    # workflow's faces settings, else the workflow's defaults), so that the API cuts
+    # faces as the model's training crops were cut; set one to override it.
+    # faces per image/frame that are classified (speaker first)
+    max_faces: int | None = None
+    detector: str | None = None
+    face_align: bool | None = None
+    face_margin: float | None = None
+    face_min_size: int | None = None
+    # micro-batching of image predictions (serving.batching): at most this many
+    # images per batch, waiting at most batch_wait_ms after the first for more
+    batch_size: int = 8
+    batch_wait_ms: float = 2.0
     # frames sampled from an uploaded clip (the pipeline decoder's T and height)
     clip_frames: int = 8
     clip_height: int = 180
@@ -73,12 +81,16 @@ class Settings:
     def validate(self) -> None:
         positive = ("max_upload_bytes", "max_clip_seconds", "max_image_pixels", "max_text_chars",
                     "request_timeout", "max_concurrency", "torch_threads", "max_faces",
-                    "clip_frames", "clip_height", "decode_timeout")  # fmt: skip
+                    "face_min_size", "clip_frames", "clip_height", "decode_timeout",
+                    "batch_size")  # fmt: skip
         for name in positive:
-            if getattr(self, name) <= 0:
-                raise SettingsError(f"{name} must be positive, got {getattr(self, name)}")
-        if not 0 <= self.face_margin < 2:
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise SettingsError(f"{name} must be positive, got {value}")
+        if self.face_margin is not None and not 0 <= self.face_margin < 2:
             raise SettingsError(f"face_margin must be in [0, 2), got {self.face_margin}")
+        if self.batch_wait_ms < 0:
+            raise SettingsError(f"batch_wait_ms must not be negative, got {self.batch_wait_ms}")
 
 
 def _bool(raw: str) -> bool:
@@ -110,8 +122,11 @@ _CONVERTERS: dict[str, Any] = {
     "device": str,
     "max_faces": int,
     "detector": str,
+    "face_align": _bool,
     "face_margin": float,
     "face_min_size": int,
+    "batch_size": int,
+    "batch_wait_ms": float,
     "clip_frames": int,
     "clip_height": int,
     "decode_timeout": float,

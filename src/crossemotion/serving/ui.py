@@ -9,6 +9,10 @@ The API's limits hold here through the same code: uploads reach the handler
 as files, unopened, and go through ``Service`` (pixel, clip-length and text
 limits) inside the API's ``Runner`` (concurrency and request timeout); a
 broken limit is a ``gr.Error`` with the API's message.
+
+The image shown back carries every face's box and landmarks, the speaker's
+(first) face marked; the examples under the inputs (a demo scene frame, a demo
+face image and a demo clip, shipped in ``serving/examples/``) need no network.
 """
 
 from __future__ import annotations
@@ -30,10 +34,12 @@ import numpy as np
 import pandas as pd
 from fastapi import FastAPI
 
+from crossemotion.serving.examples import example_files
 from crossemotion.serving.limits import PredictionTimeout, Runner
 from crossemotion.serving.media import MediaError
 from crossemotion.serving.service import (
     ClipResult,
+    FaceResult,
     InputError,
     NoModelError,
     Prediction,
@@ -43,7 +49,9 @@ from crossemotion.serving.settings import Settings, settings_from_env
 
 log = logging.getLogger(__name__)
 MAX_PLOTS = 8  # bar-chart slots; the demo serves at most six models
-BOX_COLOUR = (40, 220, 60)
+SPEAKER_COLOUR = (40, 220, 60)
+OTHER_COLOUR = (230, 200, 40)
+LANDMARK_COLOUR = (230, 40, 40)
 
 
 def _unopened_upload(payload: Any) -> str | None:
@@ -68,14 +76,31 @@ def _bars(pred: Prediction) -> pd.DataFrame:
     )
 
 
-def _draw_boxes(rgb: np.ndarray, boxes: Sequence[tuple[int, int, int, int]]) -> np.ndarray:
+def _draw_faces(rgb: np.ndarray, faces: Sequence[FaceResult]) -> np.ndarray:
+    """Every detected face's box and landmarks; the speaker's box green, thicker and
+    labelled "speaker", the others yellow and numbered in the summary's order."""
     import cv2
 
     out = np.ascontiguousarray(rgb.copy())
-    thick = max(2, round(max(out.shape[:2]) / 200))
-    for i, (x, y, w, h) in enumerate(boxes):
-        cv2.rectangle(out, (x, y), (x + w, y + h), BOX_COLOUR if i == 0 else (230, 200, 40), thick)
+    thin = max(1, round(max(out.shape[:2]) / 320))
+    scale = max(0.4, max(out.shape[:2]) / 1000)
+    for i, face in enumerate(faces):
+        if not face.detected:
+            continue
+        x, y, w, h = face.box
+        colour = SPEAKER_COLOUR if face.speaker else OTHER_COLOUR
+        cv2.rectangle(out, (x, y), (x + w, y + h), colour, thin * (2 if face.speaker else 1))
+        tag = "speaker" if face.speaker else str(i + 1)
+        cv2.putText(out, tag, (x, max(12, y - 4)), cv2.FONT_HERSHEY_SIMPLEX, scale, colour,
+                    thin, cv2.LINE_AA)  # fmt: skip
+        for px, py in face.landmarks:
+            cv2.circle(out, (round(px), round(py)), thin + 1, LANDMARK_COLOUR, -1, cv2.LINE_AA)
     return out
+
+
+def _draw_box(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    face = FaceResult(box, True, None, [], speaker=True)
+    return _draw_faces(rgb, [face])
 
 
 def _summary(sections: list[tuple[str, list[Prediction]]]) -> str:
@@ -134,8 +159,11 @@ class DemoHandler:
             svc.require_for("image")
             rgb = svc.load_image(Path(image).read_bytes())
             result = svc.predict_image_array(rgb)
-            shown = _draw_boxes(rgb, [f.box for f in result.faces if f.detected])
-            sections.append(("face", result.faces[0].predictions))
+            shown = _draw_faces(rgb, result.faces)
+            for i, face in enumerate(result.faces):
+                name = "speaker face" if face.speaker else ("image" if not face.detected
+                                                            else f"face {i + 1}")  # fmt: skip
+                sections.append((name, face.predictions))
         if text and not video and svc.of_kind("text"):
             sections.append(("text", svc.predict_text(text)))
         if not sections:
@@ -154,7 +182,7 @@ class DemoHandler:
         """The first sampled frame with its speaker box, for display."""
         for rgb, box in zip(clip.sampled, clip.boxes, strict=False):
             if box is not None:
-                return _draw_boxes(rgb, [box])
+                return _draw_box(rgb, box)
         return clip.sampled[0] if clip.sampled else None
 
 
@@ -174,8 +202,16 @@ def build_blocks(service: Service, runner: Runner | None = None) -> gr.Blocks:
                 video = gr.Video(label="Clip (mp4)", sources=["upload"], elem_id="video-input")
                 text = gr.Textbox(label="Utterance", lines=2, elem_id="text-input")
                 button = gr.Button("Predict", variant="primary", elem_id="predict-button")
+                examples = example_files()
+                gr.Examples(
+                    examples=[[str(examples.frame), None, ""], [str(examples.face), None, ""],
+                              [None, str(examples.clip), examples.clip_text]],
+                    inputs=[image, video, text], label="Examples (demo data): click one, "
+                    "then Predict", examples_per_page=3, elem_id="examples",
+                )  # fmt: skip
             with gr.Column():
-                faces = gr.Image(label="Detected face", interactive=False, elem_id="faces")
+                faces = gr.Image(label="Detected faces (the speaker's marked)",
+                                 interactive=False, elem_id="faces")  # fmt: skip
                 fused = gr.Label(label="Prediction (fused when a fusion model applies)",
                                  num_top_classes=3, elem_id="fused-label")  # fmt: skip
                 summary = gr.Markdown(elem_id="summary")
@@ -207,6 +243,8 @@ def mount_ui(
     return gr.mount_gradio_app(
         app, blocks, path=path, ssr_mode=False, mcp_server=False, pwa=False,
         max_file_size=service.settings.max_upload_bytes, footer_links=["api"],
+        # the examples ship inside the package, outside Gradio's default allowed places
+        allowed_paths=[str(p) for p in example_files().paths()],
     )  # fmt: skip
 
 
