@@ -65,3 +65,64 @@ def test_demo_page_predicts_an_uploaded_face(ui_server: Server, media: Media,
     assert shot.stat().st_size > 10_000
     # nothing was fetched from anywhere but this server
     assert hosts == {"127.0.0.1"}, hosts
+
+
+def test_the_examples_work_offline_and_the_speaker_is_marked(ui_server: Server,
+                                                             tmp_path: Path) -> None:  # fmt: skip
+    """Click the demo frame example, predict: every face is boxed, the speaker's in green;
+    then the demo clip example (with its utterance): the clip models answer."""
+    import cv2
+    import httpx
+    import numpy as np
+    from playwright.sync_api import sync_playwright
+
+    from crossemotion.serving.ui import SPEAKER_COLOUR
+
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        pytest.fail(f"headless Chromium not found at {CHROMIUM} (make test-deps installs it)")
+    hosts: set[str] = set()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1200})
+            page.on("request", lambda req: hosts.add(urlparse(req.url).hostname or req.url))
+            page.goto(f"{ui_server.url}/ui/", wait_until="networkidle")
+            examples = page.locator("#examples")
+            # row 1: the 640x360 demo frame
+            examples.locator("[data-testid=dataset-cell-0-0]").click()
+            page.locator("#image-input img").first.wait_for(timeout=30_000)
+            page.locator("#predict-button").click()
+            page.wait_for_function(
+                "() => { const el = document.querySelector('#summary');"
+                " return el && el.innerText.includes('speaker face'); }",
+                timeout=60_000,
+            )
+            summary = page.locator("#summary").inner_text()
+            shown = page.locator("#faces img").first
+            shown.wait_for(timeout=30_000)
+            drawn = httpx.get(shown.get_attribute("src") or "", timeout=30).content
+            page.screenshot(path=str(tmp_path / "frame.png"), full_page=True)
+            # row 3: the demo clip with its utterance
+            examples.locator("[data-testid=dataset-cell-2-1]").click()
+            page.locator("#video-input video").first.wait_for(timeout=30_000)
+            page.locator("#predict-button").click()
+            page.wait_for_function(
+                "() => { const el = document.querySelector('#summary');"
+                " return el && el.innerText.includes('c3d/meld'); }",
+                timeout=120_000,
+            )
+            clip_summary = page.locator("#summary").inner_text()
+            text = page.locator("#text-input textarea").input_value()
+        finally:
+            browser.close()
+    # the frame shows the speaker and a bystander: two faces answered, the first the speaker's
+    assert "speaker face" in summary and "face 2" in summary, summary
+    image = cv2.imdecode(np.frombuffer(drawn, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+    assert image.shape == (360, 640, 3)
+    # the speaker's box: a run of its colour (JPEG or PNG, allow a little drift)
+    near = (np.abs(image.astype(int) - np.array(SPEAKER_COLOUR)).sum(-1) < 40).sum()
+    assert near > 200, near
+    assert "c3d/meld" in clip_summary and "fusion/meld" in clip_summary, clip_summary
+    assert text, "the clip example fills in its utterance"
+    # the examples came from this server: nothing was fetched from anywhere else
+    assert hosts == {"127.0.0.1"}, hosts
