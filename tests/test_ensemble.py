@@ -22,6 +22,7 @@ from crossemotion.layout import member_subdir
 from crossemotion.models.registry import ShardInputs
 from crossemotion.serving.models import load_model
 from crossemotion.training.runner import train_and_evaluate
+from crossemotion.training.settings import JobSettings
 from tests import demo_runs
 from tests.conftest import run_snakemake
 from tests.vision_fixtures import api_dialogue_units, write_meld_shards
@@ -67,7 +68,7 @@ def ensemble_run(meld: ShardInputs, tmp_path_factory: pytest.TempPathFactory) ->
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("results") / "models" / "text" / "meld"
     section = {**TEXT, "ensemble": [DIALOGUE]}
-    train_and_evaluate("text", "meld", section, {"seed": 5, "device": "cpu"}, meld, out,
+    train_and_evaluate("text", "meld", section, JobSettings(seed=5, device="cpu"), meld, out,
                        progress=False)  # fmt: skip
     return out
 

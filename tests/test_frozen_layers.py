@@ -23,6 +23,7 @@ from crossemotion.models.frozen_layers import (
 from crossemotion.models.registry import ShardInputs, build_model, get_spec
 from crossemotion.models.text import TextEncoder, preprocess_text
 from crossemotion.training.runner import train_and_evaluate
+from crossemotion.training.settings import JobSettings
 from tests.vision_fixtures import write_meld_shards
 
 CFG = {"encoder": "minilm", "max_length": 32, "context": 0, "pooling": "mean", "lr": 5e-5}
@@ -140,7 +141,7 @@ def test_training_with_frozen_layers_changes_only_the_top(tmp_path: Path) -> Non
     before = _model(4).text.encoder.state_dict()
     out = tmp_path / "run"
     metrics = train_and_evaluate(
-        "text", "meld", cfg, {"seed": 3, "device": "cpu"}, inputs, out, progress=False
+        "text", "meld", cfg, JobSettings(seed=3, device="cpu"), inputs, out, progress=False
     )
     state = torch.load(out / "model.pt", map_location="cpu", weights_only=False)["state_dict"]
     after = {k.removeprefix("text.encoder."): v for k, v in state.items()}
@@ -176,7 +177,7 @@ def test_fusion_trains_only_the_text_layers_above_the_frozen_ones(tmp_path: Path
         assert [id(c) for c in caches] == [id(model.text.bottom_cache)]
     before = model.text.encoder.state_dict()
     out = tmp_path / "run"
-    train_and_evaluate("fusion", "meld", cfg, {"seed": 3, "device": "cpu"}, meld, out,
+    train_and_evaluate("fusion", "meld", cfg, JobSettings(seed=3, device="cpu"), meld, out,
                        progress=False)  # fmt: skip
     state = torch.load(out / "model.pt", map_location="cpu", weights_only=False)["state_dict"]
     after = {k.removeprefix("text.encoder."): v for k, v in state.items()}
@@ -210,7 +211,7 @@ def test_a_second_run_reads_the_frozen_bottom_from_disk(
         on_disk[epoch] = BottomCache().load(files[0]) if files else 0
 
     def run(name: str, **changes: int) -> pl.DataFrame:
-        run_cfg = {"seed": 3, "device": "cpu", "frozen_cache": str(cache)}
+        run_cfg = JobSettings(seed=3, device="cpu", frozen_cache=cache)
         train_and_evaluate(
             "text", "meld", {**cfg, **changes}, run_cfg, inputs, tmp_path / name,
             on_epoch_end=stored_rows, progress=False,

@@ -86,9 +86,40 @@ def test_no_model_reads_a_raw_config() -> None:
         for folder in ("models", "datasets", "training")
         for path in sorted((src / folder).glob("*.py"))
         for n, line in enumerate(path.read_text().splitlines(), 1)
-        if "cfg.get(" in line and "transfer_cfg" not in line and "global_cfg" not in line
+        if "cfg.get(" in line
     ]
     assert offenders == []
+
+
+def test_jobs_read_typed_settings_only() -> None:
+    """A training or transfer job reads its settings from ``JobSettings`` and
+    ``TransferSettings``: no untyped settings mapping, no ``.get(key, default)`` on a
+    config or settings mapping in ``training/``, and no literal default seed in the
+    library but ``layout.DEFAULT_SEED`` (whose value the schema's default repeats)."""
+    import re
+    from pathlib import Path
+
+    from crossemotion.config import property_default
+    from crossemotion.layout import DEFAULT_SEED
+
+    src = Path(__file__).resolve().parents[1] / "src" / "crossemotion"
+    config_get = re.compile(r"(cfg|config|settings|section|transfer|job)\w*\.get\(")
+    offenders = [
+        f"{path.relative_to(src)}:{n}"
+        for path in sorted((src / "training").glob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if "global_cfg" in line or config_get.search(line)
+    ]
+    assert offenders == []
+    seed_default = re.compile(r"get\(\"seed\"|, 13\)|seed: int = 13\b|seed=13\b")
+    literal = [
+        f"{path.relative_to(src)}:{n}"
+        for path in sorted(src.rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if seed_default.search(line)
+    ]
+    assert literal == []
+    assert property_default("seed") == DEFAULT_SEED
 
 
 def test_checkpoint_with_an_unknown_config_key_is_refused_naming_it(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from crossemotion.reporting.runs import model_run
 from crossemotion.reporting.scores import read_predictions
 from crossemotion.reporting.tables import benchmark_table, write_table
 from crossemotion.training.runner import train_and_evaluate
+from crossemotion.training.settings import JobSettings
 from tests.conftest import run_snakemake
 from tests.vision_fixtures import TINY, api_dialogue_units, write_ifeed_shards, write_meld_shards
 
@@ -33,7 +34,7 @@ TEXT = {
     "encoder": "minilm", "max_length": 32, "context": 1, "future": 1, "epochs": 1,
     "batch_size": 8, "lr": 5e-5, "threads": 1,
 }  # fmt: skip
-GLOBAL = {"seed": 5, "device": "cpu", "task": "sentiment"}
+GLOBAL = JobSettings(seed=5, device="cpu", task="sentiment")
 
 
 def _sentiment(frame: pl.DataFrame) -> pl.Series:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from crossemotion.training.runner import train_and_evaluate
 from crossemotion.training.transfer import (
     Cell,
     TransferInputs,
+    TransferSettings,
     cell_metrics,
     parse_mode,
     run_transfer,
@@ -28,7 +30,7 @@ from crossemotion.training.transfer import (
 from tests.vision_fixtures import GLOBAL, TINY, write_ifeed_shards, write_meld_shards
 
 MODEL_CFG = {**TINY["resnet50"], "epochs": 1, "augment": False}
-TRANSFER_CFG = {"model": "resnet50", "fractions": [0.5], "exclude_overlap": True, "epochs": 1}
+TRANSFER_CFG = TransferSettings(model="resnet50", fractions=(0.5,), exclude_overlap=True, epochs=1)
 # IFEED Training images aligned to MELD dev/test utterances: the leak to exclude
 LEAKED_DEV, LEAKED_TEST = "dia101_utt1", "dia202_utt0"
 # an IFEED Training image that did not align, whose key names a MELD test utterance
@@ -275,7 +277,7 @@ def test_without_exclusion_nothing_is_dropped(world, tmp_path) -> None:
     metrics = run_transfer(
         Cell("meld", "ifeed", "zero_shot"),
         inputs_for(world, "meld", "ifeed", leakage=False),
-        {**TRANSFER_CFG, "exclude_overlap": False},
+        dataclasses.replace(TRANSFER_CFG, exclude_overlap=False),
         GLOBAL,
         tmp_path / "cell",
     )

@@ -10,6 +10,7 @@ import polars as pl
 
 from crossemotion.labels import EMOTIONS, IFEED_NAMES
 from crossemotion.models.registry import ShardInputs
+from crossemotion.training.settings import JobSettings
 
 CAST = ["Ross", "Rachel", "Monica", "Joey"]
 
@@ -112,7 +113,7 @@ TINY = {
     "resnet50": {"arch": "resnet18", "weights": None, "size": 32, "augment": True, "epochs": 2,
                  "batch_size": 16, "lr": 0.001, "threads": 1},
 }  # fmt: skip
-GLOBAL = {"seed": 5, "device": "cpu"}
+GLOBAL = JobSettings(seed=5, device="cpu")
 
 
 def api_dialogue_units(text_shard: Path) -> dict[str, dict]:

@@ -41,7 +41,7 @@ import yaml
 
 from experiments.text.kept import keep
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SEEDS = (13, 14, 15)
 # Each differs from the benchmark config (config/meld_text.yaml) only in the keys named;
 # the input keys (context, speakers) are named in every variant, so a variant means
@@ -179,6 +179,7 @@ def base_text_config() -> dict[str, Any]:
 def train_job(job: Mapping[str, Any]) -> dict[str, Any]:
     from crossemotion.models.registry import ShardInputs
     from crossemotion.training.runner import train_and_evaluate
+    from crossemotion.training.settings import JobSettings
 
     shards = Path(job["shards"])
     inputs = ShardInputs(
@@ -191,17 +192,17 @@ def train_job(job: Mapping[str, Any]) -> dict[str, Any]:
         "text",
         "meld",
         job["model_cfg"],
-        {
-            "seed": job["seed"],
-            "device": job["device"],
-            "demo": False,
-            "task": job["task"],
-            "frozen_cache": job.get("frozen_cache"),
-        },
+        JobSettings(
+            seed=job["seed"],
+            device=job["device"],
+            demo=False,
+            task=job["task"],
+            frozen_cache=job.get("frozen_cache"),
+            threads=job["threads"],
+        ),
         inputs,
         job["out_dir"],
         progress=False,
-        threads=job["threads"],
     )
     scores = {
         split: {

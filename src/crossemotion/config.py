@@ -35,6 +35,19 @@ def schema_default(definition: str, key: str) -> Any:
         raise KeyError(f"the config schema sets no default for {definition}.{key}") from None
 
 
+def property_default(*keys: str) -> Any:
+    """The schema's default of the config key at ``keys`` (``"seed"``, or ``"transfer",
+    "unaligned"``), for library callers whose config did not pass through the
+    workflow's validation (which fills the defaults in)."""
+    node = _schema()
+    try:
+        for key in keys:
+            node = node["properties"][key]
+        return node["default"]
+    except KeyError:
+        raise KeyError(f"the config schema sets no default for {'.'.join(keys)}") from None
+
+
 class ConfigError(ValueError):
     """A config that does not match the schema; the message names the key."""
 

@@ -117,7 +117,14 @@ def find_shards(
 
 def config_seeds(config: Mapping[str, Any]) -> list[int]:
     """The seeds a config trains: ``seeds`` when set, else ``[seed]``; no duplicates."""
-    seeds = config.get("seeds") or [config.get("seed", DEFAULT_SEED)]
+    # a config the workflow validated has ``seed`` (the schema's default, DEFAULT_SEED);
+    # a report's recorded config may not
+    if config.get("seeds"):
+        seeds = list(config["seeds"])
+    elif "seed" in config:
+        seeds = [config["seed"]]
+    else:
+        seeds = [DEFAULT_SEED]
     out = [int(s) for s in dict.fromkeys(seeds)]
     if len(out) != len(seeds):
         raise ValueError(f"seeds must be distinct, got {list(seeds)}")

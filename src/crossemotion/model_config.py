@@ -24,6 +24,7 @@ from typing import Any, Self
 
 from crossemotion.config import ConfigError, schema_default
 from crossemotion.labels import DEFAULT_TASK
+from crossemotion.layout import DEFAULT_SEED
 
 # keys a job passes beside the model's section: the global seed and task
 GLOBAL_KEYS = ("seed", "task")
@@ -74,7 +75,7 @@ class ModelConfig:
     # decoded items kept in memory per dataset (crossemotion.datasets.shards.cache_for)
     cache_mb: float = 2048
     # global keys
-    seed: int = 13
+    seed: int = DEFAULT_SEED
     task: str = DEFAULT_TASK
 
     @classmethod

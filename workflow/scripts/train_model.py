@@ -5,6 +5,7 @@ from pathlib import Path
 from crossemotion.layout import shard_inputs
 from crossemotion.logs import setup_logging
 from crossemotion.training.runner import train_and_evaluate
+from crossemotion.training.settings import JobSettings
 
 sm = snakemake  # type: ignore[name-defined]
 log = setup_logging(sm.log[0])
@@ -14,16 +15,10 @@ train_and_evaluate(
     params.model,
     sm.wildcards.dataset,
     params.model_cfg,
-    {
-        "seed": params.seed,
-        "task": params.get("task", "emotion"),
-        "device": params.device,
-        "demo": params.demo,
-        # read from the config, not a param: a cache's location must not rerun jobs
-        "frozen_cache": sm.config.get("frozen_cache"),
-    },
+    # the validated config's task, device, frozen cache (not a param: a cache's
+    # location must not rerun jobs) and progress interval; the job's own seed
+    JobSettings.from_config(sm.config, seed=params.seed, demo=params.demo, threads=sm.threads),
     shard_inputs(sm.input),
     # the run directory holds every named output (crossemotion.layout.TRAIN_FILES)
     Path(sm.output.metrics).parent,
-    threads=sm.threads,
 )

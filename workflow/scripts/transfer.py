@@ -4,7 +4,8 @@ from pathlib import Path
 
 from crossemotion.layout import shard_inputs
 from crossemotion.logs import setup_logging
-from crossemotion.training.transfer import Cell, TransferInputs, run_transfer
+from crossemotion.training.settings import JobSettings
+from crossemotion.training.transfer import Cell, TransferInputs, TransferSettings, run_transfer
 
 sm = snakemake  # type: ignore[name-defined]
 log = setup_logging(sm.log[0])
@@ -23,8 +24,7 @@ log.info("transfer %s -> %s, %s", cell.source, cell.target, cell.mode)
 run_transfer(
     cell,
     inputs,
-    sm.params.transfer,
-    {"seed": sm.params.seed, "device": sm.params.device},
+    TransferSettings.from_mapping(sm.params.transfer),
+    JobSettings.from_config(sm.config, seed=sm.params.seed, threads=sm.threads),
     Path(sm.output.metrics).parent,
-    threads=sm.threads,
 )

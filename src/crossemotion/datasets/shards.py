@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from crossemotion.labels import EMOTIONS, normalize_class, task_classes
+from crossemotion.layout import DEFAULT_SEED
 from crossemotion.model_config import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -190,7 +191,10 @@ def check_and_cache(
 
 
 def stratified_group_split(
-    frame: pl.DataFrame, fraction: float = DEV_FRACTION, seed: int = 13, group: str = "key"
+    frame: pl.DataFrame,
+    fraction: float = DEV_FRACTION,
+    seed: int = DEFAULT_SEED,
+    group: str = "key",
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Deterministic stratified split of ``frame`` into (train, dev) by groups.
 

@@ -15,12 +15,12 @@ file lock, so only one of them unpacks.
 from __future__ import annotations
 
 import fcntl
-import os
 import shutil
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from crossemotion.checkpoint import encoders_root
 from crossemotion.ingest.archives.download import file_digests
 from crossemotion.ingest.archives.unpack import safe_extract
 
@@ -53,8 +53,8 @@ PACKAGED: dict[str, SplitEncoder] = {MPNET.name: MPNET}
 
 
 def cache_root() -> Path:
-    default = Path.home() / ".cache" / "crossemotion" / "encoders"
-    return Path(os.environ.get("CROSSEMOTION_ENCODERS") or default)
+    # one home for unpacked encoders, the checkpoints' embedded ones included
+    return encoders_root()
 
 
 def piece_paths(encoder: SplitEncoder) -> list[Path]:

@@ -13,14 +13,21 @@ crossemotion.datasets.text for the input layout). ``head_lr`` sets the head's le
 ``reinit_layers`` re-initialises the encoder's top layers (see
 ``reinit_top_layers``); ``freeze_layers`` trains only the layers above that
 many (see crossemotion.models.frozen_layers). Defaults: ``TextConfig``.
+
+A trained model's checkpoint embeds its encoder's architecture and tokenizer
+(``embedded_encoder``; crossemotion.checkpoint), so inference builds the text
+branch of ``text`` and ``fusion`` from model.pt alone.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -219,6 +226,26 @@ def tokenizer_for(name: str | TextInputConfig) -> Any:
     if isinstance(name, TextInputConfig):
         return _tokenizer(name.encoder, pretrained_fallback(name))
     return _tokenizer(name, FALLBACK_ERROR)
+
+
+def embedded_encoder(model: nn.Module, cfg: TextInputConfig) -> dict[str, Any] | None:
+    """What a checkpoint of ``model`` needs to rebuild its text encoder without the
+    encoder's source (the weights are in its state dict): ``{"name", "config",
+    "files"}``, the configured encoder name, the transformers config as a dict of
+    plain values, and the tokenizer's files as saved by ``save_pretrained``, name ->
+    bytes. None when ``model`` has no text encoder (``model.text``)."""
+    text = getattr(model, "text", None)
+    if not isinstance(text, TextEncoder):
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer_for(cfg).save_pretrained(tmp)
+        files = {p.name: p.read_bytes() for p in sorted(Path(tmp).iterdir()) if p.is_file()}
+    return {
+        "name": cfg.encoder,
+        # through JSON: the checkpoint loads with weights_only, plain values only
+        "config": json.loads(text.encoder.config.to_json_string(use_diff=False)),
+        "files": files,
+    }
 
 
 def make_datasets(cfg: TextConfig, dataset: str, shards: ShardInputs) -> dict[str, Dataset]:

@@ -19,7 +19,11 @@
   ``WeightAverage``): dev scores, model selection and the best state use it;
 - CUDA with AMP (fp16 autocast + GradScaler) when the device is CUDA;
 - resumable: after every epoch ``state_dir/last.pt`` is written atomically and
-  read back on the next start when its ``config_key`` matches.
+  read back on the next start when its ``config_key`` matches;
+- progress lines in the log (``EpochProgress``): a job under Snakemake has no
+  terminal for tqdm's bar, and an epoch of real data lasts minutes, so at most
+  every ``progress_seconds`` (and at the epoch's last step) the loop logs the
+  epoch, step of steps, running loss, elapsed and remaining time.
 """
 
 from __future__ import annotations
@@ -89,6 +93,55 @@ class FitResult:
     log: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     resumed_from: int = 0
+
+
+def clock_text(seconds: float) -> str:
+    """``75.4`` -> ``1m15s``; ``3725`` -> ``1h02m05s``."""
+    total = max(0, round(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+class EpochProgress:
+    """Progress lines of one training epoch, for logs without a terminal.
+
+    ``step(done, loss)`` logs ``epoch E/N step S/T loss L elapsed X eta Y`` when
+    ``every`` seconds have passed since the epoch began or since the last line,
+    and always at the last step; the remaining time is the elapsed time per step
+    times the steps left (the dev evaluation that follows is not in it).
+    """
+
+    def __init__(
+        self,
+        epoch: int,
+        epochs: int,
+        steps: int,
+        every: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if every <= 0:
+            raise ValueError(f"progress interval must be > 0 seconds, got {every}")
+        self.epoch, self.epochs, self.steps, self.every = epoch, epochs, steps, every
+        self.clock = clock
+        self.start = self.last = clock()
+        self.lines = 0
+
+    def step(self, done: int, loss: float) -> None:
+        now = self.clock()
+        if now - self.last < self.every and done < self.steps:
+            return
+        self.last = now
+        self.lines += 1
+        elapsed = now - self.start
+        remaining = elapsed / max(1, done) * max(0, self.steps - done)
+        log.info(
+            "epoch %d/%d step %d/%d loss %.4f elapsed %s eta %s",
+            self.epoch, self.epochs, done, self.steps, loss, clock_text(elapsed),
+            clock_text(remaining),
+        )  # fmt: skip
 
 
 def class_weights(labels: np.ndarray, n_classes: int = len(EMOTIONS)) -> Tensor:
@@ -261,12 +314,16 @@ def fit(
     dev_score: Callable[[np.ndarray], dict[str, float]] | None = None,
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
     progress: bool | None = None,
+    progress_seconds: float | None = None,
 ) -> FitResult:
     """Train ``model`` in place; return the best epoch's weights and the log.
 
     ``dev_score(probs)`` returns at least ``weighted_f1`` and ``accuracy`` on
     dev (default: item-level); ``on_epoch_end(epoch, row)`` runs after the
     resume state of that epoch is saved (tests raise from it to kill a run).
+    ``progress`` shows tqdm's bars (None: when on a terminal);
+    ``progress_seconds`` logs ``EpochProgress`` lines at most that far apart
+    (None: none; a job passes its settings' interval).
     """
     device = device or resolve_device("auto")
     seed_everything(cfg.seed)
@@ -324,6 +381,7 @@ def fit(
             epoch,
             progress,
             average,
+            progress_seconds,
         )
         scores = score_fn(predict_probs(scored, dev_ds, collate, cfg.batch_size, device, progress))
         improved = scores["weighted_f1"] > best_score
@@ -471,6 +529,7 @@ def _train_epoch(
     epoch: int,
     progress: bool | None,
     average: WeightAverage | None = None,
+    progress_seconds: float | None = None,
 ) -> float:
     model.train()
     loader = make_loader(
@@ -483,6 +542,11 @@ def _train_epoch(
         length_buckets=cfg.length_buckets,
     )
     total, count = 0.0, 0
+    lines = (
+        EpochProgress(epoch, cfg.epochs, len(loader), progress_seconds)
+        if progress_seconds is not None
+        else None
+    )
     bar = tqdm(
         loader,
         desc=f"epoch {epoch}",
@@ -497,7 +561,7 @@ def _train_epoch(
             lambda _module, args: captured.append(args[0])
         )
     try:
-        for batch in bar:
+        for done, batch in enumerate(bar, start=1):
             captured.clear()
             loss, n = _train_step(
                 model, to_device(batch, device), cfg, device, criterion, optimizer, scheduler,
@@ -508,6 +572,8 @@ def _train_epoch(
             total += loss * n
             count += n
             bar.set_postfix(loss=f"{total / max(1, count):.4f}")
+            if lines is not None:
+                lines.step(done, total / max(1, count))
     finally:
         if hook is not None:
             hook.remove()

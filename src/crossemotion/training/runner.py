@@ -14,7 +14,7 @@ probabilities (so they count, usually as errors, in the main metrics, which
 cover every utterance like the other MELD models), and metrics.json reports
 the coverage and the metrics over utterances with faces separately.
 
-The global config's ``task`` (``emotion``, default, or ``sentiment``: MELD's
+The job settings' ``task`` (``emotion``, default, or ``sentiment``: MELD's
 negative/neutral/positive) picks the classes: the datasets' labels, the
 model's output width, the metrics' per-class entries and confusion matrix, the
 ``p_{class}`` columns of predictions.parquet, the majority baseline and the
@@ -47,7 +47,9 @@ from crossemotion.layout import member_subdir
 from crossemotion.model_config import ModelConfig, TextInputConfig
 from crossemotion.models.frozen_layers import frozen_layer_cache
 from crossemotion.models.registry import ModelSpec, ShardInputs, get_spec
+from crossemotion.models.text import embedded_encoder
 from crossemotion.training.loop import FitResult, TrainConfig, fit, predict_probs
+from crossemotion.training.settings import JobSettings
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +94,12 @@ def train_and_evaluate(
     model_name: str,
     dataset: str,
     model_cfg: Mapping[str, Any],
-    global_cfg: Mapping[str, Any],
+    job: JobSettings,
     inputs: ShardInputs,
     out_dir: str | Path,
     *,
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
     progress: bool | None = None,
-    threads: int | None = None,
 ) -> dict[str, Any]:
     """Train ``model_name`` on ``dataset``; write the four outputs; return metrics.
 
@@ -106,11 +107,11 @@ def train_and_evaluate(
     ``{out_dir}/members/member{k}/`` and writes the mean of their probabilities
     as the run (crossemotion.evaluation.ensemble).
 
-    ``global_cfg`` holds ``seed``, ``task``, ``device``, ``demo`` and
-    ``frozen_cache`` (a directory that keeps frozen encoder layers' output
-    between runs; see crossemotion.models.frozen_layers). ``threads`` (default:
-    the model config's ``threads``) is what the job was given, e.g. Snakemake's
-    scaled-down ``threads``.
+    ``job`` holds the seed, task, device, the frozen-layer cache (see
+    crossemotion.models.frozen_layers), the threads the job was given (None:
+    the model config's ``threads``) and the progress interval
+    (crossemotion.training.settings). ``progress`` turns the terminal's bars on
+    or off (None: tqdm decides); the log's progress lines are always written.
     """
     out_dir = Path(out_dir)
     members = ensemble_members(model_name, model_cfg, validate=False)
@@ -119,20 +120,19 @@ def train_and_evaluate(
         dirs = [out_dir / member_subdir(i) for i in range(len(members))]
         for member, member_dir in zip(members, dirs, strict=True):
             train_and_evaluate(
-                model_name, dataset, member, global_cfg, inputs, member_dir,
-                on_epoch_end=on_epoch_end, progress=progress, threads=threads,
+                model_name, dataset, member, job, inputs, member_dir,
+                on_epoch_end=on_epoch_end, progress=progress,
             )  # fmt: skip
         return combine_runs(out_dir, dirs, model_cfg)
     t_start = time.perf_counter()
     model_cfg = dict(model_cfg)
-    seed = int(global_cfg.get("seed", 13))
-    task = str(global_cfg.get("task") or DEFAULT_TASK)
+    seed, task = job.seed, job.task
     classes = task_classes(task)
     spec = get_spec(model_name)
     cfg = spec.configure(model_cfg, seed=seed, task=task)
-    threads = int(threads or cfg.threads)
+    threads = job.threads or cfg.threads
     torch.set_num_threads(threads)
-    device = resolve_device(global_cfg.get("device", "auto"))
+    device = resolve_device(job.device)
     seed_everything(seed)
     datasets = spec.make_datasets(cfg, dataset, inputs)
     for split in ("train", "dev", "test"):
@@ -156,7 +156,7 @@ def train_and_evaluate(
     state_dir = out_dir / RESUME_DIR
     # only while fitting: the final scoring and the inference timing run every layer
     form = cfg.input_form if isinstance(cfg, TextInputConfig) else ""
-    with frozen_layer_cache(model, global_cfg.get("frozen_cache"), device, form) as caches:
+    with frozen_layer_cache(model, job.frozen_cache, device, form) as caches:
 
         def epoch_end(epoch: int, row: dict[str, Any]) -> None:
             # the first epoch computed every train and dev row: on disk now, a
@@ -169,7 +169,7 @@ def train_and_evaluate(
             model, datasets["train"], datasets["dev"], tcfg,
             collate=spec.collate, device=device, state_dir=state_dir, config_key=key,
             dev_score=scorer.dev_score if scorer.aggregate else None,
-            on_epoch_end=epoch_end, progress=progress,
+            on_epoch_end=epoch_end, progress=progress, progress_seconds=job.progress_seconds,
         )  # fmt: skip
     model.load_state_dict(result.best_state)
     metrics = evaluate_and_write(
@@ -278,6 +278,10 @@ def checkpoint_payload(
         "labels": list(metrics["classes"]),
         "state_dict": checkpoint.cpu_state_dict(model),
         "preprocess": preprocess_info(spec, cfg),
+        # a text encoder's architecture and tokenizer: built from model.pt alone
+        checkpoint.ENCODER: embedded_encoder(model, cfg)
+        if isinstance(cfg, TextInputConfig)
+        else None,
         "epoch": epoch,
         "metrics": {
             s: {k: metrics[s][k] for k in ("accuracy", "weighted_f1", "n")} for s in ("dev", "test")

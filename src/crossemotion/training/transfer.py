@@ -33,6 +33,7 @@ every row of one target is scored on the same items.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -47,7 +48,7 @@ import torch
 from sklearn.metrics import f1_score
 
 from crossemotion import checkpoint
-from crossemotion.config import config_hash
+from crossemotion.config import ConfigError, config_hash, property_default
 from crossemotion.datasets.faces import cap_faces_per_key, face_splits
 from crossemotion.datasets.shards import (
     label_indices,
@@ -69,6 +70,7 @@ from crossemotion.labels import EMOTIONS, normalize_label
 from crossemotion.models.encoders import architecture_only
 from crossemotion.models.registry import ModelSpec, get_spec
 from crossemotion.training.loop import FitResult, TrainConfig, fit, predict_probs
+from crossemotion.training.settings import JobSettings
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,46 @@ class Cell:
     @property
     def primary_level(self) -> str:
         return "utterance" if self.target == "meld" else "image"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransferSettings:
+    """The config's ``transfer`` section, typed; every default of its keys is here
+    (``unaligned``'s is the schema's)."""
+
+    enabled: bool = False
+    # the face model moved between the datasets
+    model: str = "resnet50"
+    fractions: tuple[float, ...] = ()
+    # leave out evaluated items that share a MELD utterance with the training data
+    exclude_overlap: bool = True
+    unaligned: str = property_default("transfer", "unaligned")
+    # fine-tuning epochs
+    epochs: int = 4
+    # fine-tuning learning rate; None: the model's
+    lr: float | None = None
+
+    @classmethod
+    def from_mapping(cls, section: Mapping[str, Any]) -> TransferSettings:
+        """The typed ``transfer`` section; a key it does not know is an error naming it,
+        ``None`` for a key whose default is not ``None`` means the default."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(section) - set(fields))
+        if unknown:
+            raise ConfigError(
+                f"transfer has no key {', '.join(map(repr, unknown))}; "
+                f"known keys: {', '.join(sorted(fields))}"
+            )
+        values = {
+            k: tuple(v) if isinstance(v, list) else v
+            for k, v in section.items()
+            if v is not None or fields[k].default is None
+        }
+        return cls(**values)
+
+    def record(self) -> dict[str, Any]:
+        """As metrics.json records it (lists, not tuples)."""
+        return {**dataclasses.asdict(self), "fractions": list(self.fractions)}
 
 
 def parse_mode(mode: str) -> float | None:
@@ -255,23 +297,24 @@ class TransferInputs:
 def run_transfer(
     cell: Cell,
     inputs: TransferInputs,
-    transfer_cfg: Mapping[str, Any],
-    global_cfg: Mapping[str, Any],
+    transfer: TransferSettings,
+    job: JobSettings,
     out_dir: str | Path,
     *,
-    threads: int = 1,
     progress: bool | None = None,
     save_model: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run one transfer cell; write metrics.json, predictions.parquet, train_log.csv.
 
-    ``save_model``: also write the (fine-tuned) weights there, as a model.pt.
+    ``job`` gives the seed, device and threads (default 1: the source model's
+    config is the checkpoint's, not this job's); ``save_model``: also write the
+    (fine-tuned) weights there, as a model.pt.
     """
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
-    seed = int(global_cfg.get("seed", 13))
-    torch.set_num_threads(max(1, int(threads)))
-    device = resolve_device(global_cfg.get("device", "auto"))
+    seed = job.seed
+    torch.set_num_threads(job.threads or 1)
+    device = resolve_device(job.device)
     seed_everything(seed)
     spec, model, model_cfg, cfg = load_source(inputs.checkpoint, seed)
     if spec.datasets_from_tables is None:
@@ -279,7 +322,7 @@ def run_transfer(
             f"transfer needs a model that builds datasets from face rows; {spec.name!r} does not"
         )
     dev_fraction = cfg.dev_fraction
-    exclude = bool(transfer_cfg.get("exclude_overlap", True))
+    exclude = transfer.exclude_overlap
     if exclude and inputs.leakage is None:
         raise ValueError("exclude_overlap is on but no leak links (leakage.parquet) were given")
     links = read_leakage(inputs.leakage) if exclude else read_leakage(None)
@@ -307,13 +350,13 @@ def run_transfer(
     )
     # prior for MELD utterances without a face: the labels the model last trained on
     scorer.set_prior(src_labels if cell.fraction is None else datasets["train"].labels)
-    tcfg = TrainConfig.of(cfg.replace(**_finetune_overrides(transfer_cfg)))
+    tcfg = TrainConfig.of(cfg.replace(**_finetune_overrides(transfer)))
     result = None
     if cell.fraction is not None:
         if len(datasets["train"]) == 0:
             raise ValueError(f"{cell}: no target training faces to fine-tune on")
         key = config_hash(
-            {"cell": [cell.source, cell.target, cell.mode], "transfer": dict(transfer_cfg),
+            {"cell": [cell.source, cell.target, cell.mode], "transfer": transfer.record(),
              "model": model_cfg, "seed": seed, "device": device.type,
              "n": [len(datasets[s]) for s in ("train", *EVAL_SPLITS)]}
         )  # fmt: skip
@@ -321,18 +364,21 @@ def run_transfer(
             model, datasets["train"], datasets["dev"], tcfg, collate=spec.collate,
             device=device, state_dir=out_dir / ".resume", config_key=key,
             dev_score=scorer.dev_score if cell.target == "meld" else None, progress=progress,
+            progress_seconds=job.progress_seconds,
         )  # fmt: skip
         model.load_state_dict(result.best_state)
     model.to(device)
     metrics, predictions = evaluate_cell(cell, model, spec, scorer, tcfg.batch_size, device)
     metrics.update(
-        _describe(cell, data, datasets, src_labels, transfer_cfg, model_cfg, result, exclude)
+        _describe(cell, data, datasets, src_labels, transfer, model_cfg, result, exclude)
     )
     metrics["seconds"] = round(time.perf_counter() - t0, 3)
     if save_model is not None:
+        # the source's payload as stored (``raw``: no local encoder folder in its config)
+        source = checkpoint.load(inputs.checkpoint, raw=True)
         checkpoint.save(
             save_model,
-            {**checkpoint.load(inputs.checkpoint), "state_dict": checkpoint.cpu_state_dict(model),
+            {**source, "state_dict": checkpoint.cpu_state_dict(model),
              "transfer": {"source": cell.source, "target": cell.target, "mode": cell.mode}},
         )  # fmt: skip
     write_run(out_dir, metrics, predictions, result.log if result is not None else [])
@@ -346,11 +392,11 @@ def run_transfer(
     return metrics
 
 
-def _finetune_overrides(transfer_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {"epochs": int(transfer_cfg.get("epochs", 4))}
+def _finetune_overrides(transfer: TransferSettings) -> dict[str, Any]:
+    out: dict[str, Any] = {"epochs": transfer.epochs}
     # fine-tuning often wants a smaller step than training from scratch
-    if transfer_cfg.get("lr") is not None:
-        out["lr"] = float(transfer_cfg["lr"])
+    if transfer.lr is not None:
+        out["lr"] = transfer.lr
     return out
 
 
@@ -388,7 +434,7 @@ def _describe(
     data: TargetData,
     datasets: Mapping[str, Any],
     src_labels: np.ndarray,
-    transfer_cfg: Mapping[str, Any],
+    transfer: TransferSettings,
     model_cfg: Mapping[str, Any],
     result: FitResult | None,
     exclude: bool,
@@ -402,7 +448,7 @@ def _describe(
         "target": cell.target,
         "mode": cell.mode,
         "fraction": cell.fraction,
-        "model": str(transfer_cfg.get("model", "resnet50")),
+        "model": transfer.model,
         "level": cell.primary_level,
         "absent_classes": {
             "source_train": absent(src_labels),
@@ -413,14 +459,14 @@ def _describe(
         "macro_f1_note": "macro F1 averages over the classes present in the evaluated "
         "labels (macro_f1_labels); macro_f1_all is sklearn's (labels or predictions)",
         "exclude_overlap": exclude,
-        "unaligned": str(transfer_cfg.get("unaligned", "all_key_splits")) if exclude else None,
+        "unaligned": transfer.unaligned if exclude else None,
         # test items left out at the primary level (utterances / images)
         "n_excluded": data.excluded["test"].get(unit, 0),
         "excluded": data.excluded,
         "leakage_rule": LEAKAGE_RULES[(cell.source, cell.target)] if exclude else None,
         "n_finetune": len(datasets["train"]) if cell.fraction is not None else 0,
         "n_target_train": data.faces["train"].height,
-        "config": {"transfer": dict(transfer_cfg), "model": dict(model_cfg)},
+        "config": {"transfer": transfer.record(), "model": dict(model_cfg)},
     }
     if result is not None:
         out["train"] = {
