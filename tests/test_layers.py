@@ -32,7 +32,6 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
             "codec",
             "device",
             "checkpoint",
-            "optimize",
             "resources",
         },
         {"ingest", "synth", "model_config"},
