@@ -113,6 +113,9 @@ rule unpack_meld:
     threads: 1
     resources:
         **job_resources("unpack_meld"),
+    params:
+        # the unpack fails, keeping nothing, when it yields no clip
+        usable="clips",
     script:
         "../scripts/unpack.py"
 
@@ -130,5 +133,8 @@ rule unpack_ifeed:
     threads: 1
     resources:
         **job_resources("unpack_ifeed"),
+    params:
+        # the unpack fails, keeping nothing, when it yields no image
+        usable="images",
     script:
         "../scripts/unpack.py"

@@ -261,10 +261,17 @@ class _Problem(NamedTuple):
     reason: str
 
 
+# control characters in names are escaped: a newline or NUL in a log line
+# would split it or spoof another
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), 127)}
+
+
 def _shown(text: str, limit: int = _SHOWN) -> str:
-    """A name fit for the report: undecodable bytes escaped, long names cut."""
-    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+    """A name fit for the report and the log: cut first (a name may be a
+    megabyte), then undecodable bytes and control characters escaped."""
+    cut = text[:limit].encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    cut = cut.translate(_CONTROL)
+    return cut if len(text) <= limit else f"{cut}... ({len(text)} characters)"
 
 
 def check_name(name: str, budget: Budget) -> _Problem | tuple[str, ...]:
@@ -383,13 +390,15 @@ class _Decoded:
         decoder: Callable[[], _Decoder] | None,
         account: Callable[[int], None],
         restart: bytes | None = None,
-        truncated: Callable[[str], Exception] = EOFError,
+        truncated: Callable[[str], Exception] | None = EOFError,
     ) -> None:
         self._read_raw = read_raw
         self._new = decoder
         self._dec = decoder() if decoder else None
         self._account = account
         self._restart = restart  # magic of a concatenated stream (gzip members, ...)
+        # raised when the input ends inside a compressed stream; None: the data
+        # just ends there (zip's LZMA may have no end marker; sizes and CRC decide)
         self._truncated = truncated
         self._buf = bytearray()
         self._tell = 0
@@ -413,6 +422,16 @@ class _Decoded:
         if dec.needs_input:
             data = self._read_raw(_IN_CHUNK)
             if not data:
+                # zlib may hold output with no input left (a match cut by the cap)
+                out = dec.decompress(b"", _OUT_CHUNK)
+                if out:
+                    self._push(out)
+                    return True
+                if dec.eof:
+                    return self._next_stream(dec.unused_data)
+                if self._truncated is None:  # the caller checks sizes and CRCs
+                    self._eof = True
+                    return False
                 raise self._truncated("compressed data ends before its end marker (truncated)")
         self._push(dec.decompress(data, _OUT_CHUNK))
         return True
@@ -538,6 +557,25 @@ class _TarInfo(tarfile.TarInfo):
         finally:
             tarfile_._chain = depth  # type: ignore[attr-defined]
 
+    def _proc_sparse(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        # tarfile keeps every (offset, size) pair of the extension blocks, and
+        # fails with IndexError when the data ends inside them: read past them
+        # one block at a time (counted as decompressed), keep nothing
+        _, isextended, origsize = self._sparse_structs  # type: ignore[attr-defined]
+        del self._sparse_structs  # type: ignore[attr-defined]
+        fileobj = tarfile_.fileobj
+        assert fileobj is not None
+        while isextended:
+            buf = fileobj.read(tarfile.BLOCKSIZE)
+            if len(buf) < tarfile.BLOCKSIZE:
+                raise tarfile.ReadError("unexpected end of data in a sparse header")
+            isextended = bool(buf[504])
+        self.sparse = []  # type: ignore[attr-defined]
+        self.offset_data = fileobj.tell()
+        tarfile_.offset = self.offset_data + self._block(self.size)  # type: ignore[attr-defined]
+        self.size = origsize
+        return self
+
     def _proc_gnusparse_00(self, next: tarfile.TarInfo, pax_headers: Any, buf: bytes) -> None:
         next.sparse = []  # type: ignore[attr-defined]
 
@@ -578,6 +616,7 @@ _LOCAL = struct.Struct("<4s2B4HL2L2H")
 class _ZipEntry(NamedTuple):
     name: bytes  # at most max_name_bytes + 1 bytes of it
     name_len: int
+    seps: int  # slashes and backslashes in the whole name
     flags: int
     method: int
     crc: int
@@ -632,7 +671,9 @@ class _ZipDirectory:
                 raise _CorruptArchive(f"bad zip directory entry at byte {pos}")
             (_, _, system, _, _, flags, method, _, _, crc, csize, usize,
              n_name, n_extra, n_comment, _, _, attr, offset) = _CENTRAL.unpack(head)  # fmt: skip
-            name = fh.read(n_name)[: self.max_name + 1]
+            name = fh.read(n_name)  # at most 64 kB: the field has 16 bits
+            seps = name.count(b"/") + name.count(b"\\")
+            name = name[: self.max_name + 1]
             extra = fh.read(n_extra)
             if n_comment:
                 fh.seek(n_comment, io.SEEK_CUR)
@@ -640,7 +681,7 @@ class _ZipDirectory:
             if 0xFFFFFFFF in (usize, csize, offset):
                 usize, csize, offset = _zip64_sizes(extra, usize, csize, offset)
             mode = attr >> 16 if system == 3 else 0
-            yield _ZipEntry(name, n_name, flags, method, crc, csize, usize,
+            yield _ZipEntry(name, n_name, seps, flags, method, crc, csize, usize,
                             offset + self.concat, mode)  # fmt: skip
 
 
@@ -710,17 +751,18 @@ def _zip_decoder(entry: _ZipEntry, read_raw: Callable[[int], bytes]) -> _Decoder
     return None
 
 
-def _overlapping(entries: Iterable[_ZipEntry]) -> set[int]:
+def _overlapping(spans: Sequence[tuple[int, int]]) -> set[int]:
     """Indices of members whose header lies inside an earlier member's data.
 
     Overlapping-entry bombs point many directory entries at one compressed
-    kernel; a genuine zip never overlaps. A member's extent is at least its
-    30-byte local header plus its compressed size.
+    kernel; a genuine zip never overlaps. A member's extent (``spans``) is at
+    least its 30-byte local header plus its compressed size.
     """
-    spans = sorted((e.offset, e.offset + _LOCAL.size + e.csize, i) for i, e in enumerate(entries))
+    order = sorted(range(len(spans)), key=spans.__getitem__)
     out: set[int] = set()
     reach = -1
-    for start, end, i in spans:
+    for i in order:
+        start, end = spans[i]
         if start < reach:
             out.add(i)
         reach = max(reach, end)
@@ -948,14 +990,16 @@ class _Extraction:
                 while (member := tar.next()) is not None:
                     tar.members.clear()  # tarfile keeps every member read: memory grows
                     bar.update(1)
+                    name = member.name
+                    shown = _shown(name)
+                    self.member = source[1] + shown  # the member a broken budget names
                     self._count_members(1, archive.name)
                     self._check_clock()
-                    name = member.name
                     parts = self._member(
                         source,
                         folder,
                         check_name(name, self.budget),
-                        _shown(name),
+                        shown,
                         lambda member=member: _tar_type_problem(member),
                         member.isdir(),
                     )
@@ -964,7 +1008,7 @@ class _Extraction:
                     try:
                         self._write(parts, _tar_chunks(stream, member))
                     except _CannotWrite as err:
-                        self.report.add(REFUSED, source, _shown(name), "cannot_write",
+                        self.report.add(REFUSED, source, shown, "cannot_write",
                                         f"cannot write: {err}")  # fmt: skip
                         continue
                     written.append(parts)
@@ -981,16 +1025,16 @@ class _Extraction:
             # the directory states its count: a count over the cap fails up front
             if self.members + directory.total > budget.max_members:
                 self._count_members(directory.total, archive.name)
-            entries: list[_ZipEntry] = []
-            n = 0
+            spans: list[tuple[int, int]] = []
             for entry in directory:  # a first pass: the real count, the overlaps
-                n += 1
-                if self.members + n > budget.max_members:
-                    self._count_members(n, archive.name)
-                entries.append(entry._replace(name=b""))  # names are read again below
+                if self.members + len(spans) >= budget.max_members:
+                    self._count_members(len(spans) + 1, archive.name)
+                # only the extent is kept: names are read again below
+                spans.append((entry.offset, entry.offset + _LOCAL.size + entry.csize))
+            n = len(spans)
             self._count_members(n, archive.name)
-            overlaps = _overlapping(entries)
-            del entries
+            overlaps = _overlapping(spans)
+            del spans
             bar = tqdm(total=n, desc=archive.name, unit=" members", disable=not self.progress)
             with bar:
                 for i, entry in enumerate(directory):
@@ -1026,9 +1070,9 @@ class _Extraction:
         raw = entry.name
         budget = self.budget
         if entry.name_len > budget.max_name_bytes:
-            shown = _shown(raw.decode("utf-8", "backslashreplace"), 200)
-            if raw.count(b"/") + raw.count(b"\\") >= budget.max_path_depth:
-                return _deep(raw.count(b"/") + raw.count(b"\\"), budget), shown, False
+            shown = _shown(raw.decode("utf-8", "backslashreplace"))
+            if entry.seps >= budget.max_path_depth:
+                return _deep(entry.seps + 1, budget), shown, False
             return _Problem(REFUSED, "long_name", f"name of {entry.name_len} bytes is longer "
                             f"than {budget.max_name_bytes} (config unpack.max_name_bytes)"), \
                 shown, False  # fmt: skip
@@ -1061,9 +1105,8 @@ class _Extraction:
         read_raw = _raw_reader(fh, start, entry.csize)
         decoder = _zip_decoder(entry, read_raw)
         stream = _Decoded(
-            read_raw, (lambda: decoder) if decoder else None, self._account_read,
-            truncated=_CorruptMember,
-        )  # fmt: skip
+            read_raw, (lambda: decoder) if decoder else None, self._account_read, truncated=None
+        )
         crc = 0
         got = 0
         while chunk := stream.read(_CHUNK):
