@@ -426,3 +426,23 @@ def test_budget_from_config() -> None:
         Budget.from_config({"max_size": 3})
     with pytest.raises(ValueError, match="max_ratio is too small"):
         Budget.from_config({"max_ratio": 0})
+    budget = Budget.from_config({"allow_methods": ["BZIP2"], "max_seconds": 60, "report_names": 0})
+    assert budget == Budget(allow_methods=("bzip2",), max_seconds=60, report_names=0)
+    with pytest.raises(ValueError, match=r"cannot read \['zstd'\]"):
+        Budget.from_config({"allow_methods": ["zstd"]})
+
+
+def test_config_schema_checks_the_unpack_keys(tmp_path: Path) -> None:
+    import yaml
+
+    from crossemotion.config import load_config
+    from tests.conftest import ROOT
+
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    for bad in ({"allow_methods": ["zstd"]}, {"max_seconds": 0}, {"report_names": -1},
+                {"max_folders": 1.5}):  # fmt: skip
+        path = tmp_path / "c.yaml"
+        path.write_text(yaml.safe_dump({**cfg, "unpack": {**cfg["unpack"], **bad}}))
+        (key,) = bad
+        with pytest.raises(ValueError, match=rf"config key unpack\.{key}\b"):
+            load_config(path)
