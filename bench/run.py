@@ -15,7 +15,7 @@ import traceback
 
 from bench.common import RESULTS, ROOT, write_result
 
-BENCHMARKS = ["decode", "loader", "workflow", "inference", "memory", "api", "end_to_end"]
+BENCHMARKS = ["decode", "loader", "workflow", "inference", "memory", "api", "faces", "end_to_end"]
 
 
 def main(argv: list[str] | None = None) -> int:
