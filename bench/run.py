@@ -15,7 +15,9 @@ import traceback
 
 from bench.common import RESULTS, ROOT, write_result
 
-BENCHMARKS = ["decode", "loader", "workflow", "inference", "memory", "api", "faces", "end_to_end"]
+BENCHMARKS = [
+    "decode", "loader", "workflow", "inference", "memory", "api", "faces", "end_to_end", "unpack",
+]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

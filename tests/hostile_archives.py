@@ -11,9 +11,9 @@ The bombs are built from pieces rather than by compressing gigabytes:
   since every bomb here must be stopped long before the trailer is read.
 
 ``unpack_in_child`` runs ``safe_extract`` in a fresh interpreter and measures
-what the issue bounds: the child's peak resident memory (from ``wait4``, for
-that child alone) and its wall time, with an address-space limit so that a
-regression fails with MemoryError instead of exhausting the test machine.
+what the issue bounds: the child's peak resident memory (its own VmHWM) and its
+wall time, with an address-space limit so that a regression fails with
+MemoryError instead of exhausting the test machine.
 """
 
 from __future__ import annotations
@@ -278,7 +278,7 @@ def ext_header_bomb(kind: bytes, mib: int) -> bytes:
 @dataclass
 class ChildRun:
     returncode: int
-    peak_rss: int  # bytes, the child's own high-water mark (ru_maxrss)
+    peak_rss: int  # bytes: the child's VmHWM, or wait4's ru_maxrss when it wrote none
     seconds: float
     result: dict[str, Any]  # what the child wrote: outcome, message, report
     log: str
@@ -310,7 +310,8 @@ def unpack_in_child(
     result.unlink(missing_ok=True)
     text = log.read_text(errors="replace") if log.exists() else ""
     log.unlink(missing_ok=True)
-    return ChildRun(returncode, peak_rss, seconds, payload, text)
+    # the child's own peak when it could say it; else wait4's, an upper bound
+    return ChildRun(returncode, payload.get("vm_hwm", peak_rss), seconds, payload, text)
 
 
 def run_measured(
@@ -379,4 +380,18 @@ def child_main() -> None:
         out = {"outcome": "ok", "report": payload, "report_bytes": len(json.dumps(payload))}
     except Exception as err:
         out = {"outcome": type(err).__name__, "message": str(err)}
+    out["vm_hwm"] = vm_hwm()
     Path(args["result"]).write_text(json.dumps(out))
+
+
+def vm_hwm() -> int:
+    """This process's peak resident bytes since its exec (/proc VmHWM).
+
+    ``wait4``'s ``ru_maxrss`` also counts the pages the child shared with its
+    parent at fork (a pytest process of a few hundred MB); after exec the
+    address space is the child's own, and VmHWM is its own high-water mark.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
