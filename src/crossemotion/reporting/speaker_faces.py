@@ -9,7 +9,8 @@ at that moment, so it scores what the workflow picks as the speaker:
   in time to the IFEED frame that has a face (the face models' input);
 * ``window``: the ``crop: speaker`` window of the clip models at the nearest
   sampled frame (``crossemotion.datasets.speaker_crop.clip_windows``), taken
-  at the face size it was built from (its side over ``crop_scale``).
+  at the face size it was built from (its side over ``crop_scale``, with the
+  detector boxes' median aspect).
 
 A hit is IoU >= 0.5 with the IFEED box (both in the clip's own pixels). A
 clip without any detected face counts as a miss for both. Only ``matched``
@@ -118,9 +119,15 @@ def _verdicts(
     window_iou = 0.0
     if window is not None:
         wx, wy, side, _ = window
-        core = side / crop_scale
+        # the face the window was built around: its side over crop_scale is the
+        # boxes' median longer side; the face keeps the boxes' median aspect
+        # (a learned detector's box is taller than wide, brow to chin)
+        aspect = float(np.median([w / h for _, _, w, h in boxes.values() if h > 0] or [1.0]))
+        core_h = side / crop_scale / max(1.0, aspect)
+        core_w = core_h * aspect
         cx, cy = wx + side / 2, wy + side / 2
-        window_iou = iou([(cx - core / 2) * k, (cy - core / 2) * k, core * k, core * k], ifeed)
+        core = [(cx - core_w / 2) * k, (cy - core_h / 2) * k, core_w * k, core_h * k]
+        window_iou = iou(core, ifeed)
     return {
         "sample": nearest,
         "time_gap": float(abs(times[with_face[0]] - row["time"])),

@@ -26,6 +26,10 @@ CONFUSABLE = {
     "neutral": "sadness",
 }
 
+# share of shots that are hard for a frontal-face detector (faces.HARD_KINDS:
+# tilted beyond 20 degrees, under 40 px, three-quarter views)
+HARD_SHARE = 0.24
+
 
 @dataclass
 class ClipJob:
@@ -60,8 +64,9 @@ def scene_of(job: ClipJob) -> tuple[faces.SceneSpec, str | None, np.random.Gener
     others = [c for c in CAST if c != job.speaker]  # one person is never in a shot twice
     bystander = str(rng.choice(others)) if rng.random() < 0.5 else None
     spec = faces.random_scene(
-        job.speaker, job.face_emotion, job.intensity, rng, bystander=bystander
-    )
+        job.speaker, job.face_emotion, job.intensity, rng, bystander=bystander,
+        hard_p=HARD_SHARE,
+    )  # fmt: skip
     return spec, (bystander if spec.other_look is not None else None), rng
 
 
