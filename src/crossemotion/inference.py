@@ -231,6 +231,14 @@ class FaceStage:
         )
         return replace(stage, **{k: v for k, v in overrides.items() if v is not None})
 
+    @property
+    def aligned(self) -> bool:
+        """Whether faces are warped onto the template: asked for, and the detector gives
+        the landmarks that takes (Haar does not: its crops are square boxes)."""
+        from crossemotion.ingest.faces.detect import WITH_LANDMARKS
+
+        return self.align and self.detector in WITH_LANDMARKS
+
     def build_detector(self) -> FaceDetector:
         """A new detector, as the faces stage builds it (``FaceSettings.build_detector``)."""
         from crossemotion.ingest.faces.crops import FaceSettings

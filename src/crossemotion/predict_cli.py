@@ -92,7 +92,7 @@ def _face_lines(predictor: Any, args: argparse.Namespace) -> list[dict[str, Any]
             # always read (the speaker's; the whole image's when no face was found)
             "label": shown[0]["label"], "probabilities": shown[0]["probabilities"],
             "width": int(rgb.shape[1]), "height": int(rgb.shape[0]),
-            "detector": stage.detector, "aligned": stage.align, "faces": shown,
+            "detector": stage.detector, "aligned": stage.aligned, "faces": shown,
         })  # fmt: skip
     return lines
 

@@ -161,7 +161,7 @@ class Service:
             # built now, so that an unknown or missing detector stops the start, named
             self._detector()
         log.info("faces: detector %s, %s crops of %d px, at most %d per image",
-                 self.stage.detector, "aligned" if self.stage.align else "square",
+                 self.stage.detector, "aligned" if self.stage.aligned else "square",
                  self.stage.size, self.stage.max_faces)  # fmt: skip
         if self.of_kind("face"):
             s = self.settings
@@ -302,7 +302,7 @@ class Service:
                             [Prediction.of(m, outputs[m.name][start + i]) for m in models],
                             f.landmarks, speaker=i == 0 and f.detected)
                  for i, f in enumerate(faces)],
-                self.stage.detector, self.stage.align,
+                self.stage.detector, self.stage.aligned,
             ))  # fmt: skip
             start += len(faces)
         return results
