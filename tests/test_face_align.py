@@ -4,7 +4,10 @@ landmarks onto the ArcFace template, else the square box crop."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from pathlib import Path
 
+import cv2
 import numpy as np
 
 from crossemotion.ingest.faces.align import (
@@ -72,3 +75,55 @@ def test_without_landmarks_or_align_the_crop_is_the_square_box() -> None:
     assert np.array_equal(face_crop(image, marked, 48, align=False, margin=0.2), expected)
     nan = Detection(40, 30, 50, 60, 0.9, ((math.nan, 1.0),) * 5)
     assert np.array_equal(face_crop(image, nan, 48, margin=0.2), expected)
+
+
+def test_ifeed_faces_aligned_where_a_face_is_found(tmp_path: Path) -> None:
+    """IFEED's tight crops: the face found is warped as MELD's (box, landmarks and
+    score kept, edges repeated rather than black); an image without one is
+    centre-cropped as before."""
+    import polars as pl
+
+    from crossemotion.codec import decode_jpeg
+    from crossemotion.ingest.faces.crops import FaceSettings
+    from crossemotion.ingest.ifeed.members import build_manifest, square_face, write_face_shards
+    from crossemotion.synth.faces import SceneRenderer, random_scene
+
+    rng = np.random.default_rng(4)
+    spec = replace(random_scene("Rachel", "sadness", 0.8, rng, second_face_p=0.0), angle=-22.0)
+    frame, (x, y, w, h) = SceneRenderer(spec, 320, 240).frame(0, rng)
+    # IFEED's framing: a little beyond the face box, taller than wide
+    tight = frame[max(0, y - h // 8) : y + h + h // 8, max(0, x - w // 10) : x + w + w // 10]
+    folder = tmp_path / "IFEED_Base" / "Training" / "dia3_utt1"
+    folder.mkdir(parents=True)
+    cv2.imwrite(str(folder / "frame2_Rachel_sad.jpg"), cv2.cvtColor(tight, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(folder / "frame4_Rachel_sad.jpg"), np.full((96, 80, 3), 120, np.uint8))
+    records = build_manifest(tmp_path)
+    aligner = FaceSettings(size=64, margin=0.15).ifeed_aligner()
+    assert aligner is not None
+    assert FaceSettings(align=False).ifeed_aligner() is None
+    assert FaceSettings(detector="haar").ifeed_aligner() is None  # no landmarks
+    written = write_face_shards(
+        records, tmp_path, tmp_path / "out", face_size=64, n_shards=1, aligner=aligner
+    )
+    (shard,) = [p for p in written if "train" in str(p)]
+    rows = {r["frame_index"]: r for r in pl.read_parquet(shard).iter_rows(named=True)}
+    face, blank = rows[2], rows[4]
+    assert len(face["landmarks"]) == 10 and face["score"] >= 0.6 and face["n_faces"] >= 1
+    bx, by, bw, bh = face["bbox"]
+    assert 0.5 * tight.shape[0] < bh <= 1.3 * tight.shape[0]
+    points = np.asarray(face["landmarks"]).reshape(5, 2)
+    assert ((points[:, 0] >= bx) & (points[:, 0] <= bx + bw)).all()
+    crop = decode_jpeg(face["image"])
+    assert crop.shape == (64, 64, 3)
+    assert (crop.reshape(-1, 3).max(axis=1) < 12).mean() < 0.01  # no black bars
+    # the eyes level in the aligned crop: the tilted face was turned upright
+    rgb_tight = cv2.cvtColor(cv2.imread(str(folder / "frame2_Rachel_sad.jpg")), cv2.COLOR_BGR2RGB)
+    det = Detection(bx, by, bw, bh, 1.0, tuple((float(a), float(b)) for a, b in points))
+    again = face_crop(rgb_tight, det, 64, margin=0.15, border="replicate")
+    assert np.abs(again.astype(np.float32) - crop.astype(np.float32)).mean() < 6.0
+    eye_l, eye_r = template(64, 0.15)[:2]
+    assert abs(eye_l[1] - eye_r[1]) < 0.5
+    # no face: the centre crop of the whole image, as without an aligner
+    assert blank["landmarks"] is None and blank["bbox"] == [0, 0, 80, 96]
+    assert np.abs(decode_jpeg(blank["image"]).astype(int)
+                  - square_face(np.full((96, 80, 3), 120, np.uint8), 64)).max() <= 2  # fmt: skip

@@ -23,6 +23,8 @@ rule ifeed_shards:
         n_shards=config["ifeed"]["shards"],
         max_bad_fraction=config["ifeed"]["max_bad_fraction"],
         jpeg_quality=config["ifeed"].get("jpeg_quality", 90),
+        # IFEED's faces are aligned as MELD's (crossemotion.ingest.ifeed.members.Aligner)
+        faces=config["meld"]["faces"],
     script:
         "../scripts/ifeed_shards.py"
 

@@ -1,11 +1,14 @@
 """Snakemake entry: IFEED manifest, faces shards and summary."""
 
+from crossemotion.ingest.faces.crops import FaceSettings
 from crossemotion.ingest.ifeed.members import ingest
 from crossemotion.layout import shard_dir
 from crossemotion.logs import setup_logging
 
 sm = snakemake  # type: ignore[name-defined]
 setup_logging(sm.log[0])
+# IFEED's faces are aligned as MELD's (meld.faces: detector, align, margin)
+faces = FaceSettings.from_config(dict(sm.params.faces), threads=sm.threads)
 ingest(
     sm.input.unpacked,
     sm.input.report,
@@ -18,4 +21,5 @@ ingest(
     max_bad_fraction=float(sm.params.max_bad_fraction),
     jpeg_quality=int(sm.params.jpeg_quality),
     threads=sm.threads,
+    aligner=faces.ifeed_aligner(),
 )

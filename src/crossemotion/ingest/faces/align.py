@@ -13,8 +13,11 @@ Without landmarks (the Haar detector, ``align=False``, or points that cannot
 define a transform) the crop is today's: the box grown by ``margin`` of its
 larger side on every side, made square about its centre, black-padded where
 it leaves the image, resized to ``size``. Every face crop of the project, in
-the MELD and IFEED faces shards, the speaker-crop windows' faces, the API and
-the demo UI, comes from this function.
+the MELD faces shards, the IFEED faces shards (where a face is found in the
+image: ``crossemotion.ingest.ifeed.members``), the API and the demo UI, comes
+from this function. The clip models' speaker windows are not face crops:
+they keep head, shoulders and motion around the speaker's box
+(``crossemotion.datasets.speaker_crop``).
 """
 
 from __future__ import annotations
@@ -71,8 +74,17 @@ def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray | None:
     return m
 
 
-def square_crop(image: np.ndarray, det: Detection, margin: float, size: int) -> np.ndarray:
-    """A ``size`` x ``size`` crop centred on the box, grown by ``margin``, black-padded."""
+# how a crop is filled where it leaves the image: black (frames, where the
+# image's edge is the frame's), or the edge pixels repeated (IFEED's tight
+# crops, whose edge cuts through the head: black bars there would be a
+# dataset signature that MELD's crops never carry)
+BORDERS = {"constant": cv2.BORDER_CONSTANT, "replicate": cv2.BORDER_REPLICATE}
+
+
+def square_crop(
+    image: np.ndarray, det: Detection, margin: float, size: int, border: str = "constant"
+) -> np.ndarray:
+    """A ``size`` x ``size`` crop centred on the box, grown by ``margin``, padded per ``border``."""
     h, w = image.shape[:2]
     side = max(1, round(max(det.w, det.h) * (1 + 2 * margin)))
     cx, cy = det.x + det.w / 2, det.y + det.h / 2
@@ -80,7 +92,7 @@ def square_crop(image: np.ndarray, det: Detection, margin: float, size: int) -> 
     x1, y1 = x0 + side, y0 + side
     pad = max(0, -x0, -y0, x1 - w, y1 - h)
     if pad:
-        image = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+        image = cv2.copyMakeBorder(image, pad, pad, pad, pad, _border(border), value=0)
     crop = image[y0 + pad : y1 + pad, x0 + pad : x1 + pad]
     interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
     return cv2.resize(crop, (size, size), interpolation=interp)
@@ -96,17 +108,32 @@ def alignment_matrix(det: Detection, size: int, margin: float) -> np.ndarray | N
     return similarity(points, template(size, margin))
 
 
+def _border(border: str) -> int:
+    try:
+        return BORDERS[border]
+    except KeyError:
+        raise ValueError(f"border must be one of {sorted(BORDERS)}, not {border!r}") from None
+
+
 def face_crop(
-    image: np.ndarray, det: Detection, size: int, *, align: bool = True, margin: float = 0.2
+    image: np.ndarray,
+    det: Detection,
+    size: int,
+    *,
+    align: bool = True,
+    margin: float = 0.2,
+    border: str = "constant",
 ) -> np.ndarray:
     """The face of ``det`` as a ``size`` x ``size`` crop of ``image`` (same channels).
 
     ``align`` and five landmarks: warped onto the ArcFace template; otherwise
-    the square box crop. Either way grown by ``margin`` (see module docstring).
+    the square box crop. Either way grown by ``margin`` (see module docstring);
+    ``border`` fills what lies outside the image (``BORDERS``).
     """
+    mode = _border(border)
     m = alignment_matrix(det, size, margin) if align else None
     if m is None:
-        return square_crop(image, det, margin, size)
+        return square_crop(image, det, margin, size, border)
     scale = float(np.hypot(m[0, 0], m[0, 1]))
     if scale < 0.5:
         # shrinking more than 2x: smooth first, as INTER_AREA would, so that a
@@ -114,6 +141,5 @@ def face_crop(
         sigma = 0.5 / scale - 0.5
         image = cv2.GaussianBlur(image, (0, 0), sigmaX=sigma)
     return cv2.warpAffine(
-        image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-        borderValue=0,
+        image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=mode, borderValue=0,
     )  # fmt: skip

@@ -37,9 +37,14 @@ from tqdm import tqdm
 
 from crossemotion.codec import decode_jpeg, encode_jpeg
 from crossemotion.ingest.faces.align import face_crop, square_crop
-from crossemotion.ingest.faces.detect import DEFAULT_DETECTOR, FaceDetector, get_detector
+from crossemotion.ingest.faces.detect import (
+    DEFAULT_DETECTOR,
+    WITH_LANDMARKS,
+    FaceDetector,
+    get_detector,
+)
 from crossemotion.ingest.faces.references import References
-from crossemotion.ingest.ifeed.members import FACE_SHARD_SCHEMA
+from crossemotion.ingest.ifeed.members import FACE_SHARD_SCHEMA, Aligner
 from crossemotion.ingest.video.decode import LogStream
 from crossemotion.io import atomic_path
 
@@ -82,6 +87,18 @@ class FaceSettings:
 
     def build_detector(self) -> FaceDetector:
         return get_detector(self.detector, **self.detector_kwargs())
+
+    def ifeed_aligner(self) -> Aligner | None:
+        """How IFEED's images are cropped: aligned as MELD's faces where the detector
+        finds one (``align`` and a detector with landmarks), else None (centre crop).
+
+        IFEED images are tight crops of one face: the faces are taken at any
+        size the detector can see (its own smallest anchor, 16 px), one per image.
+        """
+        if not self.align or self.detector not in WITH_LANDMARKS:
+            return None
+        kwargs = {**self.detector_kwargs(), "min_size": 16, "max_faces": 1}
+        return Aligner(get_detector(self.detector, **kwargs), margin=self.margin)
 
 
 __all__ = ["FaceSettings", "clip_faces", "face_crop", "faces_shard", "square_crop"]

@@ -33,6 +33,8 @@ from tqdm import tqdm
 from crossemotion import labels
 from crossemotion.codec import encode_jpeg, read_image
 from crossemotion.ingest import manifest as mf
+from crossemotion.ingest.faces.align import face_crop
+from crossemotion.ingest.faces.detect import Detection, FaceDetector
 from crossemotion.io import write_parquet, write_text
 from crossemotion.layout import shard_name
 
@@ -334,25 +336,56 @@ def square_face(image: np.ndarray, size: int, fit: str = "crop") -> np.ndarray:
     return cv2.resize(square, (size, size), interpolation=interp)
 
 
+@dataclass(frozen=True)
+class Aligner:
+    """Align IFEED's faces as MELD's: detect in each image, warp the face found.
+
+    IFEED images are tight face crops; where the detector finds the face its
+    five landmarks take it onto the template by ``face_crop``, as every MELD
+    face crop, so both datasets' crops frame a face alike. An image without a
+    face found keeps the centre crop (``square_face``).
+    """
+
+    detector: FaceDetector
+    margin: float = 0.2
+
+
 def _encode_face(
-    path: Path, size: int, quality: int, fit: str
-) -> tuple[bytes | None, int, int, str]:
-    """(jpeg, width, height, error) for one image file; never raises on bad data."""
+    path: Path, size: int, quality: int, fit: str, aligner: Aligner | None = None
+) -> tuple[bytes | None, int, int, str, Detection | None, int]:
+    """(jpeg, width, height, error, face, faces found) for one image; never raises on bad data."""
     try:
         image = read_image(path, bgr=True)
     except (OSError, cv2.error) as err:
-        return None, 0, 0, f"unreadable: {err}"
+        return None, 0, 0, f"unreadable: {err}", None, 0
     if image is None or image.size == 0:
-        return None, 0, 0, "OpenCV cannot decode the image"
+        return None, 0, 0, "OpenCV cannot decode the image", None, 0
     h, w = image.shape[:2]
+    face, found = None, []
+    if aligner is not None and image.ndim == 3 and image.shape[2] == 3:
+        found = aligner.detector.detect(np.ascontiguousarray(image[:, :, ::-1]))
+        face = found[0] if found and len(found[0].landmarks) == 5 else None
     try:
         # OpenCV reads the file as BGR and the crop stays BGR up to the encoder
-        return encode_jpeg(square_face(image, size, fit), quality, bgr=True), w, h, ""
+        if face is not None and aligner is not None:
+            crop = face_crop(image, face, size, align=True, margin=aligner.margin,
+                             border="replicate")  # fmt: skip
+        else:
+            crop = square_face(image, size, fit)
+        return encode_jpeg(crop, quality, bgr=True), w, h, "", face, len(found)
     except RuntimeError:
-        return None, w, h, "JPEG re-encoding failed"
+        return None, w, h, "JPEG re-encoding failed", None, 0
 
 
-def _face_row(rec: ParsedMember, jpeg: bytes) -> dict[str, Any]:
+def _face_row(
+    rec: ParsedMember, jpeg: bytes, face: Detection | None = None, n_faces: int = 1
+) -> dict[str, Any]:
+    if face is not None:  # the detector's box, score and landmarks in the image
+        where = {"bbox": list(face.box), "score": float(face.score), "n_faces": n_faces,
+                 "landmarks": face.landmark_list()}  # fmt: skip
+    else:  # the whole image is the face crop
+        where = {"bbox": [0, 0, rec.width, rec.height], "score": 1.0, "n_faces": 1,
+                 "landmarks": None}  # fmt: skip
     return {
         "dataset": "ifeed",
         "split": rec.split,
@@ -366,9 +399,7 @@ def _face_row(rec: ParsedMember, jpeg: bytes) -> dict[str, Any]:
         "speaker": rec.speaker,
         "label": rec.label,
         "image": jpeg,
-        "bbox": [0, 0, rec.width, rec.height],
-        "score": 1.0,
-        "n_faces": 1,
+        **where,
     }
 
 
@@ -387,12 +418,14 @@ def write_face_shards(
     jpeg_quality: int = 90,
     fit: str = "crop",
     threads: int = 1,
+    aligner: Aligner | None = None,
 ) -> list[Path]:
     """Decode every parsed-ok image, write ``{out_dir}/{split}/part-NNNN.parquet``.
 
     Updates ``records`` in place (width, height, shard; undecodable images get
     their status). Every split x shard file is written, empty ones with the
-    schema, so each Snakemake output exists.
+    schema, so each Snakemake output exists. ``aligner``: align the faces
+    found (``Aligner``); without it every image is centre-cropped.
     """
     root = Path(unpacked_dir)
     cv2.setNumThreads(1)  # the thread pool is the parallelism; avoid oversubscription
@@ -405,11 +438,14 @@ def write_face_shards(
             groups[(rec.split, rec.shard)].append(rec)
 
     written: list[Path] = []
+    if aligner is not None and not getattr(aligner.detector, "thread_safe", False):
+        threads = 1  # one detector instance may not be shared between threads
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         for (split, shard), members in groups.items():
             members.sort(key=lambda r: r.member)
             results = pool.map(
-                lambda r: _encode_face(root / r.member, face_size, jpeg_quality, fit), members
+                lambda r: _encode_face(root / r.member, face_size, jpeg_quality, fit, aligner),
+                members,
             )
             rows = []
             progress = tqdm(
@@ -420,13 +456,13 @@ def write_face_shards(
                 mininterval=5,
                 disable=None,  # no bar when stderr is not a terminal (job logs)
             )
-            for rec, (jpeg, w, h, err) in progress:
+            for rec, (jpeg, w, h, err, face, n_faces) in progress:
                 rec.width, rec.height = (w, h) if w else (None, None)
                 if jpeg is None:
                     _with(rec, mf.UNDECODABLE, err)
                     rec.shard = None
                     continue
-                rows.append(_face_row(rec, jpeg))
+                rows.append(_face_row(rec, jpeg, face, n_faces))
             target = shard_path(out_dir, split, shard)
             write_parquet(target, pa.Table.from_pylist(rows, schema=FACE_SHARD_SCHEMA))
             log.info("%s: %d faces of %d members", target, len(rows), len(members))
@@ -446,6 +482,7 @@ def ingest(
     max_bad_fraction: float,
     jpeg_quality: int = 90,
     threads: int = 1,
+    aligner: Aligner | None = None,
 ) -> pl.DataFrame:
     """The whole IFEED stage: manifest, faces shards, summary; budget enforced last.
 
@@ -461,6 +498,7 @@ def ingest(
         n_shards=n_shards,
         jpeg_quality=jpeg_quality,
         threads=threads,
+        aligner=aligner,
     )
     frame = manifest_frame(records)
     bad_share: float | None = None
