@@ -74,22 +74,27 @@ def test_demo_default_detector_finds_the_speakers() -> None:
     haar = replace(settings, detector="haar").build_detector()
     rng = np.random.default_rng(2024)
     primary = found = haar_found = 0
+    kinds: Counter[str] = Counter()
     for i in range(N_SHOTS):
         speaker = CAST[i % len(CAST)] if i % 5 else f"Guest{i}"
-        bystander = str(rng.choice([c for c in CAST if c != speaker])) if i % 2 else None
-        spec = random_scene(
-            speaker, EMOTIONS[i % len(EMOTIONS)], float(rng.uniform(0.3, 1.0)), rng,
-            bystander=bystander, hard_p=clips.HARD_SHARE,
+        job = clips.ClipJob(
+            "train", f"dia{i}_utt0", f"dia{i}_utt0.mp4", speaker, EMOTIONS[i % len(EMOTIONS)],
+            float(rng.uniform(0.3, 1.0)), 1.0, 10, seed=(7, i),
         )  # fmt: skip
-        frame, truth = _decoded_shot(spec, rng)
+        spec, _, frame_rng = clips.scene_of(job)  # the shot as the demo draws it
+        kinds[spec.hard] += 1
+        frame, truth = _decoded_shot(spec, frame_rng)
         dets = learned.detect(frame)
         primary += bool(dets) and _iou(dets[0].box, truth) >= 0.5
         found += _found(dets, truth)
         haar_found += _found(haar.detect(frame), truth)
     print(
-        f"demo shots: retinaface speaker first {primary}/{N_SHOTS}, found {found}; "
-        f"haar found {haar_found}"
+        f"demo shots {dict(kinds)}: retinaface speaker first {primary}/{N_SHOTS}, "
+        f"found {found}; haar found {haar_found}"
     )
+    # the demo holds every kind of hard shot, about HARD_SHARE of them
+    assert all(kinds[k] for k in HARD_KINDS)
+    assert 0.5 * clips.HARD_SHARE < 1 - kinds[""] / N_SHOTS < 1.5 * clips.HARD_SHARE
     assert primary / N_SHOTS >= MIN_RATE
     assert found >= haar_found
 
