@@ -114,6 +114,14 @@ def _skipped_bomb(_: Path, gib: int = 8) -> bytes:
     return H.gzip_tar_bomb(H.tar_header("MELD.Raw/._big.mp4", gib << 30), gib << 10)
 
 
+def _header_chain(_: Path) -> bytes:
+    # tarfile follows a chain of long-name headers by recursion: 5000 of them
+    # would end in RecursionError; each is 2 blocks here
+    link = H.tar_header("././@LongLink", 8, kind=tarfile.GNUTYPE_LONGNAME)
+    raw = (link + b"MELD.Raw".ljust(512, b"\x00")) * 5000 + H.tar_header("x.mp4") + bytes(1024)
+    return H._gzip(raw)
+
+
 def _tar(*members: tuple[tarfile.TarInfo, bytes | None], mode: str = "w:gz") -> bytes:
     return H.tar_file(members, mode=mode)
 
@@ -235,6 +243,10 @@ CASES: dict[str, Case] = {
     "pax header bomb": Case(
         lambda _: H.ext_header_bomb(tarfile.XHDTYPE, 300), outcome="UnpackError",
         match=r"a tar pax header of 314572800 bytes .*unpack\.max_header_bytes",
+    ),
+    "chain of 5000 long-name headers": Case(
+        _header_chain, outcome="UnpackError",
+        match=r"^archive\.tar\.gz: more than 16 extended tar headers in a row \(at byte 16384\)$",
     ),
     "skipped member decompressed into the budget": Case(
         _skipped_bomb, outcome="BudgetError",
