@@ -32,9 +32,15 @@ GIB_MIB = 1024  # MiB in the bombs that old code decompressed whole
 
 
 @pytest.fixture(scope="module")
-def bombs(request: pytest.FixtureRequest) -> Path:
-    """The bzip2/LZMA streams (seconds to compress), kept in pytest's cache."""
-    cache = Path(request.config.cache.mkdir("hostile_archives_v1"))
+def bombs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bzip2/LZMA streams (seconds to compress), kept in pytest's cache
+    (built again when the cache plugin is off)."""
+    cache_plugin = getattr(request.config, "cache", None)
+    cache = (
+        Path(cache_plugin.mkdir("hostile_archives_v1"))
+        if cache_plugin is not None
+        else tmp_path_factory.mktemp("hostile_archives")
+    )
     H.cached(cache, "zeros_1gib.bz2", lambda: H.bzip2_zeros(GIB_MIB))
     H.cached(cache, "zeros_1gib.lzma", lambda: H.lzma_zip_zeros(GIB_MIB))
     head = H.tar_header("MELD.Raw/._big.mp4", 256 * H.MIB)
