@@ -12,10 +12,12 @@ thread settings that libraries read once (YuNet's OpenMP, OpenCV's pool) hold:
   API's two batch workers run it (the throughput of both cores).
 
 API: a real ``crossemotion serve`` (uvicorn, default settings: two batch
-workers, one torch thread, micro-batches of up to 8) on 127.0.0.1 with one face
-model, posted 640x360 JPEGs at concurrency 8: requests/s, p50 and p95. Once
-with the demo's face model (``config/demo.yaml``'s ``resnet50`` section:
-ResNet-18 at 48 px) and once with the real config's (ResNet-50 at 224 px).
+workers, one torch thread, micro-batches of up to 8) on 127.0.0.1 with a
+config's face models, posted 640x360 JPEGs at concurrency 8: requests/s, p50
+and p95. Once with the demo's (``config/demo.yaml``'s ``resnet50`` section:
+ResNet-18 at 48 px, one model per dataset, ifeed and meld, as the workflow
+trains them; the endpoint runs each on every face) and once with the real
+config's (ResNet-50 at 224 px, likewise two).
 Both carry random weights (no download, and a request's cost does not depend
 on the weights): trained weights would answer other labels at the same speed.
 
@@ -146,7 +148,9 @@ def detectors() -> dict[str, dict[str, Any]]:
 
 
 def face_checkpoint(out: Path, which: str) -> dict[str, Any]:
-    """A face model built from ``which`` config's resnet50 section, random weights."""
+    """The face models of ``which`` config (its resnet50 section, one per dataset it
+    names, as the workflow trains them: the image endpoint runs every face model on
+    every face), random weights, no faces record (the workflow's faces defaults)."""
     import torch
     import yaml
 
@@ -160,14 +164,16 @@ def face_checkpoint(out: Path, which: str) -> dict[str, Any]:
     cfg = {k: v for k, v in section.items() if k not in ("datasets",)} | overrides
     spec = get_spec("resnet50")
     typed = spec.configure(cfg)
-    torch.manual_seed(0)
-    net = spec.build(typed, len(EMOTIONS))
-    checkpoint.save(out / "resnet50" / "ifeed" / "model.pt", {
-        "format": 1, "model": "resnet50", "dataset": "ifeed", "config": cfg,
-        "labels": list(EMOTIONS), "state_dict": checkpoint.cpu_state_dict(net),
-        "preprocess": preprocess_info(spec, typed), "epoch": 0, "metrics": {},
-    })  # fmt: skip
+    for seed, dataset in enumerate(section["datasets"]):
+        torch.manual_seed(seed)
+        net = spec.build(typed, len(EMOTIONS))
+        checkpoint.save(out / "resnet50" / dataset / "model.pt", {
+            "format": 1, "model": "resnet50", "dataset": dataset, "config": cfg,
+            "labels": list(EMOTIONS), "state_dict": checkpoint.cpu_state_dict(net),
+            "preprocess": preprocess_info(spec, typed), "epoch": 0, "metrics": {},
+        })  # fmt: skip
     return {"config": path, "arch": cfg.get("arch"), "size": cfg.get("size"),
+            "face_models": [f"resnet50/{d}" for d in section["datasets"]],
             "weights": "random (untrained)"}  # fmt: skip
 
 
@@ -182,6 +188,7 @@ async def _post_images(url: str, frames: list[bytes], n: int, pid: int) -> dict[
     latencies: list[float] = []
     errors: list[str] = []
     faces: list[int] = []
+    detectors: set[str] = set()
 
     async def one(i: int, client: httpx.AsyncClient) -> None:
         async with sem:
@@ -193,7 +200,9 @@ async def _post_images(url: str, frames: list[bytes], n: int, pid: int) -> dict[
             if r.status_code != 200:
                 errors.append(f"{r.status_code}: {r.text[:200]}")
             else:
-                faces.append(sum(f["detected"] for f in r.json()["faces"]))
+                body = r.json()
+                faces.append(sum(f["detected"] for f in body["faces"]))
+                detectors.add(f"{body['detector']} ({'aligned' if body['aligned'] else 'square'})")
 
     limits = httpx.Limits(max_connections=CONCURRENCY)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
@@ -219,6 +228,7 @@ async def _post_images(url: str, frames: list[bytes], n: int, pid: int) -> dict[
         "p95_ms": stats["p95"],
         "max_ms": stats["max"],
         "faces_per_image": round(sum(faces) / max(1, len(faces)), 2),
+        "detector": ", ".join(sorted(detectors)),
         "server_cpu_ms_per_request": round(1000 * server_cpu / n, 1),
         "client_cpu_ms_per_request": round(1000 * client_cpu / n, 1),
         "cpu_bound_requests_per_s_on_2_idle_cores": round(2 / per_request, 1),
@@ -255,8 +265,9 @@ def run() -> dict[str, Any]:
         "note": "Detectors on the same 640x360 JPEG frames of the demo's example clip, each "
         "mode in a fresh process (threads_1: one thread; threads_2: one detector on two "
         "intra-op threads; workers_2: two threads with a detector each). API: `crossemotion "
-        "serve` on 127.0.0.1, default settings, one face model with random weights (the demo "
-        "config's and the real config's resnet50 sections), 640x360 JPEGs at concurrency 8. "
+        "serve` on 127.0.0.1, default settings, the face models of a config with random "
+        "weights (the demo config's and the real config's resnet50 sections, one model per "
+        "dataset, ifeed and meld, each run on every face), 640x360 JPEGs at concurrency 8. "
         "load_average: the machine's 1-minute load before and after (2 cores: above 2, other "
         "work shared them).",
         "frame": "640x360 JPEG, quality 90",
