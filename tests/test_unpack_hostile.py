@@ -493,3 +493,21 @@ def test_unpack_rules_on_hostile_archives(workdir: Path, bombs: Path) -> None:
         ifeed_log,
     ), ifeed_log
     assert not (workdir / "resources/ifeed/unpacked").exists()
+
+
+def test_bad_name_is_a_manifest_entry_of_its_own(bombs: Path, tmp_path: Path) -> None:
+    """The IFEED manifest keeps the unpacker's bad_name status (not a plain skip), and it
+    counts as neither good nor bad, like the other members the unpacker left out."""
+    from crossemotion.ingest import manifest as mf
+    from crossemotion.ingest.ifeed.members import build_manifest
+
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(_bad_utf8_zip(bombs))
+    run = H.unpack_in_child([archive], tmp_path / "out")
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps(run.result["report"]))
+    rows = {r.member: r for r in build_manifest(tmp_path / "out", report)}
+    bad = rows["a.zip:IFEED_Base/\\xff\\xfe_Ross_Happy.jpg"]
+    assert bad.status == mf.BAD_NAME and "bad name encoding" in bad.reason
+    assert rows["IFEED_Base/ok.jpg"].status != mf.BAD_NAME
+    assert mf.BAD_NAME in mf.NEUTRAL

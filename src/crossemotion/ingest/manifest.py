@@ -18,12 +18,14 @@ UNKNOWN_LABEL = "unknown_label"
 UNPARSABLE = "unparsable_name"
 UNDECODABLE = "undecodable_image"
 SKIPPED = "skipped"  # e.g. __MACOSX, dotfiles, non-image members
+# an archive member whose name does not decode (the unpacker escapes its raw bytes)
+BAD_NAME = "bad_name"
 
 # statuses that still yield usable data
 USABLE = frozenset({OK, OVERLONG})
 # statuses that do not count against the bad-item budget: not defects of an
 # annotated item (extra clips, metadata members)
-NEUTRAL = frozenset({UNANNOTATED, SKIPPED})
+NEUTRAL = frozenset({UNANNOTATED, SKIPPED, BAD_NAME})
 
 
 class TooManyBadItems(RuntimeError):

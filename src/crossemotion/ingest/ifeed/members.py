@@ -202,8 +202,9 @@ def iter_members(unpacked_dir: Path) -> Iterator[Path]:
     yield from sorted(p for p in unpacked_dir.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def load_unpack_report(path: str | Path | None) -> list[tuple[str, str]]:
-    """(member, reason) pairs the unpacker skipped or refused.
+def load_unpack_report(path: str | Path | None) -> list[tuple[str, str, str]]:
+    """(member, status, reason) of each member the unpacker skipped or refused: status
+    ``bad_name`` where the unpacker says so (a name that does not decode), else ``skipped``.
 
     Reads the report defensively: any list of dicts carrying a member-like
     field, or a ``{member: reason}`` mapping under a skipped/refused key, at
@@ -223,26 +224,27 @@ _MEMBER_FIELDS = ("member", "name", "path", "file", "entry")
 _LIST_KEYS = ("skipped", "refused", "rejected", "ignored", "errors")
 
 
-def _report_entries(obj: Any, context: str) -> Iterator[tuple[str, str]]:
+def _report_entries(obj: Any, context: str) -> Iterator[tuple[str, str, str]]:
     if isinstance(obj, dict):
         member = next((obj[f] for f in _MEMBER_FIELDS if isinstance(obj.get(f), str)), None)
         if member is not None and context:
             reason = obj.get("reason") or obj.get("why") or obj.get("error") or context
             archive = obj.get("archive")
             label = f"{Path(str(archive)).name}:{member}" if archive else member
-            yield label, f"{context}: {reason}" if reason != context else context
+            status = mf.BAD_NAME if obj.get("status") == mf.BAD_NAME else mf.SKIPPED
+            yield label, status, f"{context}: {reason}" if reason != context else context
             return
         for k, v in obj.items():
             here = k if k in _LIST_KEYS else context
             if here and isinstance(v, dict) and all(isinstance(x, str) for x in v.values()):
                 for member_name, reason in v.items():
-                    yield member_name, f"{here}: {reason}"
+                    yield member_name, mf.SKIPPED, f"{here}: {reason}"
             else:
                 yield from _report_entries(v, here)
     elif isinstance(obj, list):
         for item in obj:
             if isinstance(item, str) and context:
-                yield item, context
+                yield item, mf.SKIPPED, context
             else:
                 yield from _report_entries(item, context)
 
@@ -259,9 +261,9 @@ def build_manifest(
         if rec.size == 0 and rec.status != mf.SKIPPED:
             _with(rec, mf.EMPTY, "zero-byte file")
         records.append(rec)
-    for member, reason in load_unpack_report(unpack_report):
+    for member, status, reason in load_unpack_report(unpack_report):
         rec = ParsedMember(member=member, split=split_of(PurePosixPath(member).parts[:-1]))
-        records.append(_with(rec, mf.SKIPPED, reason))
+        records.append(_with(rec, status, reason))
     return records
 
 
