@@ -90,3 +90,23 @@ def test_the_checkpoints_record_decides(tmp_path: Path) -> None:
         assert good.result(30).faces[0].detected is False
     assert result.detector == "yunet"
     assert 1 <= len(result.faces) <= 2
+
+
+def test_an_image_request_past_its_timeout_is_a_timeout_and_the_service_goes_on(
+    models: Path,
+) -> None:
+    import asyncio
+
+    from crossemotion.serving.limits import PredictionTimeout, Runner
+
+    data = example_files().frame.read_bytes()
+
+    async def burst(svc: Service, runner: Runner) -> list[object]:
+        jobs = [runner.wait(svc.submit_image(data)) for _ in range(8)]
+        return await asyncio.gather(*jobs, return_exceptions=True)
+
+    for svc in service(models, request_timeout=0.001):
+        answers = asyncio.run(burst(svc, Runner(svc.settings)))
+        assert answers and all(isinstance(a, PredictionTimeout) for a in answers), answers
+        # the abandoned requests did not break the batch workers
+        assert svc.predict_image(data).faces[0].speaker
