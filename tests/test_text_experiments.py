@@ -290,7 +290,8 @@ def test_sweep_runs_named_runs_in_order_and_keeps_them_without_annotations(
     tmp_path: Path,
 ) -> None:
     from experiments.text import average as text_average
-    from experiments.text import text_kept, text_sweep
+    from experiments.text import kept as text_kept
+    from experiments.text import sweep as text_sweep
 
     shards = _shards(tmp_path / "shards")
     out, kept = tmp_path / "out", tmp_path / "kept"
@@ -339,7 +340,7 @@ def test_sweep_runs_named_runs_in_order_and_keeps_them_without_annotations(
 
 def test_kept_runs_refuse_what_the_shards_do_not_hold(tmp_path: Path) -> None:
     from experiments.text import kept as text_kept
-    from experiments.text import text_sweep
+    from experiments.text import sweep as text_sweep
 
     shards = _shards(tmp_path / "shards")
     frame = pl.DataFrame({"split": ["dev", "dev"], "key": ["dia1_utt0", "dia9_utt9"],
