@@ -149,7 +149,9 @@ def doc_pages() -> list[Path]:
 
 def test_checker_finds_broken_links_and_anchors(tmp_path: Path) -> None:
     (tmp_path / "docs").mkdir()
-    (tmp_path / "docs" / "a.md").write_text("# Real data\n\n## Real data\n\n## `serve` and *predict*\n")
+    (tmp_path / "docs" / "a.md").write_text(
+        "# Real data\n\n## Real data\n\n## `serve` and *predict*\n"
+    )
     page = tmp_path / "README.md"
     page.write_text(
         "[ok](docs/a.md) [ok](docs/a.md#real-data) [ok](docs/a.md#real-data-1)\n"
