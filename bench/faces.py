@@ -48,7 +48,10 @@ MODES = ("threads_1", "threads_2", "workers_2")
 FRAMES = 24  # distinct frames of the example clip, cycled
 DETECT_SECONDS = 4.0  # each detector/mode runs at least this long after a warm-up
 CONCURRENCY = 8
-API_REQUESTS = {"demo": 400, "real": 160}
+# (name, config, batch size): the demo's models as served, the same without micro-
+# batching (one image per batch), the real config's models
+API_RUNS = (("demo", "demo", 8), ("demo_unbatched", "demo", 1), ("real", "real", 8))
+API_REQUESTS = {"demo": 400, "demo_unbatched": 400, "real": 160}
 API_WARMUP = 16
 # the models' sections as the configs give them, less training-only keys
 MODELS = {
@@ -235,20 +238,29 @@ async def _post_images(url: str, frames: list[bytes], n: int, pid: int) -> dict[
     }
 
 
-def api(which: str, frames: list[bytes], work: Path) -> dict[str, Any]:
-    models = work / which / "models"
+def api(name: str, which: str, batch: int, frames: list[bytes], work: Path) -> dict[str, Any]:
+    models = work / name / "models"
     model = face_checkpoint(models, which)
     port = _free_port()
-    proc = _start(models, work / which, port)
+    # the server reads its settings from the environment it inherits
+    saved = os.environ.get("CROSSEMOTION_BATCH_SIZE")
+    os.environ["CROSSEMOTION_BATCH_SIZE"] = str(batch)
+    try:
+        proc = _start(models, work / name, port)
+    finally:
+        if saved is None:
+            os.environ.pop("CROSSEMOTION_BATCH_SIZE")
+        else:
+            os.environ["CROSSEMOTION_BATCH_SIZE"] = saved
     try:
         result = asyncio.run(_post_images(f"http://127.0.0.1:{port}", frames,
-                                          API_REQUESTS[which], proc.pid))  # fmt: skip
+                                          API_REQUESTS[name], proc.pid))  # fmt: skip
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    print(f"  api {which}: {result['requests_per_s']} requests/s, p95 {result['p95_ms']} ms",
+    print(f"  api {name}: {result['requests_per_s']} requests/s, p95 {result['p95_ms']} ms",
           flush=True)  # fmt: skip
-    return {"model": model, **result}
+    return {"model": model, "batch_size": batch, **result}
 
 
 def run() -> dict[str, Any]:
@@ -256,7 +268,8 @@ def run() -> dict[str, Any]:
     found = detectors()
     frames = frames_640x360()
     with tempfile.TemporaryDirectory(prefix="bench-faces-") as tmp:
-        served = {which: api(which, frames, Path(tmp)) for which in MODELS}
+        served = {name: api(name, which, batch, frames, Path(tmp))
+                  for name, which, batch in API_RUNS}  # fmt: skip
     load_after = os.getloadavg()
     default = found["retinaface"]
     best_two = max(default["threads_2"]["images_per_s"], default["workers_2"]["images_per_s"])
@@ -267,7 +280,8 @@ def run() -> dict[str, Any]:
         "intra-op threads; workers_2: two threads with a detector each). API: `crossemotion "
         "serve` on 127.0.0.1, default settings, the face models of a config with random "
         "weights (the demo config's and the real config's resnet50 sections, one model per "
-        "dataset, ifeed and meld, each run on every face), 640x360 JPEGs at concurrency 8. "
+        "dataset, ifeed and meld, each run on every face), 640x360 JPEGs at concurrency 8; "
+        "demo_unbatched: the demo's models with one image per batch (no micro-batching). "
         "load_average: the machine's 1-minute load before and after (2 cores: above 2, other "
         "work shared them).",
         "frame": "640x360 JPEG, quality 90",
