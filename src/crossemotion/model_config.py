@@ -118,6 +118,9 @@ class ClipConfig(ModelConfig):
     crop: str = "full"
     # window side / face-box side: the head and some shoulders
     crop_scale: float = 1.8
+    # speaker windows warped upright on the face's five landmarks, as the face
+    # crops are (the workflow sets it from meld.faces.align); false: box windows
+    crop_align: bool = True
     augment: bool = False
 
 

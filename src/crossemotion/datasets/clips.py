@@ -39,15 +39,16 @@ from crossemotion.datasets.shards import (
     task_labels,
 )
 from crossemotion.datasets.speaker_crop import (
-    Box,
     clip_windows,
     crop_mode,
     crop_window,
-    speaker_boxes,
+    speaker_detections,
 )
+from crossemotion.ingest.faces.detect import Detection
 from crossemotion.model_config import ClipConfig
 
-BOX_COLUMNS = ["key", "frame_index", "bbox"]
+# the speaker's box and five landmarks per sampled frame (crossemotion.datasets.speaker_crop)
+FACE_COLUMNS = ["key", "frame_index", "bbox", "landmarks"]
 
 
 class ClipDataset(Dataset):
@@ -61,16 +62,17 @@ class ClipDataset(Dataset):
         frame: pl.DataFrame,
         cfg: ClipConfig,
         augment: bool = False,
-        boxes: Mapping[str, Mapping[int, Box]] | None = None,
+        boxes: Mapping[str, Mapping[int, Detection]] | None = None,
     ) -> None:
         frame = frame.filter(pl.col("frames").list.len() > 0)
         self.crop_scale = cfg.crop_scale
+        self.crop_align = cfg.crop_align
         self.t = cfg.frames
         self.size = cfg.size
         self.augment = augment
         self.cache = cache_for(cfg)
         frames: list[list[bytes]] = frame["frames"].to_list()
-        # speaker-centred crops (crop: speaker): face boxes per clip key
+        # speaker-centred crops (crop: speaker): the speaker's faces per clip key
         keys = frame["key"].to_list()
         clip_boxes = [boxes.get(k, {}) for k in keys] if boxes else None
 
@@ -91,7 +93,7 @@ class ClipDataset(Dataset):
         return len(self.frames)
 
     def build(
-        self, jpegs: Sequence[bytes], boxes: Mapping[int, Box] | None, every_frame: bool
+        self, jpegs: Sequence[bytes], boxes: Mapping[int, Detection] | None, every_frame: bool
     ) -> Tensor:
         """The clip's uint8 tensor; ``every_frame`` decodes the frames not sampled too
         (the check at build: a clip with any undecodable frame is left out)."""
@@ -107,7 +109,7 @@ class ClipDataset(Dataset):
         else:
             images = [decode_jpeg(jpegs[i]) for i in picks]
         if boxes is not None:
-            windows = clip_windows(boxes, len(jpegs), self.crop_scale)
+            windows = clip_windows(boxes, len(jpegs), self.crop_scale, self.crop_align)
             images = [crop_window(img, windows[i]) for img, i in zip(images, picks, strict=True)]
         return torch.stack([to_uint8_chw(img, self.size) for img in images])
 
@@ -137,8 +139,8 @@ def clip_datasets(
         frame = task_labels(read_shards(paths[split]), cfg.task)
         boxes = None
         if speaker and faces:
-            boxes = speaker_boxes(
-                pl.concat([pl.read_parquet(p, columns=BOX_COLUMNS) for p in faces[split]])
+            boxes = speaker_detections(
+                pl.concat([pl.read_parquet(p, columns=FACE_COLUMNS) for p in faces[split]])
             )
         out[split] = ClipDataset(frame, cfg, augment=split == "train" and cfg.augment, boxes=boxes)
     return out

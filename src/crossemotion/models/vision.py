@@ -23,16 +23,32 @@ from crossemotion.datasets.speaker_crop import (
     clip_windows,
     crop_mode,
     crop_window,
-    detect_boxes,
+    detect_speakers,
+    face_of,
 )
-from crossemotion.ingest.faces.detect import shared_detector
+from crossemotion.ingest.faces.detect import DEFAULT_DETECTOR, Detection, shared_detector
 from crossemotion.model_config import ClipConfig, FaceConfig
 from crossemotion.models.registry import ModelSpec, ShardInputs
 
 ImageInput = str | Path | bytes | np.ndarray
-# a video file, its frames, or {"frames": [...], "boxes": {frame index: speaker box}}
-# (frames whose faces were already found, as the server has them)
+# a video file, its frames, or {"frames": [...], "boxes": {frame index: speaker box},
+# "landmarks": {frame index: five (x, y) points}} (frames whose faces were already
+# found, as the server has them; landmarks optional)
 ClipInput = str | Path | Sequence[ImageInput] | Mapping[str, Any]
+
+
+def clip_unit(
+    frames: Sequence[np.ndarray],
+    boxes: Sequence[tuple[int, int, int, int] | None],
+    landmarks: Sequence[Sequence[tuple[float, float]]] = (),
+) -> dict[str, Any]:
+    """A clip whose speaker was already found: the frames, and per frame the speaker's
+    box (None: no face) and landmarks (empty: none), as ``clip_tensor`` reads it."""
+    return {
+        "frames": list(frames),
+        "boxes": {i: box for i, box in enumerate(boxes) if box is not None},
+        "landmarks": {i: tuple(lm) for i, lm in enumerate(landmarks) if lm},
+    }
 
 
 def read_video(path: str | Path, frames: int) -> list[np.ndarray]:
@@ -51,9 +67,12 @@ def preprocess_images(units: list[ImageInput], cfg: FaceConfig) -> dict[str, Ten
     return {"image": images}
 
 
-def clip_tensor(unit: ClipInput, t: int, size: int, crop_scale: float | None = None) -> Tensor:
-    """A clip -> normalised [t, 3, size, size]; ``crop_scale`` set: speaker-centred."""
-    known: Mapping[int, Any] | None = None
+def clip_tensor(
+    unit: ClipInput, t: int, size: int, crop_scale: float | None = None, align: bool = False
+) -> Tensor:
+    """A clip -> normalised [t, 3, size, size]; ``crop_scale`` set: speaker-centred,
+    windows cut as training cut them (``speaker_crop.clip_windows``, aligned with ``align``)."""
+    known: dict[int, Detection] | None = None
     if isinstance(unit, str | Path):
         imgs = read_video(unit, t)
     else:
@@ -61,19 +80,27 @@ def clip_tensor(unit: ClipInput, t: int, size: int, crop_scale: float | None = N
         picked = frame_indices(len(frames), t)
         imgs = [load_image(frames[i]) for i in picked]
         if isinstance(unit, Mapping) and unit.get("boxes") is not None:
-            found = unit["boxes"]
-            known = {k: found[i] for k, i in enumerate(picked) if i in found}
+            found, marks = unit["boxes"], unit.get("landmarks") or {}
+            known = {
+                k: face_of(found[i], [v for p in marks.get(i, ()) for v in p])
+                for k, i in enumerate(picked)
+                if i in found
+            }
     if crop_scale is not None:
-        # the training crops came from the faces stage's detector; use the same
-        boxes = known if known is not None else detect_boxes(imgs, shared_detector("haar"))
-        windows = clip_windows(boxes, len(imgs), crop_scale)
+        # the training windows came from the faces stage's detector (the workflow's
+        # default unless the config named another); use the same
+        if known is None:
+            known = detect_speakers(imgs, shared_detector(DEFAULT_DETECTOR))
+        windows = clip_windows(known, len(imgs), crop_scale, align)
         imgs = [crop_window(img, w) for img, w in zip(imgs, windows, strict=True)]
     return normalize(torch.stack([to_uint8_chw(img, size) for img in imgs]))
 
 
 def preprocess_clips(units: list[ClipInput], cfg: ClipConfig) -> dict[str, Tensor]:
     scale = cfg.crop_scale if crop_mode(cfg) == "speaker" else None
-    return {"frames": torch.stack([clip_tensor(u, cfg.frames, cfg.size, scale) for u in units])}
+    return {"frames": torch.stack(
+        [clip_tensor(u, cfg.frames, cfg.size, scale, cfg.crop_align) for u in units]
+    )}  # fmt: skip
 
 
 def clip_spec(

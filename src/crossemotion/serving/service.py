@@ -380,10 +380,12 @@ class Service:
             # the decode never outlives the request that waits for it
             timeout=min(s.decode_timeout, s.request_timeout),
         )  # fmt: skip
-        speaker_crops, boxes = self._speaker_faces(clip.frames)
-        # clip models in speaker-crop mode take these boxes instead of detecting again
-        unit = {"frames": clip.frames,
-                "boxes": {i: box for i, box in enumerate(boxes) if box is not None}}  # fmt: skip
+        speaker_crops, boxes, marks = self._speaker_faces(clip.frames)
+        # clip models in speaker-crop mode take these faces instead of detecting again
+        # (and cut their windows from them as training did: models.vision.clip_tensor)
+        from crossemotion.models.vision import clip_unit  # torch: imported when served
+
+        unit = clip_unit(clip.frames, boxes, marks)
         clip_preds = [Prediction.of(m, m.predict([unit])[0]) for m in self.of_kind("clip")]
         face_preds = []
         if speaker_crops:
@@ -402,20 +404,27 @@ class Service:
 
     def _speaker_faces(
         self, frames: list[np.ndarray]
-    ) -> tuple[list[np.ndarray], list[tuple[int, int, int, int] | None]]:
-        """The speaker's face (first detection) in each sampled frame that has one."""
+    ) -> tuple[
+        list[np.ndarray],
+        list[tuple[int, int, int, int] | None],
+        list[tuple[tuple[float, float], ...]],
+    ]:
+        """The speaker's face (first detection) in each sampled frame that has one: its
+        crops, and per frame its box (None: no face) and landmarks (empty: none)."""
         assert self.stage is not None, "Service.load() was not called"
         detector = self._detector()
-        crops, boxes = [], []
+        crops, boxes, marks = [], [], []
         for rgb in frames:
             # only the speaker's face is cut: the others are not read
             speaker = find_faces(rgb, detector, self.stage, detector.detect(rgb)[:1])[0]
             if not speaker.detected:
                 boxes.append(None)
+                marks.append(())
                 continue
             boxes.append(speaker.box)
+            marks.append(speaker.landmarks)
             crops.append(speaker.crop)
-        return crops, boxes
+        return crops, boxes, marks
 
     def describe(self) -> list[dict[str, Any]]:
         root = self.settings.models_dir

@@ -55,11 +55,21 @@ def train_log(model, kind):
     return f"logs/models/{model}/{{seeddir}}{{dataset}}{member}.log"
 
 
+def with_window_align(model, section):
+    """A clip model's section with ``crop_align`` from ``meld.faces.align`` unless it
+    sets its own: the speaker windows are aligned as the face crops are."""
+    if MODELS[model].unit != "video" or "crop_align" in section:
+        return section
+    return {**section, "crop_align": bool(config["meld"]["faces"].get("align", True))}
+
+
 def member_cfg(model):
     """A training job's model section: the model's, or its ensemble member's."""
     if not ENSEMBLES[model]:
-        return model_cfg(model)
-    return lambda wildcards: ENSEMBLES[model][int(wildcards.member)]
+        return with_window_align(model, model_cfg(model))
+    return lambda wildcards: with_window_align(
+        model, ENSEMBLES[model][int(wildcards.member)]
+    )
 
 
 def ensemble_inputs(model):

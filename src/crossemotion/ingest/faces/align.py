@@ -15,9 +15,10 @@ larger side on every side, made square about its centre, black-padded where
 it leaves the image, resized to ``size``. Every face crop of the project, in
 the MELD faces shards, the IFEED faces shards (where a face is found in the
 image: ``crossemotion.ingest.ifeed.members``), the API and the demo UI, comes
-from this function. The clip models' speaker windows are not face crops:
-they keep head, shoulders and motion around the speaker's box
-(``crossemotion.datasets.speaker_crop``).
+from this function, and so do the clip models' speaker windows
+(``crossemotion.datasets.speaker_crop``): a wider crop (``margin`` from the
+window's ``crop_scale``) centred on the face box's place on the template
+(``centre``), so that head and shoulders stay in view as in the box window.
 """
 
 from __future__ import annotations
@@ -40,10 +41,20 @@ ARCFACE_112 = np.array(
 )
 
 
-def template(size: int, margin: float = 0.0) -> np.ndarray:
-    """The five template points in a ``size`` x ``size`` crop, zoomed out by ``1 + 2 margin``."""
-    centre = np.array([56.0, 56.0])
-    points = centre + (ARCFACE_112 - centre) / (1.0 + 2.0 * margin)
+# the template's centre: the point of the 112 x 112 template that a face crop
+# puts at its own centre
+TEMPLATE_CENTRE = (56.0, 56.0)
+
+
+def template(
+    size: int, margin: float = 0.0, centre: tuple[float, float] = TEMPLATE_CENTRE
+) -> np.ndarray:
+    """The five template points in a ``size`` x ``size`` crop, zoomed out by ``1 + 2 margin``
+    about ``centre`` (a point of the 112 template), which lands on the crop's centre."""
+    zoom = 1.0 + 2.0 * margin
+    if zoom <= 0:
+        raise ValueError(f"margin must be above -0.5, not {margin}")
+    points = 56.0 + (ARCFACE_112 - np.asarray(centre, dtype=np.float64)) / zoom
     return points * (size / 112.0)
 
 
@@ -98,14 +109,16 @@ def square_crop(
     return cv2.resize(crop, (size, size), interpolation=interp)
 
 
-def alignment_matrix(det: Detection, size: int, margin: float) -> np.ndarray | None:
+def alignment_matrix(
+    det: Detection, size: int, margin: float, centre: tuple[float, float] = TEMPLATE_CENTRE
+) -> np.ndarray | None:
     """The 2 x 3 warp of ``det``'s landmarks onto the template; None without usable ones."""
     if len(det.landmarks) != 5:
         return None
     points = np.asarray(det.landmarks, dtype=np.float64)
     if not np.isfinite(points).all():
         return None
-    return similarity(points, template(size, margin))
+    return similarity(points, template(size, margin, centre))
 
 
 def _border(border: str) -> int:
@@ -123,15 +136,17 @@ def face_crop(
     align: bool = True,
     margin: float = 0.2,
     border: str = "constant",
+    centre: tuple[float, float] = TEMPLATE_CENTRE,
 ) -> np.ndarray:
     """The face of ``det`` as a ``size`` x ``size`` crop of ``image`` (same channels).
 
     ``align`` and five landmarks: warped onto the ArcFace template; otherwise
     the square box crop. Either way grown by ``margin`` (see module docstring);
-    ``border`` fills what lies outside the image (``BORDERS``).
+    ``border`` fills what lies outside the image (``BORDERS``); ``centre``: the
+    template's point put at the crop's centre (aligned crops only).
     """
     mode = _border(border)
-    m = alignment_matrix(det, size, margin) if align else None
+    m = alignment_matrix(det, size, margin, centre) if align else None
     if m is None:
         return square_crop(image, det, margin, size, border)
     scale = float(np.hypot(m[0, 0], m[0, 1]))
