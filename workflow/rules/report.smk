@@ -103,8 +103,12 @@ rule transfer_table:
 
 rule speaker_faces:
     # Does the MELD face choice (faces shards, crop: speaker) pick the speaker's
-    # face? Scored against the aligned IFEED boxes of the speaker.
+    # face? Scored against the aligned IFEED boxes of the speaker, for the
+    # configured detector and report.speaker_faces.compare_detectors (run here
+    # on the same frames of the clips the yardstick scores; they pick the
+    # speaker as the faces stage does, with its references if it uses them).
     input:
+        **speaker_compare_inputs(),
         alignment="results/ifeed/alignment.parquet",
         index="results/meld/index.parquet",
         faces=meld_shards("faces"),
@@ -128,6 +132,9 @@ rule speaker_faces:
         **job_resources("speaker_faces"),
     params:
         crop_scale=speaker_crop_scale(),
+        align=speaker_crop_align(),
+        faces=config["meld"]["faces"],
+        compare=speaker_compare_detectors(),
         settings=report_params(),
     script:
         "../scripts/speaker_faces.py"

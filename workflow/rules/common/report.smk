@@ -24,6 +24,26 @@ def speaker_crop_scale():
     return float(model_default("crop_scale"))
 
 
+def speaker_crop_align():
+    """Whether that model's windows are aligned (its crop_align, else meld.faces.align)."""
+    for name, info in MODELS.items():
+        if info.unit == "video" and model_setting(name, "crop") == "speaker":
+            return bool(with_window_align(name, model_cfg(name))["crop_align"])
+    return bool(config["meld"]["faces"].get("align", True))
+
+
+def speaker_compare_detectors():
+    """Detectors scored beside the configured one by the speaker-face yardstick."""
+    # (not named "report": a keyword of the Snakefile language)
+    section = (config.get("report") or {}).get("speaker_faces") or {}
+    return list(section.get("compare_detectors", []))
+
+
+def speaker_compare_inputs():
+    """The cast's references, when comparison detectors choose the speaker by them."""
+    return face_reference_input() if speaker_compare_detectors() else {}
+
+
 def data_files():
     """Files whose names/sizes (manifests: bytes) make the data fingerprint."""
     files = meld_shards("text")
