@@ -232,7 +232,8 @@ def _checksummed(block: bytearray) -> bytes:
 
 def gnu_sparse_tar(extension_blocks: int) -> bytes:
     """A .tar.gz with one old-GNU sparse member claiming 8.6 GB, followed by a
-    flood of sparse-map extension blocks, then a plain file."""
+    flood of sparse-map extension blocks, then a plain clip (one the MELD rule
+    counts as usable, so that the rule succeeds once the sparse one is refused)."""
     head = bytearray(tar_header("MELD.Raw/sparse.mp4", size=0, kind=tarfile.GNUTYPE_SPARSE))
     entry = b"%011o\x00%011o\x00" % (1 << 32, 512)
     head[386 : 386 + 24] = entry  # one (offset, size) pair in the header
@@ -245,7 +246,7 @@ def gnu_sparse_tar(extension_blocks: int) -> bytes:
         if i == extension_blocks - 1:
             ext[504] = 0
         blocks += ext
-    plain = tar_header("MELD.Raw/after.csv", size=3) + b"a,b".ljust(512, b"\x00")
+    plain = tar_header("MELD.Raw/after.mp4", size=3) + b"mp4".ljust(512, b"\x00")
     raw = _checksummed(head) + bytes(blocks) + plain + bytes(1024)
     return _gzip(raw)
 
@@ -257,11 +258,17 @@ def _gzip(raw: bytes, level: int = 9) -> bytes:
     return buf.getvalue()
 
 
-def pax_tar(pax: dict[str, str], name: str = "placeholder", data: bytes = b"x") -> bytes:
+def pax_tar(
+    pax: dict[str, str],
+    name: str = "placeholder",
+    data: bytes = b"x",
+    then: Sequence[tuple[tarfile.TarInfo, bytes | None]] = (),
+) -> bytes:
+    """A .tar.gz whose first member carries ``pax`` headers, then the members ``then``."""
     ti = tarfile.TarInfo(name)
     ti.size = len(data)
     ti.pax_headers = pax
-    return tar_file([(ti, data)], mode="w:gz")
+    return tar_file([(ti, data), *then], mode="w:gz")
 
 
 def ext_header_bomb(kind: bytes, mib: int) -> bytes:

@@ -5,7 +5,10 @@ interpreter (``tests.hostile_archives.unpack_in_child``) and checks the
 outcome (a clear error, or report entries with the right reason), that the
 child stayed under 1 GB resident and 30 s, and that nothing half-written is
 left: a failed unpack leaves no folder at all, a finished one holds exactly
-the files its report lists. A few go through the workflow's unpack rules too.
+the files its report lists. Every case goes through the workflow's unpack rule
+too (zips as IFEED's archives, tars as MELD's), so each case that ends "ok"
+yields at least one file the rule counts as usable (an image for a zip, a clip
+for a tar), and a case that requires suffixes requires the rule's.
 """
 
 from __future__ import annotations
@@ -19,11 +22,14 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from crossemotion.ingest.ifeed.members import IMAGE_SUFFIXES
+from crossemotion.ingest.meld.index import CLIP_SUFFIXES
 from tests import hostile_archives as H
 
 PEAK_RSS = 10**9  # bytes: the issue's bound on any archive
@@ -224,7 +230,7 @@ CASES: dict[str, Case] = {
     ),
     "gnu sparse claim with 20000 map blocks": Case(
         lambda _: H.gnu_sparse_tar(20_000), refused={"sparse": 1},
-        extracted={"MELD.Raw/after.csv"},
+        extracted={"MELD.Raw/after.mp4"},
         reason={"MELD.Raw/sparse.mp4": r"^sparse file"},
     ),
     "pax sparse claim of 1 TB": Case(
@@ -311,7 +317,9 @@ CASES: dict[str, Case] = {
         reason={r"MELD.Raw/\xffdia1.mp4": r"^bad name encoding"},
     ),
     "NUL in a pax path": Case(
-        lambda _: H.pax_tar({"path": "MELD.Raw/a\x00/../../b.mp4"}), refused={"nul": 1},
+        lambda _: H.pax_tar({"path": "MELD.Raw/a\x00/../../b.mp4"},
+                            then=[H.info("MELD.Raw/ok.mp4", b"y")]),
+        refused={"nul": 1}, extracted={"MELD.Raw/ok.mp4"},
         reason={r"MELD.Raw/a\x00/../../b.mp4": r"^NUL character in the name$"},
     ),
     "self-nesting tar": Case(
@@ -327,10 +335,11 @@ CASES: dict[str, Case] = {
     ),
     "nothing usable": Case(
         lambda bombs: _bz2_zip(bombs).replace(b"ok.jpg", b"ok.txt"), "IFEED_Base.zip",
-        require=(".jpg", ".png"), outcome="UnpackError",
-        match=r"^IFEED_Base\.zip: unpacking yielded no usable file \(none ending in \.jpg, "
-        r"\.png\): 1 files extracted, 1 members refused \(method: 1\), 0 skipped; for example "
-        r"IFEED_Base/Training/dia1_utt1/bomb\.jpg \(zip compression method bzip2",
+        require=tuple(sorted(IMAGE_SUFFIXES)), outcome="UnpackError",
+        match=r"^IFEED_Base\.zip: unpacking yielded no usable file \(none ending in \.bmp, "
+        r"\.jpeg, \.jpg, \.png\): 1 files extracted, 1 members refused \(method: 1\), "
+        r"0 skipped; for example IFEED_Base/Training/dia1_utt1/bomb\.jpg \(zip compression "
+        r"method bzip2",
     ),
 }  # fmt: skip
 
@@ -425,13 +434,16 @@ def test_windows_ifeed_zip_yields_its_images(tmp_path: Path) -> None:
 # ----------------------------------------------------------- through the rules
 
 
-def _snakemake(workdir: Path, args: list[str], timeout: float = 600) -> tuple[int, int, str]:
+def _snakemake(
+    workdir: Path, args: list[str], timeout: float = 600, address_space: int | None = None
+) -> tuple[int, int, str]:
     """(returncode, peak RSS of Snakemake and its jobs, output) of a Snakemake run."""
     from tests.conftest import VENV_BIN, snakemake_cmd
 
     env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}"}
     output = workdir / "snakemake.out"
-    code, peak, _ = H.run_measured([*snakemake_cmd(), *args], workdir, timeout, env, output)
+    code, peak, _ = H.run_measured([*snakemake_cmd(), *args], workdir, timeout, env, output,
+                                   address_space=address_space)  # fmt: skip
     return code, peak, output.read_text(errors="replace")
 
 
@@ -493,6 +505,98 @@ def test_unpack_rules_on_hostile_archives(workdir: Path, bombs: Path) -> None:
         ifeed_log,
     ), ifeed_log
     assert not (workdir / "resources/ifeed/unpacked").exists()
+
+
+# a line of crossemotion.logs.setup_logging's format: time, level, logger, message
+_LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ([A-Z]+) \S+: (.*)$")
+
+
+def _job_log(path: Path) -> tuple[float, list[tuple[str, str]]]:
+    """(seconds from the log's first line to its last, [(level, message)]) of a job's log.
+
+    The first line is the unpacker's "extracting ..." and the last its summary
+    or the error, so the span is the unpack's own time, without Snakemake's
+    start-up or the script's imports. A line without a time stamp continues
+    the message before it.
+    """
+    times: list[datetime] = []
+    messages: list[tuple[str, str]] = []
+    for line in path.read_text(errors="replace").splitlines():
+        found = _LOG_LINE.match(line)
+        if found:
+            times.append(datetime.strptime(found[1], "%Y-%m-%d %H:%M:%S,%f"))
+            messages.append((found[2], found[3]))
+        elif messages:
+            level, text = messages[-1]
+            messages[-1] = (level, f"{text}\n{line}")
+    assert times, f"{path} holds no log line"
+    return (times[-1] - times[0]).total_seconds(), messages
+
+
+@pytest.mark.parametrize("case_name", list(CASES))
+def test_hostile_archive_through_the_unpack_rule(
+    case_name: str, bombs: Path, workdir: Path
+) -> None:
+    """Each case as the only archive of the dataset whose rule reads its kind
+    (zips: ifeed.archives, tars: meld.archive), with its budget as the config's
+    ``unpack`` keys: the rule's exit status, the log's message, the report,
+    nothing half-written, Snakemake and the job under 1 GB resident and the
+    unpack (timed from its log) under 30 s."""
+    case = CASES[case_name]
+    dataset = "ifeed" if case.name.endswith(".zip") else "meld"
+    usable = tuple(sorted(IMAGE_SUFFIXES if dataset == "ifeed" else CLIP_SUFFIXES))
+    # the rule requires its usable suffixes whatever the case says: a case may
+    # only require those, and one that ends ok must yield one
+    assert case.require in ((), usable), (case.require, usable)
+    if case.outcome == "ok":
+        assert any(name.lower().endswith(usable) for name in case.extracted), case.extracted
+    box = workdir / "archives"
+    box.mkdir()
+    archive = box / case.name
+    archive.write_bytes(case.build(bombs))
+    source = {"archive": str(archive)} if dataset == "meld" else {"archives": [str(archive)]}
+    _override(workdir, **{dataset: source, "unpack": case.budget or {}})
+    target = f"results/{dataset}/unpack_report.json"
+    args = ["--cores", "1", target, "--configfile", "config/demo.yaml", "over.yaml"]
+    # the timeout and the address-space limit (inherited by the job) only keep a
+    # regression from holding or exhausting the machine; the bounds are asserted below
+    code, peak, out = _snakemake(workdir, args, timeout=300, address_space=H.CHILD_ADDRESS_SPACE)
+
+    # 1: Snakemake's status when a job fails (a kill would read negative)
+    assert code == (0 if case.outcome == "ok" else 1), out[-3000:]
+    assert peak < PEAK_RSS, f"peak RSS of Snakemake and the job {peak / 1e6:.0f} MB"
+    # an uncaught exception in the job prints a traceback: every refusal here is clean
+    assert "Traceback" not in out, out[-3000:]
+    seconds, messages = _job_log(workdir / f"logs/acquire/unpack_{dataset}.log")
+    assert seconds < SECONDS, f"unpack took {seconds:.1f} s"
+    errors = [text for level, text in messages if level == "ERROR"]
+    resources = workdir / "resources" / dataset
+    kept = sorted(os.listdir(resources)) if resources.exists() else []
+    report_path = workdir / target
+    if case.outcome != "ok":
+        (message,) = errors
+        assert re.search(case.match, message), message
+        assert "download it again" not in message or "corrupt" in case.match
+        # nothing half-written: no unpacked folder, no .unpacked.partial, no report
+        assert kept == [], kept
+        assert not report_path.exists()
+        return
+    assert errors == [], errors
+    assert kept == ["unpacked"], kept
+    report = json.loads(report_path.read_text())
+    assert report["refused_counts"] == case.refused
+    # Snakemake marks a finished directory() output with its own time stamp file
+    written = _files(resources / "unpacked") - {".snakemake_timestamp"}
+    assert set(report["extracted"]) == case.extracted == written
+    for member, pattern in case.reason.items():
+        prefix = member.removesuffix("...")
+        (entry,) = [e for e in report["refused"] if e["member"].startswith(prefix)]
+        assert re.search(pattern, entry["reason"]), entry
+    # the log counts each refusal reason and ends with the summary
+    texts = [text for _, text in messages]
+    for kind, n in case.refused.items():
+        assert any(re.match(rf"refused {n} members: {kind}\b", t) for t in texts), texts
+    assert texts[-1].startswith(f"extracted {len(case.extracted)} files into "), texts[-1]
 
 
 def test_bad_name_is_a_manifest_entry_of_its_own(bombs: Path, tmp_path: Path) -> None:
