@@ -17,6 +17,9 @@ from crossemotion.labels import EMOTIONS
 from crossemotion.training.runner import train_and_evaluate
 from tests.vision_fixtures import GLOBAL, TINY, write_ifeed_shards, write_meld_shards
 
+# a faces stage unlike the defaults, as config/demo.yaml's is
+FACES_STAGE = {"detector": "yunet", "align": True, "size": 64, "margin": 0.15, "min_size": 16}
+
 
 @pytest.fixture(autouse=True)
 def _one_thread():
@@ -33,7 +36,8 @@ def trained(tmp_path_factory):
     )
     faces = root / "models" / "resnet50" / "ifeed"
     cfg = {**TINY["resnet50"], "epochs": 1}
-    train_and_evaluate("resnet50", "ifeed", cfg, GLOBAL, ifeed, faces, progress=False)
+    job = GLOBAL.replace(faces=FACES_STAGE)  # the workflow passes its meld.faces
+    train_and_evaluate("resnet50", "ifeed", cfg, job, ifeed, faces, progress=False)
     return {"meld": meld, "ifeed": ifeed, "c3d": c3d, "resnet50": faces}
 
 
@@ -62,6 +66,19 @@ def test_image_checkpoint_reproduces_predictions(trained) -> None:
     )
     assert saved["id"].to_list() == rows["id"].to_list()
     np.testing.assert_allclose(probs, saved.select(PROB_COLUMNS).to_numpy(), atol=1e-5)
+
+
+def test_face_checkpoint_records_the_faces_stage_that_cut_its_crops(trained) -> None:
+    """Serving and `crossemotion predict` cut faces with the stage recorded in model.pt, so
+    a model trained on the demo's 64 px crops from small faces is not served 224 px crops
+    of faces over 40 px (the defaults); a clip model trained without one records none."""
+    from crossemotion.inference import FaceStage
+
+    predictor = load_predictor(trained["resnet50"] / "model.pt", device="cpu")
+    assert predictor.faces == FACES_STAGE
+    stage = FaceStage.of(predictor.faces)
+    assert (stage.detector, stage.size, stage.margin, stage.min_size) == ("yunet", 64, 0.15, 16)
+    assert load_predictor(trained["c3d"], device="cpu").faces is None
 
 
 def test_predict_on_video_file(trained, tmp_path) -> None:

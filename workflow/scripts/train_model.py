@@ -16,8 +16,15 @@ train_and_evaluate(
     sm.wildcards.dataset,
     params.model_cfg,
     # the validated config's task, device, frozen cache (not a param: a cache's
-    # location must not rerun jobs) and progress interval; the job's own seed
-    JobSettings.from_config(sm.config, seed=params.seed, demo=params.demo, threads=sm.threads),
+    # location must not rerun jobs) and progress interval; the job's own seed; the
+    # faces stage, recorded in model.pt so that serving cuts faces as training saw them
+    JobSettings.from_config(
+        sm.config,
+        seed=params.seed,
+        demo=params.demo,
+        threads=sm.threads,
+        faces=sm.config.get("meld", {}).get("faces"),
+    ),
     shard_inputs(sm.input),
     # the run directory holds every named output (crossemotion.layout.TRAIN_FILES)
     Path(sm.output.metrics).parent,

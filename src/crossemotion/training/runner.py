@@ -46,7 +46,7 @@ from crossemotion.labels import DEFAULT_TASK, task_classes
 from crossemotion.layout import member_subdir
 from crossemotion.model_config import ModelConfig, TextInputConfig
 from crossemotion.models.frozen_layers import frozen_layer_cache
-from crossemotion.models.registry import ModelSpec, ShardInputs, get_spec
+from crossemotion.models.registry import MODELS, ModelSpec, ShardInputs, get_spec
 from crossemotion.models.text import embedded_encoder
 from crossemotion.training.loop import FitResult, TrainConfig, fit, predict_probs
 from crossemotion.training.settings import JobSettings
@@ -173,8 +173,9 @@ def train_and_evaluate(
         )  # fmt: skip
     model.load_state_dict(result.best_state)
     metrics = evaluate_and_write(
-        spec, dataset, model, model_cfg, datasets, scorer, result, tcfg, device, out_dir, cfg
-    )
+        spec, dataset, model, model_cfg, datasets, scorer, result, tcfg, device, out_dir, cfg,
+        faces=job.faces,
+    )  # fmt: skip
     checkpoint.clear_resume(state_dir)
     log.info(
         "%s/%s: test acc %.4f wF1 %.4f (majority wF1 %.4f) in %.1fs",
@@ -196,6 +197,8 @@ def evaluate_and_write(
     device: torch.device,
     out_dir: Path,
     cfg: ModelConfig,
+    *,
+    faces: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score dev/test, time inference, write the run; ``model_cfg`` is the section as the
     config gave it (recorded), ``cfg`` its typed form (the checkpoint's preprocessing)."""
@@ -259,17 +262,25 @@ def evaluate_and_write(
         metrics,
         pl.concat(frames, how="diagonal_relaxed"),
         result.log,
-        model=checkpoint_payload(spec, model, cfg, metrics, result.best_epoch),
+        model=checkpoint_payload(spec, model, cfg, metrics, result.best_epoch, faces),
     )
     return metrics
 
 
 def checkpoint_payload(
-    spec: ModelSpec, model: nn.Module, cfg: ModelConfig, metrics: Mapping[str, Any], epoch: int
+    spec: ModelSpec,
+    model: nn.Module,
+    cfg: ModelConfig,
+    metrics: Mapping[str, Any],
+    epoch: int,
+    faces: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """model.pt's content: the best epoch's weights and what inference needs to use them
-    (the config section as given, from ``metrics``, and the typed one's preprocessing)."""
+    (the config section as given, from ``metrics``, the typed one's preprocessing, and for
+    a model that sees faces the faces stage that cut them)."""
+    sees_faces = MODELS[spec.name].serving_kind != "text"
     return {
+        "faces": dict(faces) if faces is not None and sees_faces else None,
         "format": 1,
         "model": spec.name,
         "dataset": metrics["dataset"],

@@ -44,6 +44,10 @@ class JobSettings:
     threads: int | None = None
     # at most this many seconds between progress lines inside an epoch
     progress_seconds: float = property_default("progress_seconds")
+    # the faces stage that cut the training crops (the config's ``meld.faces``): model.pt
+    # records it so that serving and ``crossemotion predict`` cut faces the same way
+    # (crossemotion.inference.FaceStage); None: not recorded, inference uses the defaults
+    faces: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
