@@ -386,3 +386,16 @@ def test_mouth_patch_is_normalised_by_face_size_and_tilt() -> None:
             assert opening > 2.5 * moved
     small, large = np.mean(opened[50]), np.mean(opened[120])
     assert 0.5 < small / large < 2.0
+
+
+def test_a_frame_sampled_twice_adds_no_step(tmp_path: Path) -> None:
+    """The reader's ``exact: false`` may hand one decoded frame for two sample times
+    (the same array): that pair is no step of mouth motion, not a still mouth."""
+    clip = analyse(make_clip(tmp_path / "c.mp4", Scene(listener=None)))
+    (track,) = clip.tracks
+    frames = list(clip.frames)
+    frames[3] = frames[2]  # sample 3 got sample 2's frame
+    frames[9] = frames[8].copy()  # the same picture decoded twice (equal, not the same)
+    full = speaking_activity(track, clip.frames)
+    repeated = speaking_activity(track, frames)
+    assert len(full.steps) == SAMPLES - 1 and len(repeated.steps) == SAMPLES - 3
