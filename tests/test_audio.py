@@ -18,11 +18,19 @@ from crossemotion.ingest.video.audio import (
     AudioError,
     AudioTrack,
     clip_envelope,
+    decode_audio,
     default_window,
     read_audio,
     rms_envelope,
 )
-from crossemotion.ingest.video.reader import DecodeSettings, VideoError, decode_clip, frames_at
+from crossemotion.ingest.video.reader import (
+    Clip,
+    DecodeSettings,
+    VideoError,
+    decode_clip,
+    frames_at,
+    to_rgb,
+)
 
 
 def write_clip(
@@ -32,9 +40,11 @@ def write_clip(
     audio: np.ndarray | None = None,
     rate: int = 16_000,
     channels: int = 1,
+    audio_delay: int = 0,
 ) -> Path:
     """An MP4 of RGB ``frames`` (H.264) and, when given, ``audio`` (float samples in
-    [-1, 1], shape (n,) or (channels, n); AAC)."""
+    [-1, 1], shape (n,) or (channels, n); AAC), starting ``audio_delay`` samples
+    after the video."""
     height, width = frames[0].shape[:2]
     with av.open(str(path), "w") as out:
         video = out.add_stream("libx264", rate=fps)
@@ -55,7 +65,7 @@ def write_clip(
             for k in range(0, data.shape[1], step):
                 chunk = np.ascontiguousarray(data[:, k : k + step])
                 frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=sound.layout.name)
-                frame.sample_rate, frame.pts = rate, k
+                frame.sample_rate, frame.pts = rate, k + audio_delay
                 for packet in sound.encode(frame):
                     out.mux(packet)
             for packet in sound.encode():
@@ -111,6 +121,27 @@ def test_envelope_follows_the_loudness_at_frame_times(tmp_path: Path) -> None:
     # the level is the sound's: the tone's RMS is 0.5 x its own RMS (sum of 1/k^2 over 2)
     tone_rms = 0.5 * float(np.sqrt(sum(1 / k**2 for k in (1, 2, 3, 4)) / 2)) / 2.1
     assert env[expected_loud] == pytest.approx(tone_rms, rel=0.15)
+
+
+def test_delayed_sound_on_the_video_clock_and_read_after_the_video(tmp_path: Path) -> None:
+    """Sound that starts 0.5 s after the picture: a burst 1.0-1.5 s into the sound is
+    loud at 1.5-2.0 s of the video's clock; decoding it from a ``Clip`` whose
+    frames were read already (the same open container) gives the same sound."""
+    rate = 16_000
+    t = np.arange(3 * rate) / rate
+    amp = np.where((t >= 1.0) & (t < 1.5), 0.5, 0.005)
+    path = write_clip(tmp_path / "late.mp4", grey_frames(40), audio=voice(amp), rate=rate,
+                      audio_delay=rate // 2)  # fmt: skip
+    audio = read_audio(path)
+    assert audio is not None and 0.4 < audio.start <= 0.5  # AAC's priming comes first
+    env = rms_envelope(audio, [1.25, 1.75, 2.25], window=0.2)
+    assert env[1] > 20 * max(env[0], env[2])
+    with Clip(path) as clip:
+        frames, _ = clip.sample([0.5, 2.0], to_rgb, exact=True, seek=False)
+        assert len(frames) == 2 and clip.packets > 0
+        again = decode_audio(clip)
+    assert again is not None and again.start == audio.start
+    assert np.array_equal(again.samples, audio.samples)
 
 
 def test_clip_without_audio_is_none(tmp_path: Path) -> None:
