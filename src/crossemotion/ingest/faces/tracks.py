@@ -15,7 +15,7 @@ a cost that mixes box overlap and landmark distance:
 A pair is allowed only where the boxes overlap (IoU >= ``min_iou``) or the
 landmarks lie close (mean distance <= ``max_landmark_distance`` face sizes),
 and the faces are of like size (ratio within ``max_size_ratio``): sampled
-frames are a fifth of a second apart, in which a head moves little; a cut to
+frames are a fraction of a second apart, in which a head moves little; a cut to
 another shot ends the tracks. Unmatched detections open new tracks. A face
 the detector misses for up to ``max_gap`` frames keeps its track.
 
@@ -48,12 +48,12 @@ from crossemotion.ingest.faces.detect import Detection, Point
 
 Box = tuple[int, int, int, int]
 
-# mouth patch: corners mapped to (MOUTH_X0, MOUTH_Y) and (MOUTH_X1, MOUTH_Y), so the
-# patch spans 1.5 corner distances across and one down from above the upper lip
-# to below the lower lip
+# the mouth patch: the two mouth corners land on _MOUTH_CORNERS, so the patch spans
+# 1.5 corner distances across and one from above the upper lip to below the
+# lower lip (more below the corners, where an opening jaw goes)
 MOUTH_PATCH = (24, 16)  # width, height
 _MOUTH_CORNERS = ((4.0, 7.0), (20.0, 7.0))
-PATCH_BLUR = 1.0  # patch pixels
+PATCH_BLUR = 1.0  # Gaussian sigma, patch pixels
 
 
 @dataclass(frozen=True)
