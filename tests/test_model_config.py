@@ -144,3 +144,17 @@ def test_checkpoint_with_an_unknown_config_key_is_refused_naming_it(tmp_path: Pa
         "labels": list(EMOTIONS), "state_dict": checkpoint.cpu_state_dict(net),
     })  # fmt: skip
     assert load_predictor(path, device="cpu").cfg.channels == (4, 4)
+
+
+def test_faces_stage_recorded_per_dataset() -> None:
+    """An IFEED model records unaligned crops when ifeed.align_faces is false (its images
+    were centre-cropped), a MELD model the faces stage as configured."""
+    from crossemotion.config import faces_stage
+
+    faces = {"detector": "retinaface", "align": True, "size": 64}
+    config = {"meld": {"faces": faces}, "ifeed": {"align_faces": False}}
+    assert faces_stage(config, "meld") == faces
+    assert faces_stage(config, "ifeed") == {**faces, "align": False}
+    assert faces_stage({"meld": {"faces": faces}}, "ifeed") == faces
+    assert faces_stage({"meld": {"faces": {**faces, "align": False}}}, "ifeed")["align"] is False
+    assert faces_stage({}, "meld") is None

@@ -136,3 +136,16 @@ def config_hash(config: Mapping[str, Any]) -> str:
     """Stable short hash of a config (or a part of it) for provenance."""
     blob = json.dumps(config, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def faces_stage(config: Mapping[str, Any], dataset: str) -> dict[str, Any] | None:
+    """The faces stage that cut ``dataset``'s training crops, as a model records it:
+    ``meld.faces``; IFEED's images are warped onto the template only when
+    ``ifeed.align_faces`` is true as well. None when the config has no faces stage."""
+    faces = (config.get("meld") or {}).get("faces")
+    if faces is None:
+        return None
+    if dataset != "ifeed":
+        return dict(faces)
+    warped = bool(faces.get("align")) and bool((config.get("ifeed") or {}).get("align_faces", True))
+    return {**faces, "align": warped}

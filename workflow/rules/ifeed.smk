@@ -24,7 +24,9 @@ rule ifeed_shards:
         max_bad_fraction=config["ifeed"]["max_bad_fraction"],
         jpeg_quality=config["ifeed"].get("jpeg_quality", 90),
         # IFEED's faces are aligned as MELD's (crossemotion.ingest.ifeed.members.Aligner)
+        # unless ifeed.align_faces is false
         faces=config["meld"]["faces"],
+        align_faces=config["ifeed"].get("align_faces", True),
     script:
         "../scripts/ifeed_shards.py"
 

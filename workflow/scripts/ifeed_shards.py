@@ -7,7 +7,8 @@ from crossemotion.logs import setup_logging
 
 sm = snakemake  # type: ignore[name-defined]
 setup_logging(sm.log[0])
-# IFEED's faces are aligned as MELD's (meld.faces: detector, align, margin)
+# IFEED's faces are aligned as MELD's (meld.faces: detector, align, margin) unless
+# ifeed.align_faces is false: then each image's centre crop
 faces = FaceSettings.from_config(dict(sm.params.faces), threads=sm.threads)
 ingest(
     sm.input.unpacked,
@@ -21,5 +22,5 @@ ingest(
     max_bad_fraction=float(sm.params.max_bad_fraction),
     jpeg_quality=int(sm.params.jpeg_quality),
     threads=sm.threads,
-    aligner=faces.ifeed_aligner(),
+    aligner=faces.ifeed_aligner() if sm.params.align_faces else None,
 )

@@ -2,12 +2,15 @@
 
 from pathlib import Path
 
+from crossemotion.config import faces_stage
 from crossemotion.layout import shard_inputs
 from crossemotion.logs import setup_logging
 from crossemotion.training.runner import train_and_evaluate
 from crossemotion.training.settings import JobSettings
 
 sm = snakemake  # type: ignore[name-defined]
+
+
 log = setup_logging(sm.log[0])
 params = sm.params
 log.info("training %s on %s (demo: %s)", params.model, sm.wildcards.dataset, params.demo)
@@ -23,7 +26,7 @@ train_and_evaluate(
         seed=params.seed,
         demo=params.demo,
         threads=sm.threads,
-        faces=sm.config.get("meld", {}).get("faces"),
+        faces=faces_stage(sm.config, sm.wildcards.dataset),
     ),
     shard_inputs(sm.input),
     # the run directory holds every named output (crossemotion.layout.TRAIN_FILES)
