@@ -30,6 +30,7 @@ import struct
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import zipfile
 import zlib
@@ -321,6 +322,21 @@ def unpack_in_child(
     return ChildRun(returncode, payload.get("vm_hwm", peak_rss), seconds, payload, text)
 
 
+# A small process between the test and the measured command. Linux's ru_maxrss
+# of a child counts the memory it had before exec, i.e. a copy of its parent's:
+# forked from a pytest process that grew to 1.5 GB, any command would "peak" at
+# 1.5 GB. Forked from this launcher (a fresh, small interpreter), the command's
+# figure is its own and its children's. It writes the command's exit code and
+# peak, from wait4, to the file named first.
+LAUNCHER = """
+import json, os, subprocess, sys
+proc = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(proc.pid, 0)
+with open(sys.argv[1], "w") as fh:
+    json.dump({"code": os.waitstatus_to_exitcode(status), "maxrss_kib": usage.ru_maxrss}, fh)
+"""
+
+
 def run_measured(
     cmd: Sequence[str],
     cwd: Path,
@@ -331,43 +347,42 @@ def run_measured(
 ) -> tuple[int, int, float]:
     """(exit code, peak RSS in bytes, seconds) of ``cmd`` and the children it waits for.
 
-    The peak comes from ``wait4`` on this one process: Linux reports the larger
-    of its own high-water mark and those of its reaped children (a Snakemake
-    job's script included), not those of this test process's other children.
-    On timeout the whole process group is killed.
+    The peak comes from ``wait4`` on the command in ``LAUNCHER``: Linux reports the
+    larger of its own high-water mark and those of its reaped children (a
+    Snakemake job's script included), not those of this test process. On timeout
+    the whole process group is killed, and the peak is unknown (-1).
     """
 
     def limit() -> None:
         if address_space is not None:
             resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
 
-    sink = open(output, "wb") if output else subprocess.DEVNULL  # noqa: SIM115 - closed below
-    start = time.monotonic()
-    try:
-        proc = subprocess.Popen(
-            list(cmd), cwd=cwd, env=env, preexec_fn=limit, start_new_session=True,
-            stdout=sink, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    finally:
-        if output:
-            sink.close()  # type: ignore[union-attr]
-    deadline = start + timeout
-    try:
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                os.killpg(proc.pid, signal.SIGKILL)
-                pid, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.02)
-    except BaseException:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "measured.json"
+        sink = open(output, "wb") if output else subprocess.DEVNULL  # noqa: SIM115 - closed below
+        start = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", LAUNCHER, str(result), *cmd], cwd=cwd, env=env,
+                preexec_fn=limit, start_new_session=True, stdout=sink, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        finally:
+            if output:
+                sink.close()  # type: ignore[union-attr]
+        try:
+            proc.wait(timeout=max(0.0, start + timeout - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+        seconds = time.monotonic() - start
+        if not result.exists():  # killed before the command ended
+            return proc.returncode, -1, seconds
+        measured = json.loads(result.read_text())
     # ru_maxrss is in KiB on Linux
-    return proc.returncode, usage.ru_maxrss * 1024, time.monotonic() - start
+    return measured["code"], measured["maxrss_kib"] * 1024, seconds
 
 
 def child_main() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import tarfile
 import time
 import zipfile
@@ -615,3 +616,18 @@ def test_bad_name_is_a_manifest_entry_of_its_own(bombs: Path, tmp_path: Path) ->
     assert bad.status == mf.BAD_NAME and "bad name encoding" in bad.reason
     assert rows["IFEED_Base/ok.jpg"].status != mf.BAD_NAME
     assert mf.BAD_NAME in mf.NEUTRAL
+
+
+def test_peak_rss_is_the_commands_own_not_the_test_process(tmp_path: Path) -> None:
+    """The measure the cases use: a command's peak, however large the test process has
+    grown (a forked child's ru_maxrss would start at its parent's size), and a command
+    that does allocate is seen doing so."""
+    ballast = bytearray(1200 * 1024 * 1024)  # this process now holds 1.2 GB
+    ballast[::4096] = b"x" * len(ballast[::4096])  # touched, so resident
+    code, small, _ = H.run_measured([sys.executable, "-c", "pass"], tmp_path, 60)
+    grow = "b = bytearray(400 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096])"
+    code2, large, _ = H.run_measured([sys.executable, "-c", grow], tmp_path, 60)
+    del ballast
+    assert code == code2 == 0
+    assert small < 200e6, f"{small / 1e6:.0f} MB"
+    assert 400e6 < large < 700e6, f"{large / 1e6:.0f} MB"
