@@ -90,30 +90,28 @@ def test_the_examples_work_offline_and_the_speaker_is_marked(ui_server: Server,
                     or hosts.add(urlparse(req.url).hostname or req.url))  # fmt: skip
             page.goto(f"{ui_server.url}/ui/", wait_until="networkidle")
             examples = page.locator("#examples")
+
+            def predict_example(cell: str, media: str, answer: str, timeout: int) -> str:
+                """Click an example, wait for its media, predict, wait for ``answer``."""
+                examples.locator(f"[data-testid=dataset-cell-{cell}]").click()
+                page.locator(media).first.wait_for(timeout=30_000)
+                page.locator("#predict-button").click()
+                page.wait_for_function(
+                    "(answer) => { const el = document.querySelector('#summary');"
+                    " return el && el.innerText.includes(answer); }",
+                    arg=answer,
+                    timeout=timeout,
+                )
+                return page.locator("#summary").inner_text()
+
             # row 1: the 640x360 demo frame
-            examples.locator("[data-testid=dataset-cell-0-0]").click()
-            page.locator("#image-input img").first.wait_for(timeout=30_000)
-            page.locator("#predict-button").click()
-            page.wait_for_function(
-                "() => { const el = document.querySelector('#summary');"
-                " return el && el.innerText.includes('speaker face'); }",
-                timeout=60_000,
-            )
-            summary = page.locator("#summary").inner_text()
+            summary = predict_example("0-0", "#image-input img", "speaker face", 60_000)
             shown = page.locator("#faces img").first
             shown.wait_for(timeout=30_000)
             drawn = httpx.get(shown.get_attribute("src") or "", timeout=30).content
             page.screenshot(path=str(tmp_path / "frame.png"), full_page=True)
             # row 3: the demo clip with its utterance
-            examples.locator("[data-testid=dataset-cell-2-1]").click()
-            page.locator("#video-input video").first.wait_for(timeout=30_000)
-            page.locator("#predict-button").click()
-            page.wait_for_function(
-                "() => { const el = document.querySelector('#summary');"
-                " return el && el.innerText.includes('c3d/meld'); }",
-                timeout=120_000,
-            )
-            clip_summary = page.locator("#summary").inner_text()
+            clip_summary = predict_example("2-1", "#video-input video", "c3d/meld", 120_000)
             text = page.locator("#text-input textarea").input_value()
         finally:
             browser.close()
