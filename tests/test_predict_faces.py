@@ -158,3 +158,18 @@ def test_an_unknown_detector_is_a_clear_error(model: Path) -> None:
     with pytest.raises(SystemExit, match=r"unknown face detector 'nope'; available: .*retinaface"):
         cli_main(["predict", "--device", "cpu", "--model", str(model), "--detector", "nope",
                   str(example_files().frame)])  # fmt: skip
+
+
+def test_examples_are_made_once_offline_and_a_damaged_folder_is_named(tmp_path: Path) -> None:
+    """The Gradio examples are generated on first use into their folder (none ship in the
+    package), reused after, and a folder missing a file says how to remake it."""
+    root = tmp_path / "examples"
+    made = example_files(root)
+    assert made.frame.parent == root and made.clip_text
+    assert load_image(made.frame).shape[:2] == (360, 640)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["examples"]  # no temp folder left
+    stamp = made.clip.stat().st_mtime_ns
+    assert example_files(root).clip.stat().st_mtime_ns == stamp  # not made again
+    made.face.unlink()
+    with pytest.raises(FileNotFoundError, match=f"delete {root}"):
+        example_files(root)

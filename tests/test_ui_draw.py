@@ -39,10 +39,10 @@ def test_an_image_without_a_detected_face_gets_no_box() -> None:
     np.testing.assert_array_equal(_draw_faces(rgb, [whole]), rgb)
 
 
-def test_the_examples_ship_with_the_package() -> None:
+def test_the_examples_are_cut_from_the_demo_generator() -> None:
     ex = example_files()
     assert load_image(ex.frame).shape == (360, 640, 3)
     assert load_image(ex.face).shape[2] == 3
     assert ex.clip.read_bytes()[4:8] == b"ftyp" and ex.clip_text
     meta = json.loads((ex.frame.parent / "examples.json").read_text())
-    assert meta["made_by"] == "python -m crossemotion.serving.examples"
+    assert meta["made_by"] == "crossemotion.serving.examples" and meta["synth_seed"] == 11

@@ -1,22 +1,23 @@
 """The Gradio demo's examples: a demo scene frame, a demo face image and a demo clip.
 
-They ship in the package (``serving/examples/``), so that the demo's examples
-work offline and on a fresh install before any workflow has run. They are cut
-from the demo generator's data (``crossemotion synth``) by
-
-    python -m crossemotion.serving.examples
-
-which regenerates them: a 640x360 test clip of the demo world whose frame
-holds more than one face the default detector finds (the speaker and a
-bystander, so the page shows both kinds of box), that clip's middle frame, its
-utterance, and an IFEED-style face image.
+They are generated, not shipped: the first call of ``example_files`` cuts them
+from a small run of the demo generator (``crossemotion.synth``, seeded, so
+every install gets the same files) into ``$CROSSEMOTION_EXAMPLES``, default
+``~/.cache/crossemotion/examples`` (written to a temporary folder, then
+renamed), so the demo's examples work offline and before any workflow has run.
+``python -m crossemotion.serving.examples [FOLDER]`` makes them ahead of time.
+They are: a 640x360 test clip of the demo world whose frame holds more than
+one face the default detector finds (the speaker and a bystander, so the page
+shows both kinds of box), that clip's middle frame, its utterance, and an
+IFEED-style face image.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import subprocess
+import os
+import shutil
 import sys
 import tarfile
 import tempfile
@@ -24,7 +25,11 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+
+def examples_root() -> Path:
+    """``$CROSSEMOTION_EXAMPLES``, default ``~/.cache/crossemotion/examples``."""
+    default = Path.home() / ".cache" / "crossemotion" / "examples"
+    return Path(os.environ.get("CROSSEMOTION_EXAMPLES") or default)
 
 
 @dataclass(frozen=True)
@@ -38,18 +43,37 @@ class Examples:
         return [self.frame, self.face, self.clip]
 
 
-def example_files(root: Path = EXAMPLES_DIR) -> Examples:
-    """The shipped examples; a missing file is an installation error, named."""
+def example_files(root: Path | None = None) -> Examples:
+    """The examples in ``root`` (default ``examples_root()``), made there on first use."""
+    root = root or examples_root()
+    if not (root / "examples.json").is_file():
+        # made aside and renamed: a reader never sees half a folder, and of two
+        # processes making them at once the second's copy is dropped
+        root.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
+        try:
+            make_examples(work)
+            try:
+                work.rename(root)
+            except OSError:
+                if not (root / "examples.json").is_file():
+                    raise
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return _read(root)
+
+
+def _read(root: Path) -> Examples:
     meta = root / "examples.json"
     try:
         info = json.loads(meta.read_text())
     except (OSError, ValueError) as exc:
-        raise FileNotFoundError(f"the demo examples are missing: {meta} ({exc})") from None
+        raise FileNotFoundError(f"the demo examples are unreadable: {meta} ({exc})") from None
     found = Examples(root / info["frame"], root / info["face"], root / info["clip"],
                      str(info["clip_text"]))  # fmt: skip
     for path in found.paths():
         if not path.is_file():
-            raise FileNotFoundError(f"the demo example {path} is missing")
+            raise FileNotFoundError(f"the demo example {path} is missing; delete {root} to remake")
     return found
 
 
@@ -57,21 +81,33 @@ def example_files(root: Path = EXAMPLES_DIR) -> Examples:
 MAX_SECONDS = 8.0
 
 
-def _duration(clip: Path) -> float:
-    probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration",
-                            "-of", "csv=p=0", str(clip)], check=True, capture_output=True,
-                           text=True)  # fmt: skip
-    return float(probe.stdout.strip())
+def _middle_frame(clip: Path) -> tuple[float, bytes | None]:
+    """(duration in s, its middle frame as JPEG), decoded in-process by PyAV; no frame
+    is decoded for a clip over ``MAX_SECONDS``."""
+    import av
+
+    from crossemotion.codec import encode_jpeg
+
+    with av.open(str(clip)) as container:
+        stream = container.streams.video[0]
+        rate = float(stream.average_rate or 25)
+        if stream.duration:
+            duration = float(stream.duration * stream.time_base)
+        else:
+            duration = (container.duration or 0) / av.time_base
+        if duration > MAX_SECONDS:
+            return duration, None
+        middle, frame = int(duration * rate / 2), None
+        for i, decoded in enumerate(container.decode(stream)):
+            frame = decoded  # the last one, should the stream end before the middle
+            if i >= middle:
+                break
+    if frame is None:
+        raise RuntimeError(f"{clip.name}: no frame decodes")
+    return duration, encode_jpeg(frame.to_ndarray(format="rgb24"))
 
 
-def _middle_frame(clip: Path, duration: float) -> bytes:
-    half = duration / 2
-    return subprocess.run(["ffmpeg", "-v", "error", "-ss", f"{half:.3f}", "-i", str(clip),
-                           "-frames:v", "1", "-q:v", "3", "-f", "image2pipe", "-c:v", "mjpeg",
-                           "-"], check=True, capture_output=True).stdout  # fmt: skip
-
-
-def make_examples(out: Path = EXAMPLES_DIR, seed: int = 11) -> Examples:
+def make_examples(out: Path, seed: int = 11) -> Examples:
     """Generate a small demo at 640x360 and keep the best-suited test clip (see module)."""
     import polars as pl
 
@@ -97,10 +133,9 @@ def make_examples(out: Path = EXAMPLES_DIR, seed: int = 11) -> Examples:
                     continue
                 clip = work / Path(member.name).name
                 clip.write_bytes(inner.extractfile(member).read())  # type: ignore[union-attr]
-                duration = _duration(clip)
-                if duration > MAX_SECONDS:
+                _, frame = _middle_frame(clip)
+                if frame is None:  # too long for an example
                     continue
-                frame = _middle_frame(clip, duration)
                 faces = len(detector.detect(decode_jpeg(frame)))
                 if faces and (best is None or faces > best[0]):
                     best = (faces, clip.stem, clip.read_bytes(), frame)
@@ -117,11 +152,11 @@ def make_examples(out: Path = EXAMPLES_DIR, seed: int = 11) -> Examples:
     (out / "face.jpg").write_bytes(face)
     (out / "clip.mp4").write_bytes(clip_bytes)
     meta = {"frame": "frame.jpg", "face": "face.jpg", "clip": "clip.mp4", "clip_text": text,
-            "made_by": "python -m crossemotion.serving.examples", "synth_seed": seed}  # fmt: skip
+            "made_by": "crossemotion.serving.examples", "synth_seed": seed}  # fmt: skip
     (out / "examples.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return example_files(out)
+    return _read(out)
 
 
 if __name__ == "__main__":
-    made = make_examples(Path(sys.argv[1]) if len(sys.argv) > 1 else EXAMPLES_DIR)
+    made = example_files(Path(sys.argv[1]) if len(sys.argv) > 1 else None)
     print(json.dumps({k: str(v) for k, v in made.__dict__.items()}, indent=2))

@@ -12,7 +12,8 @@ broken limit is a ``gr.Error`` with the API's message.
 
 The image shown back carries every face's box and landmarks, the speaker's
 (first) face marked; the examples under the inputs (a demo scene frame, a demo
-face image and a demo clip, shipped in ``serving/examples/``) need no network.
+face image and a demo clip, generated on first use: crossemotion.serving.examples)
+need no network.
 """
 
 from __future__ import annotations
@@ -243,7 +244,7 @@ def mount_ui(
     return gr.mount_gradio_app(
         app, blocks, path=path, ssr_mode=False, mcp_server=False, pwa=False,
         max_file_size=service.settings.max_upload_bytes, footer_links=["api"],
-        # the examples ship inside the package, outside Gradio's default allowed places
+        # the examples live in their cache folder, outside Gradio's default allowed places
         allowed_paths=[str(p) for p in example_files().paths()],
     )  # fmt: skip
 
