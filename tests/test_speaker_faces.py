@@ -1,6 +1,8 @@
-"""The speaker-face yardstick with a comparison detector, on a small generated world:
-the configured detector's faces shards and Haar run on the same frames in one call,
-each in its own labelled rows; Haar's rows are what a Haar faces stage would give."""
+"""The speaker-face yardstick with a comparison detector and a comparison selector, on
+a small generated world: the configured detector's faces shards and Haar (or the
+largest-face selector) run on the same frames in one call, each in its own labelled
+rows; Haar's rows are what a Haar faces stage would give. Clip kinds (listener larger
+than the speaker, or not) are measured on the frames, one kind per image for every block."""
 
 from __future__ import annotations
 
@@ -13,11 +15,15 @@ import yaml
 
 from crossemotion.ingest.archives.unpack import safe_extract
 from crossemotion.ingest.faces.crops import FaceSettings, faces_shard
+from crossemotion.ingest.faces.detect import Detection
 from crossemotion.ingest.meld.index import build_index, decodable_rows
 from crossemotion.ingest.video.decode import DecodeSettings, decode_shard
 from crossemotion.reporting.speaker_faces import (
     COMPARISON,
     CONFIGURED,
+    LISTENER_LARGER,
+    OTHER,
+    clip_kind,
     compared_items,
     speaker_items,
     speaker_table,
@@ -57,18 +63,22 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
         pl.lit("matched").alias("status")
     )
     settings = _demo_faces()
-    clips, faces, haar_faces = [], [], []
+    clips, faces, haar_faces, largest_faces = [], [], [], []
     for split in ("train", "dev", "test"):
         clips.append(root / f"clips-{split}.parquet")
         faces.append(root / f"faces-{split}.parquet")
         haar_faces.append(root / f"haar-{split}.parquet")
+        largest_faces.append(root / f"largest-{split}.parquet")
         rows = decodable_rows(index, split, 0, 1)
         decode_shard(rows, DecodeSettings(frames=8, height=180), clips[-1], root / "st.parquet")
         faces_shard(clips[-1], faces[-1], settings)
         # the faces stage as it would run with Haar configured, for the check below
         faces_shard(clips[-1], haar_faces[-1], replace(settings, detector="haar"))
+        # and with the largest face picked frame by frame, for the selectors' check
+        faces_shard(clips[-1], largest_faces[-1], replace(settings, selector="largest"))
     return {"alignment": alignment, "index": index, "truth": truth, "clips": clips,
-            "faces": faces, "haar_faces": haar_faces, "settings": settings}  # fmt: skip
+            "faces": faces, "haar_faces": haar_faces, "largest_faces": largest_faces,
+            "settings": settings}  # fmt: skip
 
 
 def test_both_detectors_on_the_same_images(world: dict) -> None:
@@ -87,16 +97,20 @@ def test_both_detectors_on_the_same_images(world: dict) -> None:
     assert by["haar"].height >= 0.8 * len(speakers)
     # the configured rows are the faces shards' verdicts, as without a comparison
     alone = speaker_items(*args, align=True)
-    assert alone.drop("detector", "detector_role", strict=False).equals(
-        by[settings.detector].drop("detector", "detector_role")
-    )
+    labels = ["detector", "detector_role", "selector", "selector_role", "clip_kind"]
+    assert alone.equals(by[settings.detector].drop(labels))
     # Haar's rows are what the faces stage configured with Haar gives
     haar_stage = speaker_items(world["alignment"], world["index"], world["haar_faces"],
                                world["clips"], SCALE, align=True)  # fmt: skip
-    assert haar_stage.equals(by["haar"].drop("detector", "detector_role"))
+    assert haar_stage.equals(by["haar"].drop(labels))
+    # both blocks under the configured selector
+    assert set(items["selector"]) == {settings.selector}
+    assert set(items["selector_role"]) == {CONFIGURED}
 
     table = speaker_table(items)
-    overall = table[(table["split"] == "all") & (table["character"] == "all")]
+    overall = table[
+        (table["split"] == "all") & (table["character"] == "all") & (table["clip_kind"] == "all")
+    ]
     assert overall["detector"].tolist() == [settings.detector, "haar"]
     assert overall["detector_role"].tolist() == [CONFIGURED, COMPARISON]
     learned, haar = (overall.iloc[i] for i in range(2))
@@ -114,8 +128,12 @@ def test_a_table_without_comparison_keeps_its_shape(world: dict) -> None:
     items = speaker_items(world["alignment"], world["index"], world["faces"], world["clips"],
                           SCALE)  # fmt: skip
     table = speaker_table(items)
-    assert list(table.columns[:3]) == ["detector", "detector_role", "split"]
+    assert list(table.columns[:5]) == [
+        "detector", "detector_role", "selector", "selector_role", "split"
+    ]  # fmt: skip
     assert set(table["detector_role"]) == {CONFIGURED}
+    # no clip kinds measured: only the all rows
+    assert set(table["clip_kind"]) == {"all"}
     # a box elsewhere in the frame misses: the yardstick can fail
     moved = world["alignment"].with_columns(pl.col("x") + 160)
     again = speaker_table(speaker_items(moved, world["index"], world["faces"], world["clips"],
@@ -128,3 +146,101 @@ def test_the_configured_detector_is_no_comparison(world: dict) -> None:
     with pytest.raises(ValueError, match="configured detector"):
         compared_items(world["alignment"], world["index"], world["faces"], world["clips"],
                        SCALE, settings, [settings.detector])  # fmt: skip
+
+
+def test_selectors_side_by_side_split_by_clip_kind(world: dict) -> None:
+    """The configured selector's block (the faces shards) and largest's (run here on
+    the same frames), each split into listener_larger and other on the same images."""
+    settings = replace(world["settings"], selector="track")
+    args = (world["alignment"], world["index"], world["faces"], world["clips"], SCALE)
+    # the configured selector listed again is scored once
+    items = compared_items(*args, settings, align=True, selectors=["largest", "track"])
+    blocks = items.group_by("selector", "selector_role", maintain_order=True).len()
+    assert blocks.rows() == [("track", CONFIGURED, blocks["len"][0]),
+                             ("largest", COMPARISON, blocks["len"][0])]  # fmt: skip
+    by = {s: items.filter(pl.col("selector") == s) for s in ("track", "largest")}
+    # one kind per image, whichever block
+    assert (
+        by["track"]
+        .select("member", "clip_kind")
+        .equals(by["largest"].select("member", "clip_kind"))
+    )
+    assert set(items["clip_kind"]) <= {LISTENER_LARGER, OTHER}
+    # largest's block is what a faces stage configured with largest keeps
+    largest = speaker_items(*args[:2], world["largest_faces"], world["clips"], SCALE, align=True)
+    labels = ["detector", "detector_role", "selector", "selector_role", "clip_kind"]
+    assert largest.equals(by["largest"].drop(labels))
+
+    table = speaker_table(items)
+    assert list(dict.fromkeys(zip(table["selector"], table["selector_role"], strict=True))) == [
+        ("track", CONFIGURED), ("largest", COMPARISON)
+    ]  # fmt: skip
+    overall = table[(table["split"] == "all") & (table["character"] == "all")]
+    for selector in ("track", "largest"):
+        rows = overall[overall["selector"] == selector].set_index("clip_kind")
+        assert list(rows.index) == ["all", LISTENER_LARGER, OTHER]
+        # the two kinds split the block's images
+        assert rows.loc[LISTENER_LARGER, "n"] + rows.loc[OTHER, "n"] == rows.loc["all", "n"]
+        kinds = by[selector]["clip_kind"]
+        assert rows.loc[LISTENER_LARGER, "n"] == int((kinds == LISTENER_LARGER).sum())
+        hits = by[selector].filter(pl.col("clip_kind") == OTHER)["primary_hit"].sum()
+        assert rows.loc[OTHER, "primary_hits"] == hits
+        print(f"{selector}: " + ", ".join(
+            f"{k} {rows.loc[k, 'primary_hits']}/{rows.loc[k, 'n']}" for k in rows.index
+        ))  # fmt: skip
+
+
+def test_a_reference_selector_needs_references(world: dict) -> None:
+    with pytest.raises(ValueError, match="references"):
+        compared_items(world["alignment"], world["index"], world["faces"], world["clips"],
+                       SCALE, world["settings"], selectors=["reference"])  # fmt: skip
+
+
+def _face(x: int, y: int, w: int, h: int) -> Detection:
+    return Detection(x, y, w, h, 0.9)
+
+
+def test_clip_kind_is_measured_against_the_speakers_face() -> None:
+    speaker, listener = _face(10, 10, 30, 30), _face(100, 10, 50, 50)
+    # the face matching the IFEED box is smaller than another face: listener larger
+    assert clip_kind([listener, speaker], [12, 11, 29, 30]) == LISTENER_LARGER
+    # the speaker is the larger face: other, whatever the order of the faces
+    assert clip_kind([speaker, _face(100, 10, 20, 20)], [12, 11, 29, 30]) == OTHER
+    # one face alone, or none
+    assert clip_kind([speaker], [10, 10, 30, 30]) == OTHER
+    assert clip_kind([], [10, 10, 30, 30]) == OTHER
+    # no face matches the box (the speaker was not detected): a face larger than
+    # the box itself is a larger listener; a smaller one is not
+    assert clip_kind([listener], [200, 10, 30, 30]) == LISTENER_LARGER
+    assert clip_kind([_face(100, 10, 20, 20)], [200, 10, 30, 30]) == OTHER
+
+
+def test_the_table_splits_each_block_by_clip_kind() -> None:
+    """Hand-built items of two selectors: rates per kind, the kinds summing to all."""
+    rows = []
+    for selector, role, hits in (("track", CONFIGURED, [1, 1, 1, 0]),
+                                 ("largest", COMPARISON, [1, 0, 0, 0])):  # fmt: skip
+        for i, (hit, kind) in enumerate(zip(hits, [OTHER, LISTENER_LARGER, LISTENER_LARGER,
+                                                   OTHER], strict=True)):  # fmt: skip
+            rows.append({"detector": "retinaface", "detector_role": CONFIGURED,
+                         "selector": selector, "selector_role": role, "member": f"m{i}",
+                         "meld_split": "train" if i < 3 else "test", "character": "Ross",
+                         "primary_hit": bool(hit), "window_hit": bool(hit), "no_face": False,
+                         "clip_kind": kind})  # fmt: skip
+    # the comparison block first in the items: the table still puts the configured first
+    table = speaker_table(pl.DataFrame(rows[4:] + rows[:4]))
+    assert table["selector"].iloc[0] == "track"
+    every = table[(table["split"] == "all") & (table["character"] == "all")]
+    got = {(r.selector, r.clip_kind): (r.n, r.primary_hits) for r in every.itertuples()}
+    assert got == {
+        ("track", "all"): (4, 3), ("track", LISTENER_LARGER): (2, 2), ("track", OTHER): (2, 1),
+        ("largest", "all"): (4, 1), ("largest", LISTENER_LARGER): (2, 0),
+        ("largest", OTHER): (2, 1),
+    }  # fmt: skip
+    # per split too: train holds both listener_larger images of each block
+    train = table[(table["split"] == "train") & (table["clip_kind"] == LISTENER_LARGER)]
+    assert train["n"].tolist() == [2, 2]
+    assert train["primary_rate"].tolist() == [1.0, 0.0]
+    # the test split has no listener_larger image: n 0, no rate
+    test = table[(table["split"] == "test") & (table["clip_kind"] == LISTENER_LARGER)]
+    assert test["n"].tolist() == [0, 0] and test["primary_rate"].isna().all()

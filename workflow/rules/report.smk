@@ -104,9 +104,11 @@ rule transfer_table:
 rule speaker_faces:
     # Does the MELD face choice (faces shards, crop: speaker) pick the speaker's
     # face? Scored against the aligned IFEED boxes of the speaker, for the
-    # configured detector and report.speaker_faces.compare_detectors (run here
-    # on the same frames of the clips the yardstick scores; they pick the
-    # speaker as the faces stage does, with its references if it uses them).
+    # configured detector and selector, report.speaker_faces.compare_detectors
+    # and report.speaker_faces.compare_selectors (run here on the same frames of
+    # the clips the yardstick scores; they pick the speaker as the faces stage
+    # does, with the cast's references where the selector uses them), each split
+    # by clip kind (listener larger than the speaker, or not).
     input:
         **speaker_compare_inputs(),
         alignment="results/ifeed/alignment.parquet",
@@ -135,6 +137,7 @@ rule speaker_faces:
         align=speaker_crop_align(),
         faces=config["meld"]["faces"],
         compare=speaker_compare_detectors(),
+        selectors=speaker_compare_selectors(),
         settings=report_params(),
     script:
         "../scripts/speaker_faces.py"

@@ -1,5 +1,6 @@
 """Snakemake entry: speaker-face yardstick (rule speaker_faces), the configured
-detector and each of ``report.speaker_faces.compare_detectors`` on the same frames."""
+detector and selector, each of ``report.speaker_faces.compare_detectors`` and each of
+``report.speaker_faces.compare_selectors`` on the same frames, split by clip kind."""
 
 import time
 
@@ -17,6 +18,7 @@ sm = snakemake  # type: ignore[name-defined]
 log = setup_logging(sm.log[0])
 settings = FaceSettings.from_config(dict(sm.params.faces), threads=sm.threads)
 compare = list(sm.params.compare)
+selectors = list(sm.params.selectors)
 refs = getattr(sm.input, "references", None)
 t0 = time.perf_counter()
 items = compared_items(
@@ -29,9 +31,11 @@ items = compared_items(
     compare,
     align=bool(sm.params.align),
     references=References.read(refs) if refs else None,
+    selectors=selectors,
 )
-log.info("speaker faces: %s and comparison detectors %s scored in %.1f s",
-         settings.detector, compare or "none", time.perf_counter() - t0)  # fmt: skip
+log.info("speaker faces: %s (%s), comparison detectors %s, comparison selectors %s: %.1f s",
+         settings.detector, settings.selector, compare or "none", selectors or "none",
+         time.perf_counter() - t0)  # fmt: skip
 write_parquet(sm.output.detail, items)
 table = speaker_table(items)
 run_settings = dict(sm.params.settings)
@@ -42,7 +46,7 @@ prov = provenance(
 )
 title = (
     "Speaker faces: MELD's face choice vs aligned IFEED boxes (hit: IoU >= 0.5), "
-    "per detector on the same frames"
+    "per detector and selector on the same frames, by clip kind"
 )
 write_table(table, sm.output.csv, sm.output.md, title, prov, html_path=sm.output.html)
 log.info("speaker faces:\n%s", table.to_string(index=False))

@@ -23,20 +23,37 @@ same settings but the detector) on the same decoded frames of the clips
 shards, only the clips the yardstick scores, in the same job; the table has
 one block of rows per detector (``detector``, ``detector_role``: configured or
 comparison).
+
+Selectors side by side, the same way: each ``report.speaker_faces.compare_selectors``
+selector (``largest``, ``reference``, ``track``) runs the faces stage's code with
+the configured detector and that ``selector`` on the same frames, one block of
+rows each (``selector``, ``selector_role``). A comparison selector equal to the
+configured one is the configured block already and is not run twice.
+
+Clip kinds. Each scored image is a ``listener_larger`` clip when, in the
+sampled frame nearest to the IFEED frame, the configured detector finds a face
+other than the speaker's (the face matching the IFEED box, IoU >= 0.5; else the
+IFEED box itself) with a larger area: the shots where the largest face is the
+listener's. Every other image is ``other``. The kind is measured on the frames,
+so it works on real MELD as on the demo, and it is one kind per image for every
+block, so the blocks compare on the same images. Each block has ``clip_kind``
+rows ``all``, ``listener_larger`` and ``other`` (the last two for all characters).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import polars as pl
+import pyarrow.parquet as pq
 
+from crossemotion.codec import decode_jpeg
 from crossemotion.datasets.speaker_crop import clip_windows, face_of
-from crossemotion.ingest.faces.detect import Detection
+from crossemotion.ingest.faces.detect import Detection, FaceDetector
 from crossemotion.ingest.ifeed.align import MATCHED, iou
 from crossemotion.labels import CAST
 
@@ -46,11 +63,18 @@ if TYPE_CHECKING:
 
 HIT_IOU = 0.5
 CONFIGURED, COMPARISON = "configured", "comparison"
+ALL, LISTENER_LARGER, OTHER = "all", "listener_larger", "other"
+CLIP_KINDS = (ALL, LISTENER_LARGER, OTHER)
+# the selector of items scored without one (``speaker_items`` alone)
+UNNAMED = ""
 COLUMNS = (
     "detector",
     "detector_role",
+    "selector",
+    "selector_role",
     "split",
     "character",
+    "clip_kind",
     "n",
     "primary_hits",
     "primary_rate",
@@ -95,9 +119,41 @@ def shard_faces(faces: Sequence[str | Path]) -> ClipFaces:
     return out
 
 
-# the clips-shard columns the faces stage reads (crops.clip_faces)
+# the clips-shard columns the faces stage reads (crops.clip_faces); the sound's
+# only where the shard has them (shards from before the sound was kept do not)
 _CLIP_COLUMNS = ["split", "dialogue_id", "utterance_id", "key", "file", "character",
-                 "speaker", "label", "frames"]  # fmt: skip
+                 "speaker", "label", "frames", "audio_rms", "audio_status",
+                 "audio_reason"]  # fmt: skip
+
+
+def _wanted_rows(
+    clips: Sequence[str | Path], wanted: set[tuple[str, str]], columns: list[str]
+) -> Iterator[dict[str, Any]]:
+    """The clips-shard rows of the ``wanted`` (split, key) clips, one shard in memory at a time."""
+    for path in clips:
+        present = set(pq.read_schema(path).names)
+        table = pl.read_parquet(path, columns=[c for c in columns if c in present])
+        keep = [(sp, k) in wanted for sp, k in zip(table["split"], table["key"], strict=True)]
+        yield from table.filter(pl.Series(keep, dtype=pl.Boolean)).iter_rows(named=True)
+
+
+def speaker_faces_of(
+    row: dict[str, Any],
+    detector: FaceDetector,
+    settings: FaceSettings,
+    references: References | None = None,
+) -> dict[int, Detection]:
+    """The speaker's face per sampled frame of one clips-shard row as the faces stage
+    picks it with ``settings``. The one call of the faces stage's code here, so a
+    change of its signature is one edit. ``largest`` is geometry alone: it never
+    gets the references, which the other selectors may use."""
+    from crossemotion.ingest.faces.crops import clip_faces
+
+    refs = None if settings.selector == "largest" else references
+    return {
+        int(face["frame_index"]): face_of(face["bbox"], face["landmarks"])
+        for face in clip_faces(row, detector, settings, refs)
+    }
 
 
 def detected_faces(
@@ -109,18 +165,62 @@ def detected_faces(
     """The speaker's face per sampled frame of the ``wanted`` clips as the faces stage
     would keep it with ``settings`` (its detector, speaker choice and limits): the
     same code as the faces shards, on the same decoded frames."""
-    from crossemotion.ingest.faces.crops import clip_faces
-
     detector = settings.build_detector()
     out: ClipFaces = {}
-    for path in clips:
-        table = pl.read_parquet(path, columns=_CLIP_COLUMNS)
-        keep = [(sp, k) in wanted for sp, k in zip(table["split"], table["key"], strict=True)]
-        for row in table.filter(pl.Series(keep, dtype=pl.Boolean)).iter_rows(named=True):
-            per_frame = out.setdefault((row["split"], row["key"]), {})
-            for face in clip_faces(row, detector, settings, references):
-                per_frame[int(face["frame_index"])] = face_of(face["bbox"], face["landmarks"])
+    for row in _wanted_rows(clips, wanted, _CLIP_COLUMNS):
+        out[(row["split"], row["key"])] = speaker_faces_of(row, detector, settings, references)
     return out
+
+
+def clip_kind(found: Sequence[Detection], speaker_box: Sequence[float]) -> str:
+    """``listener_larger`` when a face of ``found`` other than the speaker's is larger
+    than the speaker's, else ``other``. The speaker's face is the one of ``found``
+    matching ``speaker_box`` (the IFEED box in the same pixels; IoU >= 0.5, the
+    best); where none matches, the box itself stands for it."""
+    overlaps = [iou(list(f.box), speaker_box) for f in found]
+    best = int(np.argmax(overlaps)) if overlaps else -1
+    if best >= 0 and overlaps[best] >= HIT_IOU:
+        speaker_area = float(found[best].w * found[best].h)
+        others = [f for i, f in enumerate(found) if i != best]
+    else:
+        speaker_area = float(speaker_box[2] * speaker_box[3])
+        others = list(found)
+    return LISTENER_LARGER if any(f.w * f.h > speaker_area for f in others) else OTHER
+
+
+def clip_kinds(
+    items: pl.DataFrame, clips: Sequence[str | Path], detector: FaceDetector
+) -> pl.DataFrame:
+    """``member`` -> ``clip_kind`` of each item (``matched_speakers`` rows): every face
+    ``detector`` finds in the sampled frame nearest to the IFEED frame, against the
+    IFEED box scaled to the decoded frame's pixels. An image whose clip was not
+    decoded (or whose frame does not decode) is ``other``: nothing larger was seen."""
+    by_clip: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in items.iter_rows(named=True):
+        by_clip.setdefault((row["meld_split"], row["meld_key"]), []).append(row)
+    kinds = {m: OTHER for m in items["member"]} if items.height else {}
+    columns = ["split", "key", "frames", "timestamps", "height"]
+    for clip in _wanted_rows(clips, set(by_clip), columns):
+        times = np.asarray(clip["timestamps"] or [], dtype=float)
+        frames = clip["frames"] or []
+        for row in by_clip[(clip["split"], clip["key"])]:
+            if not len(times) or not frames:
+                continue
+            nearest = int(np.abs(times - row["time"]).argmin())
+            if nearest >= len(frames):
+                continue
+            try:
+                image = decode_jpeg(frames[nearest])
+            except ValueError:
+                continue
+            # the IFEED box is in the clip's own pixels, the frame decoded smaller
+            k = float(clip["height"]) / float(row["frame_height"]) if row["frame_height"] else 1.0
+            box = [row["x"] * k, row["y"] * k, row["w"] * k, row["h"] * k]
+            kinds[row["member"]] = clip_kind(detector.detect(image), box)
+    return pl.DataFrame(
+        {"member": list(kinds), "clip_kind": list(kinds.values())},
+        schema={"member": pl.String, "clip_kind": pl.String},
+    )
 
 
 def speaker_items(
@@ -158,28 +258,47 @@ def compared_items(
     compare: Sequence[str] = (),
     align: bool = False,
     references: References | None = None,
+    selectors: Sequence[str] = (),
 ) -> pl.DataFrame:
-    """``speaker_items`` of the configured detector (``settings.detector``, the faces
-    shards) and of each ``compare`` detector (``detected_faces``, the same settings
-    otherwise) on the same images, stacked, with ``detector`` and ``detector_role`` first."""
+    """``speaker_items`` of the configured detector and selector (``settings``, the
+    faces shards), of each ``compare`` detector and of each comparison selector of
+    ``selectors`` (``detected_faces``, the same settings otherwise) on the same
+    images, stacked, with ``detector``, ``detector_role``, ``selector`` and
+    ``selector_role`` first and each image's ``clip_kind`` last."""
     from dataclasses import replace
 
-    runs: list[tuple[str, str, Sequence[str | Path] | ClipFaces]] = [
-        (settings.detector, CONFIGURED, faces)
-    ]
-    if compare:
-        scored = matched_speakers(alignment, index)
-        wanted = set(zip(scored["meld_split"], scored["meld_key"], strict=True))
+    Run = tuple[str, str, str, str, Sequence[str | Path] | ClipFaces]
+    runs: list[Run] = [(settings.detector, CONFIGURED, settings.selector, CONFIGURED, faces)]
+    scored = matched_speakers(alignment, index)
+    wanted = set(zip(scored["meld_split"], scored["meld_key"], strict=True))
     for name in compare:
         if name == settings.detector:
             raise ValueError(f"compare_detectors lists the configured detector {name!r}")
         other = replace(settings, detector=name)
-        runs.append((name, COMPARISON, detected_faces(clips, other, wanted, references)))
+        found = detected_faces(clips, other, wanted, references)
+        runs.append((name, COMPARISON, settings.selector, CONFIGURED, found))
+    # the configured selector's block is the faces shards' already (the default
+    # comparison, largest, is the configured selector where that is largest)
+    for selector in dict.fromkeys(selectors):
+        if selector == settings.selector:
+            continue
+        if selector == "reference" and references is None:
+            raise ValueError("compare_selectors lists reference: it needs the cast's references")
+        other = replace(settings, selector=selector)
+        found = detected_faces(clips, other, wanted, references)
+        runs.append((settings.detector, CONFIGURED, selector, COMPARISON, found))
+    kinds = clip_kinds(scored, clips, settings.build_detector())
     parts = []
-    for name, role, found in runs:
+    for name, role, selector, selector_role, found in runs:
         items = speaker_items(alignment, index, found, clips, crop_scale, align)
-        parts.append(items.select(pl.lit(name).alias("detector"),
-                                  pl.lit(role).alias("detector_role"), pl.all()))  # fmt: skip
+        parts.append(
+            items.select(
+                pl.lit(name).alias("detector"), pl.lit(role).alias("detector_role"),
+                pl.lit(selector).alias("selector"), pl.lit(selector_role).alias("selector_role"),
+                pl.all(),
+            ).join(kinds, on="member", how="left", maintain_order="left")
+            .with_columns(pl.col("clip_kind").fill_null(OTHER))
+        )  # fmt: skip
     return pl.concat(parts)
 
 
@@ -240,36 +359,48 @@ def _verdicts(
     }
 
 
+def _rates(sub: pd.DataFrame) -> dict[str, Any]:
+    n = len(sub)
+    ph, wh = int(sub["primary_hit"].sum()), int(sub["window_hit"].sum())
+    return {"n": n, "primary_hits": ph, "primary_rate": ph / n if n else None,
+            "window_hits": wh, "window_rate": wh / n if n else None,
+            "no_face": int(sub["no_face"].sum())}  # fmt: skip
+
+
 def speaker_table(items: pl.DataFrame) -> pd.DataFrame:
-    """Hit rates per detector (the configured one first) by MELD split x character,
-    with an ``all`` row per split and overall. Items without a ``detector`` column
-    (``speaker_items``) are one unnamed detector's."""
+    """Hit rates per block (the configured detector and selector first, then the
+    comparison detectors, then the comparison selectors) by MELD split x character,
+    with an ``all`` row per split and overall, and after each split's ``all`` row
+    one row per clip kind where the items have ``clip_kind`` (``compared_items``).
+    Items without a ``detector`` or ``selector`` column (``speaker_items``) are one
+    unnamed detector's or selector's."""
     rows = []
     frame = items.to_pandas() if items.height else pd.DataFrame(columns=list(items.columns))
     if "detector" not in frame.columns:
         frame = frame.assign(detector="", detector_role=CONFIGURED)
-    # the configured detector first, then the comparisons in the order given
-    runs = list(dict.fromkeys(zip(frame["detector"], frame["detector_role"], strict=True)))
-    runs.sort(key=lambda run: run[1] != CONFIGURED)
+    if "selector" not in frame.columns:
+        frame = frame.assign(selector=UNNAMED, selector_role=CONFIGURED)
+    keys = ["detector", "detector_role", "selector", "selector_role"]
+    runs = list(dict.fromkeys(frame[keys].itertuples(index=False, name=None)))
+    # both configured first, then comparison detectors, then comparison selectors
+    runs.sort(key=lambda run: (run[1] != CONFIGURED or run[3] != CONFIGURED, run[3] != CONFIGURED))
     if not runs:
-        runs = [("", CONFIGURED)]
-    for detector, role in runs:
-        of_run = frame[(frame["detector"] == detector) & (frame["detector_role"] == role)]
-        for split in ("train", "dev", "test", "all"):
-            part = of_run if split == "all" else of_run[of_run["meld_split"] == split]
-            if split != "all" and part.empty:
+        runs = [("", CONFIGURED, UNNAMED, CONFIGURED)]
+    kinds = [LISTENER_LARGER, OTHER] if "clip_kind" in frame.columns else []
+    for run in runs:
+        of_run = frame[(frame[keys] == pd.Series(run, index=keys)).all(axis=1)]
+        head = dict(zip(keys, run, strict=True))
+        for split in ("train", "dev", "test", ALL):
+            part = of_run if split == ALL else of_run[of_run["meld_split"] == split]
+            if split != ALL and part.empty:
                 continue
-            for character in [*CAST, "all"]:
-                sub = part if character == "all" else part[part["character"] == character]
-                if sub.empty and character != "all":
+            for character in [*CAST, ALL]:
+                sub = part if character == ALL else part[part["character"] == character]
+                if sub.empty and character != ALL:
                     continue
-                n = len(sub)
-                ph, wh = int(sub["primary_hit"].sum()), int(sub["window_hit"].sum())
-                rows.append({
-                    "detector": detector, "detector_role": role, "split": split,
-                    "character": character, "n": n,
-                    "primary_hits": ph, "primary_rate": ph / n if n else None,
-                    "window_hits": wh, "window_rate": wh / n if n else None,
-                    "no_face": int(sub["no_face"].sum()),
-                })  # fmt: skip
+                rows.append({**head, "split": split, "character": character,
+                             "clip_kind": ALL, **_rates(sub)})  # fmt: skip
+            for kind in kinds:
+                rows.append({**head, "split": split, "character": ALL, "clip_kind": kind,
+                             **_rates(part[part["clip_kind"] == kind])})  # fmt: skip
     return pd.DataFrame(rows, columns=list(COLUMNS))

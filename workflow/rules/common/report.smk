@@ -39,9 +39,24 @@ def speaker_compare_detectors():
     return list(section.get("compare_detectors", []))
 
 
+def speaker_compare_selectors():
+    """Speaker selectors scored beside meld.faces.selector (default [largest]); the
+    configured one among them is scored once, as the configured block."""
+    section = (config.get("report") or {}).get("speaker_faces") or {}
+    return list(section.get("compare_selectors", ["largest"]))
+
+
 def speaker_compare_inputs():
-    """The cast's references, when comparison detectors choose the speaker by them."""
-    return face_reference_input() if speaker_compare_detectors() else {}
+    """The cast's references, when a comparison run chooses the speaker by them:
+    a comparison detector under a selector other than largest, or a comparison
+    selector other than largest."""
+    configured = config["meld"]["faces"].get("selector", "largest")
+    selectors = [s for s in speaker_compare_selectors() if s != configured]
+    if speaker_compare_detectors():
+        selectors.append(configured)
+    if any(s != "largest" for s in selectors):
+        return {"references": "results/ifeed/references.parquet"}
+    return {}
 
 
 def data_files():
