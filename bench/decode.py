@@ -103,12 +103,13 @@ def job_wall(clips: list[Path], workers: int) -> dict[str, float]:
     The naive loop: clip after clip, OpenCV with its default decoder threads
     (all cores). Both get the whole machine; the ratio is the user's wait.
     """
-    from crossemotion.ingest.video.decode import DecodeSettings, decode_job
+    from crossemotion.ingest.video.audio import decode_job
+    from crossemotion.ingest.video.decode import DecodeSettings
     from crossemotion.ingest.video.pool import WorkerPool
 
     settings = DecodeSettings(frames=FRAMES, height=HEIGHT)
     t0 = time.perf_counter()
-    with WorkerPool(workers, preload=["crossemotion.ingest.video.reader"]) as pool:
+    with WorkerPool(workers, preload=["crossemotion.ingest.video.audio"]) as pool:
         results = pool.map(decode_job, [(c, settings) for c in clips], timeout=120.0,
                            on_error=_reraise)  # fmt: skip
     job = time.perf_counter() - t0

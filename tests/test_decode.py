@@ -70,11 +70,12 @@ def test_uniform_sampling_positions(counter_clip: Path, exact: bool, tolerance: 
     s = DecodeSettings(frames=8, height=48, exact=exact, jpeg_quality=100, timeout=60)
     r = decode_clip(counter_clip, s)
     assert r.status == "ok" and len(r.frames) == 8
-    assert r.timestamps == pytest.approx(sample_times(2.0, 8), abs=1e-3)
     # slice centres (k + 0.5) * 2 s / 8 are frames 25 t; the sample is the last frame
     # at or before the centre (exact) or a nearby decoded reference frame (not exact)
-    want = np.array([t * 25 for t in r.timestamps])
+    want = np.array(sample_times(2.0, 8)) * 25
     got = np.array(_frame_indices(r.frames))
+    # the recorded times are the picked frames' own (what the sound is matched to)
+    assert np.abs(got - np.array(r.timestamps) * 25).max() <= 0.3, (got, r.timestamps)
     assert np.abs(got - want).max() <= tolerance + 0.3, (got, want)
     assert (np.diff(got) > 0).all()
     if exact:  # the very frame on display at each time: no tolerance beyond luma rounding

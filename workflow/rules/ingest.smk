@@ -72,7 +72,9 @@ rule meld_faces:
         # meld.faces.selector: reference picks the face most like the speaker's IFEED faces
         **face_reference_input(),
     output:
-        layout.shard_path("meld", "faces", "{split}", "{shard}"),
+        faces=layout.shard_path("meld", "faces", "{split}", "{shard}"),
+        # one row per clip: its face tracks and how its speaker was chosen
+        speakers="results/meld/speakers/{split}/part-{shard}.parquet",
     log:
         "logs/meld/faces_{split}_{shard}.log",
     wildcard_constraints:
@@ -96,6 +98,7 @@ rule meld_manifest:
         index="results/meld/index.parquet",
         status=meld_status_shards(),
         faces=meld_shards("faces"),
+        speakers=meld_speaker_shards(),
     output:
         manifest="results/meld/manifest.parquet",
         summary="results/meld/summary.md",

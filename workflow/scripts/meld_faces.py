@@ -13,7 +13,13 @@ settings = FaceSettings.from_config(
 # appearance references of the cast, with meld.faces.selector: reference
 refs = getattr(sm.input, "references", None)
 references = References.read(refs) if refs else None
-counts = faces_shard(sm.input[0], sm.output[0], settings, references=references)
+counts = faces_shard(
+    sm.input[0],
+    sm.output.faces,
+    settings,
+    references=references,
+    speakers_out=sm.output.speakers,
+)
 frames = int(counts["frames"].sum()) if counts.height else 0
 found = int(counts["faces_found"].sum()) if counts.height else 0
 log.info(
@@ -23,3 +29,7 @@ log.info(
     frames,
     100 * found / max(frames, 1),
 )
+if counts.height:
+    by_status = counts.group_by("status").len().sort("status").iter_rows()
+    log.info("speakers (selector %s): %s", settings.selector,
+             ", ".join(f"{status} {n}" for status, n in by_status))  # fmt: skip

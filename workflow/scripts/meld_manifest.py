@@ -13,7 +13,8 @@ statuses = pl.concat([pl.read_parquet(p) for p in sm.input.status], how="vertica
 faces = pl.concat(
     [pl.read_parquet(p, columns=["split", "key"]) for p in sm.input.faces], how="vertical"
 )
-manifest = mf.build_meld_manifest(index, statuses, faces)
+speakers = pl.concat([pl.read_parquet(p) for p in sm.input.speakers], how="vertical_relaxed")
+manifest = mf.build_meld_manifest(index, statuses, faces, speakers)
 try:
     share = mf.check_bad_fraction(manifest["status"].to_list(), sm.params.max_bad_fraction, "MELD")
 except mf.TooManyBadItems as err:

@@ -51,7 +51,10 @@ def check_bad_fraction(statuses: Iterable[str], max_fraction: float, dataset: st
 
 
 def build_meld_manifest(
-    index: pl.DataFrame, statuses: pl.DataFrame, faces: pl.DataFrame
+    index: pl.DataFrame,
+    statuses: pl.DataFrame,
+    faces: pl.DataFrame,
+    speakers: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """The MELD manifest: index rows, with decoded clips' statuses and face counts.
 
@@ -59,6 +62,11 @@ def build_meld_manifest(
     status shards, ``faces`` the concatenated faces shards (at least
     ``split, key``). ``faces_found`` counts the sampled frames of a clip in
     which a (speaker) face was found; null where the clip was not decoded.
+    ``speakers`` (the faces stage's speakers shards) adds each decoded clip's
+    ``speaker_status`` (ok, no_face, one_frame), ``speaker_reason``,
+    ``speaker_method`` and ``speaker_confidence``; the decode statuses give
+    ``audio_status`` (ok, none, corrupt) and ``audio_reason``. A clip's sound
+    or speaker never changes its ``status``: the clip is still usable.
     """
 
     dec = statuses.select(
@@ -70,6 +78,7 @@ def build_meld_manifest(
         "has_audio",
         "n_frames",
         "decode_seconds",
+        *[c for c in ("audio_status", "audio_reason") if c in statuses.columns],
     )
     found = faces.group_by("split", "key").agg(pl.len().cast(pl.Int32).alias("_faces"))
     out = index.join(dec, on=["split", "key"], how="left", nulls_equal=False)
@@ -85,7 +94,18 @@ def build_meld_manifest(
         .cast(pl.Int32)
         .alias("faces_found"),
     )
-    return out.drop("_dstatus", "_dreason", "_faces")
+    out = out.drop("_dstatus", "_dreason", "_faces")
+    if speakers is not None:
+        chosen = speakers.select(
+            "split",
+            "key",
+            pl.col("status").alias("speaker_status"),
+            pl.col("reason").alias("speaker_reason"),
+            pl.col("method").alias("speaker_method"),
+            pl.col("confidence").alias("speaker_confidence"),
+        )
+        out = out.join(chosen, on=["split", "key"], how="left", nulls_equal=False)
+    return out
 
 
 def meld_summary(manifest: pl.DataFrame, share: float | None = None) -> str:
@@ -127,6 +147,10 @@ def meld_summary(manifest: pl.DataFrame, share: float | None = None) -> str:
                 f"Decode time per clip: mean {decoded['decode_seconds'].mean() * 1000:.0f}"
                 f" ms, max {decoded['decode_seconds'].max() * 1000:.0f} ms."
             )
+        for column, what in (("speaker_status", "Speaker"), ("audio_status", "Sound")):
+            if column in decoded.columns:
+                counts = decoded.group_by(column).len().sort(column).iter_rows()
+                lines.append(f"{what}: " + ", ".join(f"{k} {n}" for k, n in counts) + ".")
     if share is not None:
         lines += [
             "",

@@ -57,6 +57,15 @@ def meld_status_shards():
     ]
 
 
+def meld_speaker_shards():
+    """Per MELD clips shard: each clip's speaker choice (the faces stage's second output)."""
+    return [
+        f"results/meld/speakers/{s}/{layout.shard_name(i)}"
+        for s in MELD_SPLITS
+        for i in shard_ids(s)
+    ]
+
+
 def model_dir(model, dataset):
     return str(layout.model_dir(model, dataset))
 

@@ -81,6 +81,6 @@ def meld_index_md5s(wildcards):
 
 def face_reference_input():
     """The cast's appearance references, when the faces stage selects by them."""
-    if config["meld"]["faces"].get("selector", "largest") == "reference":
+    if config["meld"]["faces"].get("selector", "track") == "reference":
         return {"references": "results/ifeed/references.parquet"}
     return {}

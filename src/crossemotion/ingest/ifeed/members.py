@@ -71,6 +71,9 @@ FACE_SHARD_SCHEMA = pa.schema(
         # image's pixels beside its bbox and score, so a face can be re-cropped
         # without detecting again; null where the detector gives none (haar)
         ("landmarks", pa.list_(pa.float32())),
+        # MELD: the face track the face belongs to within its clip
+        # (crossemotion.ingest.faces.tracks); null for IFEED's single images
+        ("track_id", pa.int32()),
     ]
 )
 

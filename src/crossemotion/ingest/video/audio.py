@@ -23,14 +23,28 @@ Outcomes a caller has to handle:
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import av
 import numpy as np
 
-from crossemotion.ingest.video.reader import Clip, Limits, VideoError, _reason
+from crossemotion.ingest.video.reader import (
+    OK,
+    OVERLONG,
+    Clip,
+    ClipResult,
+    DecodeSettings,
+    Limits,
+    VideoError,
+    _reason,
+    decode_clip,
+)
+
+# a clip's sound, as the clips shard records it (``audio_status``)
+AUDIO_OK, AUDIO_NONE, AUDIO_CORRUPT = "ok", "none", "corrupt"
 
 DEFAULT_RATE = 16_000  # speech energy lies below 8 kHz; more rate buys nothing here
 # a stream where more than this share of packets fail is corrupt, not just damaged
@@ -249,3 +263,37 @@ def clip_envelope(
     w = default_window(times) if window is None else window
     audio = read_audio(path, sample_rate, limits, end=max(times) + w)
     return None if audio is None else rms_envelope(audio, times, w)
+
+
+def decode_job(job: tuple[str | Path, DecodeSettings]) -> ClipResult:
+    """What a pool worker runs for one clip of a shard: ``decode_clip``, then (with
+    ``settings.audio``) the sound's RMS at the picked frames, ``audio_window`` s each.
+
+    The sound never fails the clip: no sound is ``audio_status`` none, a stream that
+    cannot be decoded is corrupt with its reason, and the clip stays ``ok`` (the
+    speaker is then chosen from the faces alone). It lives here, not with the
+    shard code, so workers import neither polars nor pyarrow.
+    """
+    path, s = job
+    result = decode_clip(path, s)
+    if not s.audio or result.status not in (OK, OVERLONG):
+        return result
+    if not result.has_audio:
+        result.audio_status = AUDIO_NONE
+        return result
+    # the sound gets what is left of the clip's time budget
+    t0 = time.perf_counter()
+    left = max(1.0, s.timeout - result.seconds)
+    limits = replace(s.limits, timeout=left)
+    try:
+        envelope = clip_envelope(path, result.timestamps, s.audio_window, limits=limits)
+    except VideoError as err:
+        result.audio_status, result.audio_reason = AUDIO_CORRUPT, str(err)[:300]
+    else:
+        if envelope is None:
+            result.audio_status = AUDIO_NONE
+        else:
+            result.audio_status = AUDIO_OK
+            result.audio_rms = [round(float(v), 6) for v in envelope]
+    result.seconds += time.perf_counter() - t0
+    return result

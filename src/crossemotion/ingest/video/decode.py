@@ -12,7 +12,10 @@ Statuses (per clip, never an exception): ``ok``, ``overlong`` (longer than
 ``max_duration``: its first ``max_duration`` seconds are sampled), ``corrupt``
 (unreadable, over a limit, no frames, timeout), ``no_video`` (e.g. an
 audio-only file), ``missing``, ``empty``. A clip without audio is ``ok`` with
-``has_audio=False``. Reasons carry no memory addresses or server paths, so
+``has_audio=False``. The sound's loudness at the sampled frames
+(``audio_rms``, for the speaker choice) is read in the same worker; a sound
+stream that cannot be decoded leaves the clip ``ok`` with ``audio_status``
+corrupt and its ``audio_reason``. Reasons carry no memory addresses or server paths, so
 manifests compare across runs and machines.
 """
 
@@ -30,6 +33,7 @@ from tqdm import tqdm
 
 from crossemotion.ingest import manifest as mf
 from crossemotion.ingest.meld.index import TEXT_COLUMNS
+from crossemotion.ingest.video.audio import decode_job
 from crossemotion.ingest.video.pool import WorkerPool, WorkerTimeout
 from crossemotion.ingest.video.reader import (
     ClipResult,
@@ -40,7 +44,6 @@ from crossemotion.ingest.video.reader import (
     VideoError,
     VideoInfo,
     decode_clip,
-    decode_job,
     frames_at,
     iter_frames,
     output_size,
@@ -101,6 +104,10 @@ CLIP_SCHEMA = pa.schema(
         ("overlong", pa.bool_()),
         ("timestamps", pa.list_(pa.float64())),
         ("frames", pa.list_(pa.binary())),
+        # the sound's RMS at each sampled frame (null without sound) and its status
+        ("audio_rms", pa.list_(pa.float64())),
+        ("audio_status", pa.string()),
+        ("audio_reason", pa.string()),
     ]
 )
 
@@ -117,6 +124,8 @@ STATUS_SCHEMA = pa.schema(
         ("has_audio", pa.bool_()),
         ("n_frames", pa.int32()),
         ("decode_seconds", pa.float64()),
+        ("audio_status", pa.string()),
+        ("audio_reason", pa.string()),
     ]
 )
 
@@ -190,7 +199,7 @@ def decode_shard(
     with atomic_path(clips_out, suffix=".parquet") as tmp, \
             pq.ParquetWriter(tmp, CLIP_SCHEMA, compression="zstd") as writer, \
             WorkerPool(max(1, workers), memory_mb=WORKER_MEMORY_MB,
-                       preload=["crossemotion.ingest.video.reader"]) as pool:  # fmt: skip
+                       preload=["crossemotion.ingest.video.audio"]) as pool:  # fmt: skip
         for batch in _batches(rows.iter_rows(named=True), batch_size):
             results = pool.map(decode_job, [(r["file"], settings) for r in batch],
                                timeout=settings.timeout + KILL_GRACE,

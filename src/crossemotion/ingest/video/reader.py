@@ -98,11 +98,18 @@ class DecodeSettings:
     max_pixels: int = Limits.max_pixels
     max_packets: int = Limits.max_packets
     max_bytes: int = Limits.max_bytes
+    # the sound's loudness at the sampled frames (crossemotion.ingest.video.audio), for the
+    # speaker choice; a clip without sound is still ``ok``
+    audio: bool = True
+    # seconds of sound around each frame: short, so that the loudness is the frame's own
+    # (a syllable lasts 0.1-0.3 s), not the average over the gap between sampled frames
+    audio_window: float = 0.1
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any], threads: int = 1) -> DecodeSettings:
         names = ("frames", "height", "jpeg_quality", "max_duration", "exact", "timeout",
-                 "seek_gap", "max_pixels", "max_packets", "max_bytes")  # fmt: skip
+                 "seek_gap", "max_pixels", "max_packets", "max_bytes", "audio",
+                 "audio_window")  # fmt: skip
         return cls(**{k: cfg[k] for k in names if k in cfg}, threads=threads)
 
     @property
@@ -136,9 +143,15 @@ class ClipResult:
     height: int | None = None
     has_audio: bool | None = None
     overlong: bool = False
+    # the picked frames' times (seconds on the video stream's clock)
     timestamps: list[float] = field(default_factory=list)
     frames: list[Any] = field(default_factory=list)  # JPEG bytes, or RGB arrays (as_rgb)
     seconds: float = 0.0
+    # the sound's RMS at each picked frame (crossemotion.ingest.video.audio.decode_job);
+    # audio_status: ok, none (no sound), corrupt (audio_reason says why), or None (not read)
+    audio_rms: list[float] | None = None
+    audio_status: str | None = None
+    audio_reason: str | None = None
 
 
 class VideoError(RuntimeError):
@@ -570,12 +583,6 @@ def decode_clip(path: str | Path, s: DecodeSettings, *, as_rgb: bool = False) ->
     return result
 
 
-def decode_job(job: tuple[str | Path, DecodeSettings]) -> ClipResult:
-    """``decode_clip(*job)``: what a pool worker runs for one clip of a shard (it lives
-    here, not with the shard code, so workers import neither polars nor pyarrow)."""
-    return decode_clip(job[0], job[1])
-
-
 def _decode_clip(path: Path, s: DecodeSettings, as_rgb: bool) -> ClipResult:
     if not path.is_file():
         return ClipResult(MISSING, f"file not found: {path.name}")
@@ -622,7 +629,9 @@ def sample_clip(clip: Clip, s: DecodeSettings, *, as_rgb: bool = False) -> ClipR
         cause = f" ({clip.errors[0]})" if clip.errors else ""
         return _failed(result, f"the video's frames end at {shown_until:.3g}s of the "
                                f"{span:.3g}s its header claims{cause}")  # fmt: skip
-    result.timestamps = [round(t, 4) for t in times]
+    # the times of the frames picked, not the times asked for: with ``exact: false``
+    # a frame may be the nearest reference frame, and the sound is matched to it
+    result.timestamps = [round(t, 4) for t in picked]
     return result
 
 
