@@ -7,7 +7,7 @@ neither imports the other's internals.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,14 @@ CONFUSABLE = {
 # share of shots that are hard for a frontal-face detector (faces.HARD_KINDS:
 # tilted beyond 20 degrees, under 40 px, three-quarter views)
 HARD_SHARE = 0.24
+# share of two-face shots that are reaction shots (faces.listener_larger): the
+# listener larger and more central than the speaker; small (wide) shots are left
+# as they are, their speaker being too small to shrink further
+LISTENER_LARGER_SHARE = 0.4
+# the clip's speech draws (reaction shot, syllables) come from their own stream
+# of the clip's seed, so every draw that came before them, the frame jitter
+# included, stays as it was
+SPEECH_STREAM = 36
 
 
 @dataclass
@@ -59,7 +67,12 @@ class ClipJob:
 
 
 def scene_of(job: ClipJob) -> tuple[faces.SceneSpec, str | None, np.random.Generator]:
-    """The clip's shot (drawn from its seed), its cast bystander, and the frame rng after it."""
+    """The clip's shot (drawn from its seed), its cast bystander, and the frame rng after it.
+
+    The shot carries the speaker's syllables (``faces.syllables``, one per frame)
+    and, for ``LISTENER_LARGER_SHARE`` of the two-face shots that are not small
+    ones, is a reaction shot (``faces.listener_larger``).
+    """
     rng = np.random.default_rng(list(job.seed))
     others = [c for c in CAST if c != job.speaker]  # one person is never in a shot twice
     bystander = str(rng.choice(others)) if rng.random() < 0.5 else None
@@ -67,6 +80,13 @@ def scene_of(job: ClipJob) -> tuple[faces.SceneSpec, str | None, np.random.Gener
         job.speaker, job.face_emotion, job.intensity, rng, bystander=bystander,
         hard_p=HARD_SHARE,
     )  # fmt: skip
+    speech_rng = np.random.default_rng([*job.seed, SPEECH_STREAM])
+    # the shot's kind first, drawn for every clip alike, and its geometry: neither
+    # depends on the clip's length, which the syllables after them do
+    reaction = speech_rng.random() < LISTENER_LARGER_SHARE
+    if reaction and spec.other_look is not None and spec.hard != "small":
+        spec = faces.listener_larger(spec, speech_rng)
+    spec = replace(spec, speech=faces.syllables(job.n_frames, speech_rng))
     return spec, (bystander if spec.other_look is not None else None), rng
 
 

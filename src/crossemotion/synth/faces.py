@@ -12,7 +12,13 @@ with landmarks. The face box given with each head is the one such a detector
 reports (cheek to cheek, brows to chin). The speaker is drawn largest and
 nearest the centre; a second, non-speaking face (if any) is smaller and off
 to a side, so the ingestion's speaker heuristic (largest, most central face)
-holds.
+holds, except in ``LISTENER_LARGER`` shots (``listener_larger``): a close-up
+reaction shot where the listener is the larger and more central face and the
+speaker smaller, off to a side, where only who talks tells them apart.
+
+The speaker talks (``syllables``): the mouth opens and closes in runs of 1-4
+frames with an occasional pause; the listener's mouth never moves. The demo's
+sound follows the same schedule (``synth.meld.voice``).
 
 Some shots are hard on purpose (``hard_p`` of them, ``HARD_KINDS``): the head
 tilted 20-32 degrees, a small face (under 40 px: 22-29 px high in the demo's
@@ -543,6 +549,11 @@ class SceneSpec:
     bg_seed: int
     yaw: float = 0.0  # the speaker's head turn (render_head)
     hard: str = ""  # "", or which of HARD_KINDS this shot is
+    kind: str = ""  # "", or LISTENER_LARGER
+    # the bystander's face centre, fraction of width (None: 0.5 + other_side * 0.3)
+    other_cx: float | None = None
+    # the speaker's mouth per frame (True: open); empty: open every other two frames
+    speech: tuple[bool, ...] = ()
 
 
 # shots a frontal-face cascade misses and a learned detector should find
@@ -603,6 +614,62 @@ def random_scene(
     return replace(spec, yaw=sign * float(rng.uniform(0.8, 1.0)), hard=hard)
 
 
+# a reaction shot: the listener is the larger and more central face
+LISTENER_LARGER = "listener_larger"
+# the speaker's face height in such shots, share of the frame height: its face
+# box (0.91 of it, ``render_head``) is 49-62 px high in the demo's 180-px
+# decoded frames, well above the ~40 px a learned detector finds reliably
+LISTENER_SPEAKER_FRAC = (0.30, 0.38)
+# the listener's face, times the speaker's: its area 1.4-2.1 times, beyond the
+# 1.25 (1 / 0.8) within which ``rank_speaker_first`` calls faces alike in size
+LISTENER_SCALE = (1.2, 1.45)
+
+
+def listener_larger(spec: SceneSpec, rng: np.random.Generator) -> SceneSpec:
+    """``spec`` as a reaction shot: the bystander larger and near the centre, the
+    speaker smaller and off-centre on the other side, both fully in frame.
+
+    The speaker's face is 0.30-0.38 of the frame height, centred 0.27-0.33 of the
+    width from the middle (its box at least ~15 % of the width from the edge); the
+    listener's is 1.2-1.45 times as large, within 0.1 of the width of the middle.
+    A shot without a bystander is returned as it is.
+    """
+    if spec.other_look is None:
+        return spec
+    side = spec.other_side
+    return replace(
+        spec,
+        kind=LISTENER_LARGER,
+        face_frac=float(rng.uniform(*LISTENER_SPEAKER_FRAC)),
+        other_frac=float(rng.uniform(*LISTENER_SCALE)),
+        cx=float(0.5 - side * rng.uniform(0.27, 0.33)),
+        other_cx=float(0.5 + side * rng.uniform(0.0, 0.1)),
+    )
+
+
+# syllables at the demo's 10 fps: open and closed runs of 1-4 frames (100-400 ms,
+# about a syllable's length), and now and then a pause between phrases
+SYLLABLE_FRAMES = (1, 4)
+PAUSE_FRAMES = (3, 6)
+PAUSE_P = 0.15
+
+
+def syllables(n_frames: int, rng: np.random.Generator) -> tuple[bool, ...]:
+    """A speaker's mouth per frame (True: open): alternating open and closed runs of
+    ``SYLLABLE_FRAMES`` frames, a closed run being a pause of ``PAUSE_FRAMES`` frames
+    with probability ``PAUSE_P``. Starts open, as the utterance starts with speech."""
+    out: list[bool] = []
+    is_open = True
+    while len(out) < n_frames:
+        if not is_open and rng.random() < PAUSE_P:
+            run = int(rng.integers(PAUSE_FRAMES[0], PAUSE_FRAMES[1] + 1))
+        else:
+            run = int(rng.integers(SYLLABLE_FRAMES[0], SYLLABLE_FRAMES[1] + 1))
+        out += [is_open] * run
+        is_open = not is_open
+    return tuple(out[:n_frames])
+
+
 class SceneRenderer:
     """Renders the frames of one shot; heads are drawn once, frames only move them."""
 
@@ -635,6 +702,13 @@ class SceneRenderer:
         )
         return np.dstack([rgb, patch[:, :, 3]]), box
 
+    def mouth_open(self, index: int) -> bool:
+        """Whether the speaker's mouth is open in frame ``index``."""
+        speech = self.spec.speech
+        if speech:
+            return speech[min(index, len(speech) - 1)]
+        return (index // 2) % 2 == 1
+
     def frame(
         self, index: int, rng: np.random.Generator
     ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
@@ -651,13 +725,15 @@ class SceneRenderer:
         other_box = None
         if self.other is not None:
             patch, box = self.other
-            ox = self.width * (0.5 + sp.other_side * 0.3)
+            ox = self.width * (
+                sp.other_cx if sp.other_cx is not None else 0.5 + sp.other_side * 0.3
+            )
             oy = self.height * (sp.cy - 0.03)
             p = place(patch, box, 1.0, float(rng.normal(0, 1.0)), ox, oy)
             _paste(canvas, p.patch, p.x0, p.y0)
             other_box = p.box
-        # speech: the mouth opens every other few frames; the head bobs slightly
-        patch, box = self.speaker[(index // 2) % 2]
+        # speech: the mouth follows the syllables; the head bobs slightly
+        patch, box = self.speaker[int(self.mouth_open(index))]
         p = place(
             patch,
             box,

@@ -13,8 +13,11 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 import re
 import subprocess
+import tempfile
+import wave
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,7 +28,15 @@ import numpy as np
 
 from crossemotion.labels import CAST, EMOTIONS
 from crossemotion.synth.archive import write_tar_gz
-from crossemotion.synth.clips import CONFUSABLE, Box, ClipJob, render_frames
+from crossemotion.synth.clips import (
+    CONFUSABLE,
+    SPEECH_STREAM,
+    Box,
+    ClipJob,
+    render_frames,
+    scene_of,
+)
+from crossemotion.synth.faces import LISTENER_LARGER
 from crossemotion.synth.ifeed import cut_captures
 from crossemotion.synth.text import utterance as template_utterance
 
@@ -298,6 +309,8 @@ class Quirks:
     prefixed: list[dict] = field(default_factory=list)
     no_audio: list[dict] = field(default_factory=list)
     overlong: list[dict] = field(default_factory=list)
+    # reaction shots (synth.faces.listener_larger): the listener is the larger face
+    listener_larger: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, list[dict]]:
         return {
@@ -307,6 +320,7 @@ class Quirks:
             "final_videos_test": self.prefixed,
             "no_audio": self.no_audio,
             "overlong": self.overlong,
+            "listener_larger": self.listener_larger,
         }
 
 
@@ -374,6 +388,8 @@ def plan_clips(
             if i in overlong:
                 job.duration, job.fps, job.overlong = OVERLONG_S, OVERLONG_FPS, True
                 q.overlong.append({**entry, "file": member, "duration": OVERLONG_S})
+            if not job.missing and scene_of(job)[0].kind == LISTENER_LARGER:
+                q.listener_larger.append({**entry, "file": member})
             jobs.append(job)
         if split == "dev" and n:
             # clips with no csv row, like dev dia66_utt9 in the real archive
@@ -390,22 +406,23 @@ def plan_clips(
                         "file": member,
                     }
                 )
-                jobs.append(
-                    ClipJob(
-                        split,
-                        key,
-                        member,
-                        last.speaker,
-                        "neutral",
-                        0.5,
-                        2.0,
-                        fps,
-                        annotated=False,
-                        seed=(seed, si, last.dialogue_id, extra_utt),
-                        dialogue_id=last.dialogue_id,
-                        utterance_id=extra_utt,
-                    )
+                extra_job = ClipJob(
+                    split,
+                    key,
+                    member,
+                    last.speaker,
+                    "neutral",
+                    0.5,
+                    2.0,
+                    fps,
+                    annotated=False,
+                    seed=(seed, si, last.dialogue_id, extra_utt),
+                    dialogue_id=last.dialogue_id,
+                    utterance_id=extra_utt,
                 )
+                if scene_of(extra_job)[0].kind == LISTENER_LARGER:
+                    q.listener_larger.append({**q.extra[-1]})
+                jobs.append(extra_job)
     return jobs, q
 
 
@@ -413,8 +430,67 @@ def _voice_hz(speaker: str) -> int:
     return 140 + (sum(map(ord, speaker)) % 12) * 15
 
 
+AUDIO_RATE = 16_000
+# the voice: harmonics of the speaker's pitch with falling strength, as a voiced
+# vowel's spectrum falls; loud while the mouth is open, near silent while shut
+HARMONICS = (1.0, 0.6, 0.35, 0.2)
+VOICE_PEAK = 0.5
+CLOSED_LEVEL = 0.03  # envelope while the mouth is closed, share of the open level
+RAMP_S = 0.02  # onsets and offsets: a linear ramp of 20 ms, not a click
+NOISE_FLOOR = 0.004  # room noise, standard deviation (full scale 1)
+
+
+def voice(
+    speech: Sequence[bool],
+    fps: float,
+    duration: float,
+    hz: float,
+    rng: np.random.Generator,
+    rate: int = AUDIO_RATE,
+) -> np.ndarray:
+    """A mono voice-like signal (float32 in [-1, 1]) whose loudness follows the mouth.
+
+    ``speech``: the speaker's mouth per frame (``faces.syllables``). The sound at
+    time t follows the frame nearest t (frame i is shown at i / fps), so an RMS
+    window centred on a frame's time hears that frame's mouth. The envelope
+    steps between ``CLOSED_LEVEL`` and 1, smoothed into ``RAMP_S`` ramps; a slow
+    pitch wobble (±3 % at 4-6 Hz) keeps it from sounding like a test tone.
+    """
+    n = max(1, round(duration * rate))
+    t = np.arange(n, dtype=np.float64) / rate
+    if speech:
+        frame = np.clip(np.floor(t * fps + 0.5).astype(np.int64), 0, len(speech) - 1)
+        level = np.where(np.asarray(speech, bool)[frame], 1.0, CLOSED_LEVEL)
+    else:
+        level = np.ones(n)
+    # a moving average of RAMP_S turns each step into a linear ramp of that length
+    k = max(1, round(RAMP_S * rate))
+    padded = np.concatenate([np.full(k // 2, level[0]), level, np.full(k - 1 - k // 2, level[-1])])
+    envelope = np.convolve(padded, np.ones(k) / k, mode="valid")
+    wobble_hz = float(rng.uniform(4.0, 6.0))
+    phase = (
+        2 * np.pi * hz * (t + 0.03 / (2 * np.pi * wobble_hz) * np.sin(2 * np.pi * wobble_hz * t))
+    )
+    tone = sum(a * np.sin((i + 1) * phase) for i, a in enumerate(HARMONICS)) / sum(HARMONICS)
+    out = VOICE_PEAK * envelope * tone + rng.normal(0.0, NOISE_FLOOR, n)
+    return np.clip(out, -1.0, 1.0).astype(np.float32)
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int = AUDIO_RATE) -> None:
+    """16-bit mono PCM WAV of float samples in [-1, 1]."""
+    pcm = np.round(np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as fh:
+        fh.setnchannels(1)
+        fh.setsampwidth(2)
+        fh.setframerate(rate)
+        fh.writeframes(pcm.tobytes())
+
+
 def encode(job: ClipJob, width: int, height: int, target: Path) -> list[tuple[Any, bytes, Box]]:
-    """Raw RGB frames on stdin -> H.264/yuv420p (+ AAC tone) mp4, bit-exact flags.
+    """Raw RGB frames on stdin -> H.264/yuv420p (+ AAC voice) mp4, bit-exact flags.
+
+    The sound (``voice``) follows the speaker's mouth; it goes to ffmpeg as a
+    WAV beside ``target``, removed once the clip is written.
 
     Returns the IFEED images cut from the clip's frames (``job.captures``):
     (capture, JPEG, crop box in the frame). A ``missing`` clip is rendered
@@ -425,6 +501,15 @@ def encode(job: ClipJob, width: int, height: int, target: Path) -> list[tuple[An
     if job.missing:
         return cut
     raw = frames.tobytes()
+    wav: Path | None = None
+    if job.audio:
+        spec, _, _ = scene_of(job)
+        speech_rng = np.random.default_rng([*job.seed, SPEECH_STREAM, 1])
+        samples = voice(spec.speech, job.fps, job.duration, _voice_hz(job.speaker), speech_rng)
+        fd, name = tempfile.mkstemp(prefix=f".{job.key}-", suffix=".wav", dir=target.parent)
+        os.close(fd)
+        wav = Path(name)
+        write_wav(wav, samples)
     cmd = [
         "ffmpeg",
         "-nostdin",
@@ -442,12 +527,10 @@ def encode(job: ClipJob, width: int, height: int, target: Path) -> list[tuple[An
         "-i",
         "-",
     ]
-    if job.audio:
+    if wav is not None:
         cmd += [
-            "-f",
-            "lavfi",
             "-i",
-            f"sine=frequency={_voice_hz(job.speaker)}:sample_rate=16000:duration={job.duration}",
+            str(wav),
             "-map",
             "0:v",
             "-map",
@@ -486,7 +569,11 @@ def encode(job: ClipJob, width: int, height: int, target: Path) -> list[tuple[An
         "+faststart",
         str(target),
     ]
-    proc = subprocess.run(cmd, input=raw, capture_output=True)
+    try:
+        proc = subprocess.run(cmd, input=raw, capture_output=True)
+    finally:
+        if wav is not None:
+            wav.unlink(missing_ok=True)
     if proc.returncode != 0:
         raise RuntimeError(
             f"ffmpeg failed for {job.key}: {proc.stderr.decode(errors='replace')[-800:]}"
