@@ -37,6 +37,7 @@ import polars as pl
 
 from crossemotion.ingest.faces.align import alignment_matrix, face_crop
 from crossemotion.ingest.faces.detect import Detection, FaceDetector
+from crossemotion.ingest.faces.tracks import speaker_of_clip
 from crossemotion.model_config import ClipConfig
 
 Box = tuple[int, int, int, int]  # x, y, w, h
@@ -170,15 +171,22 @@ def crop_window(image: np.ndarray, window: Window | None) -> np.ndarray:
     return image[y : y + side, x : x + side]
 
 
-def detect_speakers(images: Sequence[np.ndarray], detector: FaceDetector) -> dict[int, Detection]:
-    """The speaker's face (first detection) per frame with a face, for clips that come
-    without a faces shard."""
-    out: dict[int, Detection] = {}
-    for i, image in enumerate(images):
-        found = detector.detect(image)
-        if found:
-            out[i] = found[0]
-    return out
+def detect_speakers(
+    images: Sequence[np.ndarray],
+    detector: FaceDetector,
+    envelope: Sequence[float] | None = None,
+) -> dict[int, Detection]:
+    """The speaker's face per frame, for clips that come without a faces shard (the API,
+    ``crossemotion predict``): as the faces stage's ``selector: track`` chooses it, the
+    face track whose mouth moves (with the sound's ``envelope`` at the frames, if given)."""
+    found = [detector.detect(image) for image in images]
+    if not found:
+        return {}
+    choice = speaker_of_clip(found, images, envelope).choice
+    if choice is None:
+        return {}
+    t = choice.track
+    return {f: found[f][j] for f, j in zip(t.frames, t.detections, strict=True)}
 
 
 __all__ = [

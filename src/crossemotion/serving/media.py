@@ -104,6 +104,9 @@ class ClipFrames:
     frames: list[np.ndarray]  # RGB uint8 (H, W, 3), at the requested height
     has_audio: bool | None
     status: str
+    # the sound's RMS at each frame (the speaker choice's audio part); None without sound,
+    # or when the sound cannot be decoded (the clip is still answered, from motion alone)
+    envelope: list[float] | None = None
 
 
 # seconds a decode worker gets beyond the decoder's own timeout before it is killed
@@ -140,8 +143,10 @@ def read_clip(
 
 def read_clip_file(path: Path, settings: DecodeSettings) -> ClipFrames:
     """Runs in a decode worker: one open, the checks on the stream headers, the frames."""
+    from crossemotion.ingest.video.audio import decode_audio, rms_envelope
     from crossemotion.ingest.video.reader import Clip, VideoError, sample_clip
 
+    envelope = None
     try:
         with Clip(path, settings.limits, settings.threads) as clip:
             info = clip.info
@@ -153,12 +158,21 @@ def read_clip_file(path: Path, settings: DecodeSettings) -> ClipFrames:
                 raise MediaError(f"clip of {info.duration:.1f}s exceeds the limit of "
                                  f"{settings.max_duration:g}s")  # fmt: skip
             result = sample_clip(clip, settings, as_rgb=True)
+            if info.has_audio and result.timestamps:
+                try:
+                    end = max(result.timestamps) + settings.audio_window
+                    sound = decode_audio(clip, end=end)
+                except VideoError:
+                    sound = None  # a corrupt sound stream: the faces alone decide
+                if sound is not None:
+                    rms = rms_envelope(sound, result.timestamps, settings.audio_window)
+                    envelope = [float(v) for v in rms]
     except VideoError as exc:
         raise MediaError(f"the clip could not be read: {_hide(exc, path)}") from None
     if result.status not in ("ok", "overlong") or not result.frames:
         reason = _hide(result.reason, path)
         raise MediaError(f"the clip could not be decoded ({result.status}): {reason}")
-    return ClipFrames(result.duration, result.frames, result.has_audio, result.status)
+    return ClipFrames(result.duration, result.frames, result.has_audio, result.status, envelope)
 
 
 def _hide(message: object, path: Path) -> str:

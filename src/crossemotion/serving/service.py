@@ -380,7 +380,7 @@ class Service:
             # the decode never outlives the request that waits for it
             timeout=min(s.decode_timeout, s.request_timeout),
         )  # fmt: skip
-        speaker_crops, boxes, marks = self._speaker_faces(clip.frames)
+        speaker_crops, boxes, marks = self._speaker_faces(clip.frames, clip.envelope)
         # clip models in speaker-crop mode take these faces instead of detecting again
         # (and cut their windows from them as training did: models.vision.clip_tensor)
         from crossemotion.models.vision import clip_unit  # torch: imported when served
@@ -403,24 +403,30 @@ class Service:
         return result
 
     def _speaker_faces(
-        self, frames: list[np.ndarray]
+        self, frames: list[np.ndarray], envelope: list[float] | None = None
     ) -> tuple[
         list[np.ndarray],
         list[tuple[int, int, int, int] | None],
         list[tuple[tuple[float, float], ...]],
     ]:
-        """The speaker's face (first detection) in each sampled frame that has one: its
-        crops, and per frame its box (None: no face) and landmarks (empty: none)."""
+        """The speaker's face in each sampled frame that has one, as the faces stage's
+        ``selector: track`` finds it (``detect_speakers``: the face track whose mouth moves,
+        with the sound's ``envelope`` where the clip has sound): its crops, and per frame
+        its box (None: no face) and landmarks (empty: none)."""
+        from crossemotion.datasets.speaker_crop import detect_speakers
+
         assert self.stage is not None, "Service.load() was not called"
         detector = self._detector()
+        speakers = detect_speakers(frames, detector, envelope)
         crops, boxes, marks = [], [], []
-        for rgb in frames:
-            # only the speaker's face is cut: the others are not read
-            speaker = find_faces(rgb, detector, self.stage, detector.detect(rgb)[:1])[0]
-            if not speaker.detected:
+        for index, rgb in enumerate(frames):
+            face = speakers.get(index)
+            if face is None:
                 boxes.append(None)
                 marks.append(())
                 continue
+            # only the speaker's face is cut: the others are not read
+            speaker = find_faces(rgb, detector, self.stage, [face])[0]
             boxes.append(speaker.box)
             marks.append(speaker.landmarks)
             crops.append(speaker.crop)

@@ -59,9 +59,7 @@ from crossemotion.ingest.faces.tracks import (
     SpeakerWeights,
     Track,
     TrackSettings,
-    link_tracks,
-    speaker_track,
-    speaking_activity,
+    speaker_of_clip,
     summarize,
     track_ids,
 )
@@ -244,8 +242,6 @@ def clip_speaker(
     """
     images = _decoded(row)
     found = [detector.detect(image) if image is not None else [] for image in images]
-    tracks = link_tracks(found, s.track_settings)
-    ids = track_ids(tracks, len(found))
     width = next((im.shape[1] for im in images if im is not None), 1)
     height = next((im.shape[0] for im in images if im is not None), 1)
     audio = row.get("audio_status") or AUDIO_NONE
@@ -254,8 +250,9 @@ def clip_speaker(
         envelope = None  # a clips shard from before the sound was kept per frame
     # mouth motion needs the frames: a track's patches are cut from them
     frames = [im if im is not None else np.zeros((height, width, 3), np.uint8) for im in images]
-    activity = {t.track_id: speaking_activity(t, frames, envelope) for t in tracks}
-    choice = speaker_track(tracks, activity, (width, height), len(images), s.speaker_weights)
+    clip = speaker_of_clip(found, frames, envelope, s.track_settings, s.speaker_weights)
+    tracks, activity, choice = clip.tracks, clip.activity, clip.choice
+    ids = track_ids(tracks, len(found))
     if s.selector == "track":
         picks = {} if choice is None else dict(zip(choice.track.frames, choice.track.detections,
                                                    strict=True))  # fmt: skip

@@ -1,7 +1,8 @@
 """Face tracks through a clip, speaking activity per track, and the speaker track.
 
-Library code for issue 36; the workflow's faces stage does not call it yet
-(its speaker is still chosen frame by frame, ``meld.faces.selector``).
+The faces stage (``crossemotion.ingest.faces.crops``, ``selector: track``) and the
+clip models' inference (``datasets.speaker_crop.detect_speakers``) both choose
+their speaker with ``speaker_of_clip``.
 
 Tracks (``link_tracks``). A clip's sampled frames each have their detections
 (box, five landmarks, score). Frame by frame, every open track (last seen at
@@ -432,3 +433,29 @@ def speaker_track(
     seen = min(1.0, len(best) / max(0.5 * frames_total, 1.0))
     confidence = float(np.clip(lead * seen, 0.0, 1.0))
     return SpeakerChoice(best, confidence, scores, speaking, used_audio)
+
+
+@dataclass(frozen=True)
+class ClipTracks:
+    """A clip's tracks, each track's activity, and the speaker choice (None: no face)."""
+
+    tracks: list[Track]
+    activity: dict[int, Activity]
+    choice: SpeakerChoice | None
+
+
+def speaker_of_clip(
+    found: Sequence[Sequence[Detection]],
+    frames: Sequence[np.ndarray],
+    envelope: Sequence[float] | np.ndarray | None = None,
+    settings: TrackSettings = TrackSettings(),
+    weights: SpeakerWeights = SpeakerWeights(),
+) -> ClipTracks:
+    """Link ``found`` (each sampled frame's faces) into tracks, measure each track's
+    speaking activity in ``frames`` (with the sound's ``envelope`` where given) and
+    choose the speaker track."""
+    tracks = link_tracks(found, settings)
+    activity = {t.track_id: speaking_activity(t, frames, envelope) for t in tracks}
+    height, width = frames[0].shape[:2] if len(frames) else (1, 1)
+    choice = speaker_track(tracks, activity, (width, height), len(frames), weights)
+    return ClipTracks(tracks, activity, choice)
