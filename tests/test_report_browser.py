@@ -35,6 +35,8 @@ def _fabricate_ifeed_report_inputs(results: Path) -> None:
     pl.DataFrame(schema=LINK_SCHEMA).write_parquet(results / "ifeed" / "leakage.parquet")
     (results / "ifeed" / "alignment.html").write_text("<html><body>alignment</body></html>")
     (results / "tables" / "speaker_faces.html").write_text("<html><body>faces</body></html>")
+    for name in ("speakers", "speakers_by_character"):
+        (results / "tables" / f"{name}.html").write_text(f"<html><body>{name}</body></html>")
 
 
 @pytest.fixture(scope="module")

@@ -126,6 +126,7 @@ RULES: dict[str, Sizing] = {
     "character_table": sizing(1000, 20, 2000, 20),
     "transfer_table": sizing(1000, 20, 2000, 20),
     "speaker_faces": sizing(1000, 20, 2000, 20),
+    "speakers_table": sizing(1000, 20, 2000, 20),
     "confusion_figure": fixed(1000, 10),
     "training_figure": fixed(1000, 10),
     "transfer_heatmap": fixed(1000, 10),

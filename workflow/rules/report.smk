@@ -143,6 +143,45 @@ rule speaker_faces:
         "../scripts/speaker_faces.py"
 
 
+rule speakers_table:
+    # How each MELD utterance's speaker face was chosen (the faces stage's
+    # speakers shards: selector, status, method, tracks, confidence), checked
+    # against the aligned IFEED boxes of the speaker, and per character.
+    input:
+        speakers=meld_speaker_shards(),
+        faces=meld_shards("faces"),
+        clips=meld_shards("clips"),
+        alignment="results/ifeed/alignment.parquet",
+    output:
+        csv="results/tables/speakers.csv",
+        md="results/tables/speakers.md",
+        html=report(
+            "results/tables/speakers.html",
+            caption="../report/speakers.rst",
+            category="Tables",
+            labels={"table": "speakers"},
+        ),
+        by_character_csv="results/tables/speakers_by_character.csv",
+        by_character_md="results/tables/speakers_by_character.md",
+        by_character_html=report(
+            "results/tables/speakers_by_character.html",
+            caption="../report/speakers_by_character.rst",
+            category="Tables",
+            labels={"table": "speakers by character"},
+        ),
+    log:
+        "logs/report/speakers_table.log",
+    conda:
+        "../../envs/crossemotion.yaml"
+    threads: 1
+    resources:
+        **job_resources("speakers_table"),
+    params:
+        settings=report_params(),
+    script:
+        "../scripts/speakers.py"
+
+
 rule confusion_figure:
     input:
         predictions=f"{model_dir('{model}', '{dataset}')}/predictions.parquet",

@@ -95,6 +95,10 @@ def report_inputs():
     inputs += confusion_figures() + training_figures()
     if not text_only():
         inputs += ["results/ifeed/alignment.html", "results/tables/speaker_faces.html"]
+        inputs += [
+            "results/tables/speakers.html",
+            "results/tables/speakers_by_character.html",
+        ]
     if transfer_cells():
         inputs += [
             "results/tables/transfer.html",
