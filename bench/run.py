@@ -16,7 +16,8 @@ import traceback
 from bench.common import RESULTS, ROOT, write_result
 
 BENCHMARKS = [
-    "decode", "loader", "workflow", "inference", "memory", "api", "faces", "end_to_end", "unpack",
+    "decode", "loader", "workflow", "inference", "memory", "api", "faces", "speakers",
+    "end_to_end", "unpack",
 ]  # fmt: skip
 
 
