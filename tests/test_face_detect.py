@@ -28,7 +28,13 @@ from crossemotion.ingest.faces.detect import (
 )
 from crossemotion.labels import CAST, EMOTIONS
 from crossemotion.synth import clips
-from crossemotion.synth.faces import HARD_KINDS, SceneRenderer, background, random_scene
+from crossemotion.synth.faces import (
+    HARD_KINDS,
+    LISTENER_LARGER,
+    SceneRenderer,
+    background,
+    random_scene,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 N_SHOTS = 140
@@ -67,13 +73,15 @@ def _found(dets: list[Detection], truth: Box) -> bool:
 
 
 def test_demo_default_detector_finds_the_speakers() -> None:
-    """Demo shots as the clips draw them (hard ones included): the speaker ranked first."""
+    """Demo shots as the clips draw them (hard ones included): the speaker ranked first,
+    except in reaction shots (``faces.LISTENER_LARGER``), where the listener is drawn
+    larger and more central on purpose, and the speaker is only found."""
     settings = _demo_faces()
     assert settings.detector == DEFAULT_DETECTOR == "retinaface" and settings.align
     learned = settings.build_detector()
     haar = replace(settings, detector="haar").build_detector()
     rng = np.random.default_rng(2024)
-    primary = found = haar_found = 0
+    primary = found = haar_found = reactions = 0
     kinds: Counter[str] = Counter()
     for i in range(N_SHOTS):
         speaker = CAST[i % len(CAST)] if i % 5 else f"Guest{i}"
@@ -85,17 +93,21 @@ def test_demo_default_detector_finds_the_speakers() -> None:
         kinds[spec.hard] += 1
         frame, truth = _decoded_shot(spec, frame_rng)
         dets = learned.detect(frame)
-        primary += bool(dets) and _iou(dets[0].box, truth) >= 0.5
+        if spec.kind == LISTENER_LARGER:
+            reactions += 1
+        else:
+            primary += bool(dets) and _iou(dets[0].box, truth) >= 0.5
         found += _found(dets, truth)
         haar_found += _found(haar.detect(frame), truth)
     print(
-        f"demo shots {dict(kinds)}: retinaface speaker first {primary}/{N_SHOTS}, "
+        f"demo shots {dict(kinds)}, {reactions} reaction shots: retinaface speaker first "
+        f"{primary}/{N_SHOTS - reactions} others, "
         f"found {found}; haar found {haar_found}"
     )
     # the demo holds every kind of hard shot, about HARD_SHARE of them
     assert all(kinds[k] for k in HARD_KINDS)
     assert 0.5 * clips.HARD_SHARE < 1 - kinds[""] / N_SHOTS < 1.5 * clips.HARD_SHARE
-    assert primary / N_SHOTS >= MIN_RATE
+    assert reactions and primary / (N_SHOTS - reactions) >= MIN_RATE
     assert found >= haar_found
 
 
