@@ -28,6 +28,7 @@ from crossemotion.reporting.speaker_faces import (
     speaker_items,
     speaker_table,
 )
+from crossemotion.reporting.speakers import read_inputs, speakers_by_character, speakers_table
 from crossemotion.synth.generate import TRUTH_NAME, SynthSettings, generate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +64,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
         pl.lit("matched").alias("status")
     )
     settings = _demo_faces()
-    clips, faces, haar_faces, largest_faces = [], [], [], []
+    clips, faces, haar_faces, largest_faces, speakers = [], [], [], [], []
     for split in ("train", "dev", "test"):
         clips.append(root / f"clips-{split}.parquet")
         faces.append(root / f"faces-{split}.parquet")
@@ -71,14 +72,15 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
         largest_faces.append(root / f"largest-{split}.parquet")
         rows = decodable_rows(index, split, 0, 1)
         decode_shard(rows, DecodeSettings(frames=8, height=180), clips[-1], root / "st.parquet")
-        faces_shard(clips[-1], faces[-1], settings)
+        speakers.append(root / f"speakers-{split}.parquet")
+        faces_shard(clips[-1], faces[-1], settings, speakers_out=speakers[-1])
         # the faces stage as it would run with Haar configured, for the check below
         faces_shard(clips[-1], haar_faces[-1], replace(settings, detector="haar"))
         # and with the largest face picked frame by frame, for the selectors' check
         faces_shard(clips[-1], largest_faces[-1], replace(settings, selector="largest"))
     return {"alignment": alignment, "index": index, "truth": truth, "clips": clips,
             "faces": faces, "haar_faces": haar_faces, "largest_faces": largest_faces,
-            "settings": settings}  # fmt: skip
+            "speakers": speakers, "settings": settings}  # fmt: skip
 
 
 def test_both_detectors_on_the_same_images(world: dict) -> None:
@@ -244,3 +246,42 @@ def test_the_table_splits_each_block_by_clip_kind() -> None:
     # the test split has no listener_larger image: n 0, no rate
     test = table[(table["split"] == "test") & (table["clip_kind"] == LISTENER_LARGER)]
     assert test["n"].tolist() == [0, 0] and test["primary_rate"].isna().all()
+
+
+def test_the_speakers_table_on_the_generated_world(world: dict) -> None:
+    """The per-utterance table from the faces stage's own speakers shards: one row per
+    decoded clip, and its IFEED check is the yardstick's primary verdict (the same
+    face, the same box) wherever the utterance has one speaker image."""
+    shards = read_inputs(world["speakers"], world["faces"], world["clips"])
+    table = speakers_table(shards[0], shards[1], world["alignment"], shards[2])
+    assert (
+        table.height
+        == shards[0].height
+        == pl.concat([pl.read_parquet(c, columns=["key"]) for c in world["clips"]]).height
+    )
+    items = speaker_items(world["alignment"], world["index"], world["faces"], world["clips"],
+                         SCALE)  # fmt: skip
+    # per utterance: agree when every image's primary verdict is a hit
+    verdicts = items.group_by("meld_split", "meld_key").agg(
+        pl.len().alias("images"),
+        pl.col("primary_hit").all().alias("all_hit"),
+        pl.col("primary_iou").min().alias("lowest"),
+    )
+    checked = table.join(
+        verdicts, left_on=["split", "key"], right_on=["meld_split", "meld_key"]
+    ).sort("key")
+    assert checked.height >= 10
+    assert checked["ifeed_boxes"].to_list() == checked["images"].to_list()
+    assert checked["ifeed_agree"].to_list() == checked["all_hit"].to_list()
+    assert checked["ifeed_iou"].to_list() == pytest.approx(checked["lowest"].to_list())
+    assert table["ifeed_boxes"].sum() == items.height
+
+    summary = speakers_by_character(table)
+    overall = summary[(summary["split"] == "all") & (summary["character"] == "all")].iloc[0]
+    print(f"speakers: {overall['found']}/{overall['utterances']} found, IFEED agreement "
+          f"{overall['ifeed_agreement']:.3f} on {overall['ifeed_checked']}, one track in "
+          f"{overall['one_track']}/{overall['multi_face_clips']} multi-face clips")  # fmt: skip
+    assert overall["utterances"] == table.height
+    assert overall["ifeed_checked"] == int(table["ifeed_agree"].is_not_null().sum())
+    # the track selector keeps one person per utterance
+    assert overall["one_track_share"] >= 0.95
