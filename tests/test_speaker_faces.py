@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 import yaml
 
+from crossemotion.config import ConfigError, validate_config
 from crossemotion.ingest.archives.unpack import safe_extract
 from crossemotion.ingest.faces.crops import FaceSettings, faces_shard
 from crossemotion.ingest.faces.detect import Detection
@@ -285,3 +286,13 @@ def test_the_speakers_table_on_the_generated_world(world: dict) -> None:
     assert overall["ifeed_checked"] == int(table["ifeed_agree"].is_not_null().sum())
     # the track selector keeps one person per utterance
     assert overall["one_track_share"] >= 0.95
+
+
+def test_compare_selectors_is_schema_checked() -> None:
+    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    cfg.setdefault("report", {}).setdefault("speaker_faces", {})
+    cfg["report"]["speaker_faces"]["compare_selectors"] = ["largest", "reference"]
+    validate_config(cfg)
+    cfg["report"]["speaker_faces"]["compare_selectors"] = ["biggest"]
+    with pytest.raises(ConfigError, match=r"report\.speaker_faces\.compare_selectors"):
+        validate_config(cfg)

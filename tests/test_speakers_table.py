@@ -17,6 +17,7 @@ from crossemotion.ingest.ifeed.align import ALIGNMENT_SCHEMA
 from crossemotion.labels import OTHER
 from crossemotion.reporting.speakers import (
     BY_CHARACTER_COLUMNS,
+    as_pandas,
     read_inputs,
     speakers_by_character,
     speakers_table,
@@ -213,3 +214,11 @@ def test_by_character(shards: dict[str, Any]) -> None:
     assert (everything.ifeed_checked, everything.ifeed_agreement) == (3, pytest.approx(1 / 3))
     # characters without utterances in a split are left out, the all rows never
     assert ("train", "Joey") not in cell and ("dev", "all") in cell
+
+
+def test_integer_columns_stay_integers_for_the_csv(shards: dict[str, Any]) -> None:
+    frame = as_pandas(_table(shards)).set_index("key")
+    assert frame.loc["train_dia1_utt0", "speaker_track"] == 0
+    assert pd.isna(frame.loc["dev_dia3_utt0", "speaker_track"])
+    assert str(frame["speaker_track"].dtype) == "Int64"
+    assert str(frame["n_tracks"].dtype) == "Int64"

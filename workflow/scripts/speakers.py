@@ -5,7 +5,12 @@ import polars as pl
 
 from crossemotion.logs import setup_logging
 from crossemotion.reporting.provenance import provenance
-from crossemotion.reporting.speakers import read_inputs, speakers_by_character, speakers_table
+from crossemotion.reporting.speakers import (
+    as_pandas,
+    read_inputs,
+    speakers_by_character,
+    speakers_table,
+)
 from crossemotion.reporting.tables import write_table
 
 sm = snakemake  # type: ignore[name-defined]
@@ -21,7 +26,7 @@ prov = provenance(
     run_settings.get("root", "."),
 )
 write_table(
-    table.to_pandas(),
+    as_pandas(table),
     sm.output.csv,
     sm.output.md,
     "Speakers: how each MELD utterance's speaker face was chosen "

@@ -221,3 +221,13 @@ def speakers_by_character(table: pl.DataFrame) -> pd.DataFrame:
                 continue
             rows.append({"split": split, "character": character, **_summary(sub)})
     return pd.DataFrame(rows, columns=list(BY_CHARACTER_COLUMNS))
+
+
+def as_pandas(table: pl.DataFrame) -> pd.DataFrame:
+    """``speakers_table`` for ``write_table``: integer columns stay integers where
+    they hold nulls (``speaker_track`` of a clip without face), not floats."""
+    frame = table.to_pandas()
+    for name, dtype in table.schema.items():
+        if dtype.is_integer():
+            frame[name] = frame[name].astype("Int64")
+    return frame
