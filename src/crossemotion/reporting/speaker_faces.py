@@ -132,7 +132,12 @@ def _wanted_rows(
     """The clips-shard rows of the ``wanted`` (split, key) clips, one shard in memory at a time."""
     for path in clips:
         present = set(pq.read_schema(path).names)
-        table = pl.read_parquet(path, columns=[c for c in columns if c in present])
+        ids = pl.read_parquet(path, columns=["split", "key"])
+        keys = [k for sp, k in zip(ids["split"], ids["key"], strict=True) if (sp, k) in wanted]
+        if not keys:
+            continue  # no frame bytes read for a shard the yardstick does not score
+        read = [c for c in columns if c in present]
+        table = pl.DataFrame(pq.read_table(path, columns=read, filters=[("key", "in", keys)]))
         keep = [(sp, k) in wanted for sp, k in zip(table["split"], table["key"], strict=True)]
         yield from table.filter(pl.Series(keep, dtype=pl.Boolean)).iter_rows(named=True)
 
