@@ -99,9 +99,12 @@ def test_alignment_recovers_the_true_sources(world: dict) -> None:
     ]
     assert min(ious) >= 0.8 and float(np.median(ious)) >= 0.9
     # frames of a shot that differ by a pixel of jitter score alike: the time is
-    # the exact frame for most images (about 3 in 4 on the demo), a look-alike else
+    # the exact frame for about half the images, a look-alike else (the speaker's
+    # mouth holds open or shut for 1-4 frames, a pause for 3-6, synth.faces.syllables:
+    # 0.51 on this world, 0.61 when it toggled every 2 frames); a wrong shot would be
+    # a wrong clip, which the checks above rule out
     exact = (matched["time"] - matched["t_time"]).abs() <= 1e-3
-    assert exact.mean() >= 0.6
+    assert exact.mean() >= 0.45
     assert (matched["frame_width"] == 320).all() and (matched["frame_height"] == 240).all()
 
 
