@@ -29,7 +29,7 @@ from crossemotion.synth.meld import encode, plan_clips, plan_templates
 DEMO = {"train": 240, "dev": 60, "test": 90}
 SEED, FPS, WIDTH, HEIGHT = 7, 10, 320, 240
 DECODED_HEIGHT, SAMPLED = 180, 8  # the demo's decode settings (config/demo.yaml)
-N_END_TO_END = 4
+N_END_TO_END = 5
 
 
 @lru_cache(maxsize=1)
@@ -147,7 +147,9 @@ def test_ifeed_captures_of_the_speaker_in_a_reaction_shot() -> None:
     sx, sy, sw, sh = boxes[3][0]
     assert jpeg[:2] == b"\xff\xd8"
     assert cx <= sx and cx + cw >= sx + sw and cy <= sy + 1 and cy + ch >= sy + sh - 1
-    lx, _, lw, _ = boxes[3][1]  # type: ignore[misc]
+    listener = boxes[3][1]
+    assert listener is not None
+    lx, _, lw, _ = listener
     assert cx + cw <= lx + lw / 2 or cx >= lx + lw / 2  # not centred on the listener
 
 
@@ -220,10 +222,12 @@ def test_tracks_find_the_speaker_where_largest_finds_the_listener(
             _iou(b, _scaled(truth[f][0], k)) >= 0.5
             for f, b in zip(choice.track.frames, choice.track.boxes, strict=True)
         )
+        listeners = [listener for _, listener in truth]
         largest_is_listener = sum(
-            bool(d) and _iou(rank_speaker_first(d, *size)[0].box, _scaled(truth[f][1], k)) >= 0.5  # type: ignore[arg-type]
-            for f, d in enumerate(found)
-        )
+            bool(d) and b is not None
+            and _iou(rank_speaker_first(d, *size)[0].box, _scaled(b, k)) >= 0.5
+            for d, b in zip(found, listeners, strict=True)
+        )  # fmt: skip
         print(
             f"{job.split} {job.key}: tracks {len(tracks)}, chosen speaker {chosen_is_speaker} "
             f"(confidence {choice.confidence:.2f}, speaking {choice.speaking}), "
