@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import polars as pl
 
@@ -59,8 +61,10 @@ def test_reference_selector_picks_the_speaker_not_the_largest_face() -> None:
     row = {"split": "test", "key": "dia1_utt0", "dialogue_id": 1, "utterance_id": 0,
            "file": "x.mp4", "character": "Ross", "speaker": "Ross", "label": "neutral",
            "frames": [encode_jpeg(frame, 95)]}  # fmt: skip
-    settings = FaceSettings(size=32, min_size=24, max_per_frame=4)
+    # selector: largest ignores the references; selector: reference uses them
+    settings = FaceSettings(size=32, min_size=24, max_per_frame=4, selector="largest")
     detector = settings.build_detector()
-    plain = clip_faces(row, detector, settings)[0]["bbox"]
-    chosen = clip_faces(row, detector, settings, refs)[0]["bbox"]
+    plain = clip_faces(row, detector, settings, refs)[0]["bbox"]
+    by_reference = replace(settings, selector="reference")
+    chosen = clip_faces(row, detector, by_reference, refs)[0]["bbox"]
     assert plain[0] + plain[2] / 2 < 160 < chosen[0] + chosen[2] / 2

@@ -257,7 +257,9 @@ def clip_speaker(
         picks = {} if choice is None else dict(zip(choice.track.frames, choice.track.detections,
                                                    strict=True))  # fmt: skip
     else:
-        picks = _per_frame_pick(images, found, row.get("character"), references)
+        # the references decide only with selector: reference
+        refs = references if s.selector == "reference" else None
+        picks = _per_frame_pick(images, found, row.get("character"), refs)
     rows = []
     for f, j in sorted(picks.items()):
         image, best = images[f], found[f][j]
