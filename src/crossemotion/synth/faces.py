@@ -552,8 +552,9 @@ class SceneSpec:
     kind: str = ""  # "", or LISTENER_LARGER
     # the bystander's face centre, fraction of width (None: 0.5 + other_side * 0.3)
     other_cx: float | None = None
-    # the speaker's mouth per frame (True: open); empty: open every other two frames
-    speech: tuple[bool, ...] = ()
+    # the speaker's mouth per frame (0: closed, else its opening, ``syllables``);
+    # empty: open every other two frames
+    speech: tuple[float, ...] = ()
 
 
 # shots a frontal-face cascade misses and a learned detector should find
@@ -654,18 +655,28 @@ PAUSE_FRAMES = (3, 6)
 PAUSE_P = 0.15
 
 
-def syllables(n_frames: int, rng: np.random.Generator) -> tuple[bool, ...]:
-    """A speaker's mouth per frame (True: open): alternating open and closed runs of
-    ``SYLLABLE_FRAMES`` frames, a closed run being a pause of ``PAUSE_FRAMES`` frames
-    with probability ``PAUSE_P``. Starts open, as the utterance starts with speech."""
-    out: list[bool] = []
+# how far a syllable opens the mouth (share of the widest): syllables differ, so
+# two sampled frames of speech seldom show one mouth, as in real talk; the
+# voice's loudness follows the same level (``synth.meld.voice``)
+OPEN_LEVELS = (0.5, 0.75, 1.0)
+# the widest opening, added to the expression's own ``mouth_open``
+TALK_OPENING = 0.35
+
+
+def syllables(n_frames: int, rng: np.random.Generator) -> tuple[float, ...]:
+    """A speaker's mouth per frame (0: closed, else the syllable's opening, one of
+    ``OPEN_LEVELS``): alternating open and closed runs of ``SYLLABLE_FRAMES`` frames, a
+    closed run being a pause of ``PAUSE_FRAMES`` frames with probability ``PAUSE_P``.
+    Starts open, as the utterance starts with speech."""
+    out: list[float] = []
     is_open = True
     while len(out) < n_frames:
         if not is_open and rng.random() < PAUSE_P:
             run = int(rng.integers(PAUSE_FRAMES[0], PAUSE_FRAMES[1] + 1))
         else:
             run = int(rng.integers(SYLLABLE_FRAMES[0], SYLLABLE_FRAMES[1] + 1))
-        out += [is_open] * run
+        level = float(rng.choice(OPEN_LEVELS)) if is_open else 0.0
+        out += [level] * run
         is_open = not is_open
     return tuple(out[:n_frames])
 
@@ -683,11 +694,15 @@ class SceneRenderer:
             background(width, height, bg_rng), spec.brightness, 0.0, spec.noise, bg_rng
         )
         size = max(16, int(spec.face_frac * height))
-        talking = replace(spec.speaker_expr, mouth_open=spec.speaker_expr.mouth_open + 0.25)
+        # one head per mouth opening: closed (the expression as drawn), then OPEN_LEVELS
+        openings = (0.0, *OPEN_LEVELS)
         self.speaker = [
-            self._lit(render_head(spec.speaker_look, e, size, spec.yaw))
-            for e in (spec.speaker_expr, talking)
-        ]
+            self._lit(render_head(spec.speaker_look, replace(
+                spec.speaker_expr, mouth_open=spec.speaker_expr.mouth_open + TALK_OPENING * o
+            ), size, spec.yaw))
+            for o in openings
+        ]  # fmt: skip
+        self._head_of = {o: i for i, o in enumerate(openings)}
         self.other = None
         if spec.other_look is not None and spec.other_expr is not None:
             osize = max(16, int(size * spec.other_frac))
@@ -702,12 +717,12 @@ class SceneRenderer:
         )
         return np.dstack([rgb, patch[:, :, 3]]), box
 
-    def mouth_open(self, index: int) -> bool:
-        """Whether the speaker's mouth is open in frame ``index``."""
+    def mouth_open(self, index: int) -> float:
+        """How far the speaker's mouth is open in frame ``index`` (0: closed)."""
         speech = self.spec.speech
         if speech:
             return speech[min(index, len(speech) - 1)]
-        return (index // 2) % 2 == 1
+        return OPEN_LEVELS[-1] if (index // 2) % 2 == 1 else 0.0
 
     def frame(
         self, index: int, rng: np.random.Generator
@@ -733,7 +748,7 @@ class SceneRenderer:
             _paste(canvas, p.patch, p.x0, p.y0)
             other_box = p.box
         # speech: the mouth follows the syllables; the head bobs slightly
-        patch, box = self.speaker[int(self.mouth_open(index))]
+        patch, box = self.speaker[self._head_of[self.mouth_open(index)]]
         p = place(
             patch,
             box,

@@ -441,7 +441,7 @@ NOISE_FLOOR = 0.004  # room noise, standard deviation (full scale 1)
 
 
 def voice(
-    speech: Sequence[bool],
+    speech: Sequence[float],
     fps: float,
     duration: float,
     hz: float,
@@ -453,14 +453,16 @@ def voice(
     ``speech``: the speaker's mouth per frame (``faces.syllables``). The sound at
     time t follows the frame nearest t (frame i is shown at i / fps), so an RMS
     window centred on a frame's time hears that frame's mouth. The envelope
-    steps between ``CLOSED_LEVEL`` and 1, smoothed into ``RAMP_S`` ramps; a slow
+    steps between ``CLOSED_LEVEL`` and the syllable's opening (at most 1), smoothed
+    into ``RAMP_S`` ramps; a slow
     pitch wobble (±3 % at 4-6 Hz) keeps it from sounding like a test tone.
     """
     n = max(1, round(duration * rate))
     t = np.arange(n, dtype=np.float64) / rate
     if speech:
         frame = np.clip(np.floor(t * fps + 0.5).astype(np.int64), 0, len(speech) - 1)
-        level = np.where(np.asarray(speech, bool)[frame], 1.0, CLOSED_LEVEL)
+        # as loud as the mouth is open (a wider syllable is a louder one)
+        level = np.maximum(np.asarray(speech, np.float64)[frame], CLOSED_LEVEL)
     else:
         level = np.ones(n)
     # a moving average of RAMP_S turns each step into a linear ramp of that length
