@@ -17,6 +17,7 @@ from crossemotion.config import ConfigError, validate_config
 from crossemotion.ingest.archives.unpack import safe_extract
 from crossemotion.ingest.faces.crops import FaceSettings, faces_shard
 from crossemotion.ingest.faces.detect import Detection
+from crossemotion.ingest.ifeed.align import iou
 from crossemotion.ingest.meld.index import build_index, decodable_rows
 from crossemotion.ingest.video.decode import DecodeSettings, decode_shard
 from crossemotion.reporting.speaker_faces import (
@@ -216,6 +217,11 @@ def test_clip_kind_is_measured_against_the_speakers_face() -> None:
     # the box itself is a larger listener; a smaller one is not
     assert clip_kind([listener], [200, 10, 30, 30]) == LISTENER_LARGER
     assert clip_kind([_face(100, 10, 20, 20)], [200, 10, 30, 30]) == OTHER
+    # the speaker's face framed otherwise than the IFEED crop (a turned head: the
+    # detector's box wider, IoU 0.2-0.5): still the speaker's, not a larger listener
+    wide = _face(4, 10, 50, 32)
+    assert 0.2 <= iou(list(wide.box), [14, 2, 28, 40]) < 0.5
+    assert clip_kind([wide], [14, 2, 28, 40]) == OTHER
 
 
 def test_the_table_splits_each_block_by_clip_kind() -> None:

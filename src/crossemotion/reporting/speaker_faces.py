@@ -32,8 +32,8 @@ configured one is the configured block already and is not run twice.
 
 Clip kinds. Each scored image is a ``listener_larger`` clip when, in the
 sampled frame nearest to the IFEED frame, the configured detector finds a face
-other than the speaker's (the face matching the IFEED box, IoU >= 0.5; else the
-IFEED box itself) with a larger area: the shots where the largest face is the
+other than the speaker's (the face overlapping the IFEED box most, IoU >= 0.2;
+else the IFEED box itself) with a larger area: the shots where the largest face is the
 listener's. Every other image is ``other``. The kind is measured on the frames,
 so it works on real MELD as on the demo, and it is one kind per image for every
 block, so the blocks compare on the same images. Each block has ``clip_kind``
@@ -64,6 +64,9 @@ if TYPE_CHECKING:
 HIT_IOU = 0.5
 CONFIGURED, COMPARISON = "configured", "comparison"
 ALL, LISTENER_LARGER, OTHER = "all", "listener_larger", "other"
+# the detected face overlapping the IFEED box by this much is the speaker's own face
+# (for the clip kind only; a hit still needs HIT_IOU)
+SAME_FACE_IOU = 0.2
 CLIP_KINDS = (ALL, LISTENER_LARGER, OTHER)
 # the selector of items scored without one (``speaker_items`` alone)
 UNNAMED = ""
@@ -180,11 +183,13 @@ def detected_faces(
 def clip_kind(found: Sequence[Detection], speaker_box: Sequence[float]) -> str:
     """``listener_larger`` when a face of ``found`` other than the speaker's is larger
     than the speaker's, else ``other``. The speaker's face is the one of ``found``
-    matching ``speaker_box`` (the IFEED box in the same pixels; IoU >= 0.5, the
-    best); where none matches, the box itself stands for it."""
+    overlapping ``speaker_box`` (the IFEED box in the same pixels) most, if by
+    ``SAME_FACE_IOU`` at least: a detector frames a face otherwise than IFEED's crop
+    (a turned head, a small face), which makes it a miss but not another person;
+    where none overlaps so, the box itself stands for it."""
     overlaps = [iou(list(f.box), speaker_box) for f in found]
     best = int(np.argmax(overlaps)) if overlaps else -1
-    if best >= 0 and overlaps[best] >= HIT_IOU:
+    if best >= 0 and overlaps[best] >= SAME_FACE_IOU:
         speaker_area = float(found[best].w * found[best].h)
         others = [f for i, f in enumerate(found) if i != best]
     else:

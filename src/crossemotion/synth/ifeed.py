@@ -197,15 +197,22 @@ def _capture(
 def crop_box(face: Box, cap: Capture, width: int, height: int) -> Box:
     """The crop around a face box: IFEED's aspect (a little off), clipped to the frame.
 
-    The sides move by ``cap.margins[0]``/``[1]`` of the box width; the height
-    follows from the output aspect times ``cap.margins[2]``, and the extra (or
-    missing) height is shared above/below as ``cap.margins[3]`` says.
+    The crop's base width is the face box's width, or its height times the output
+    aspect (``cap.size``'s, times ``cap.margins[2]``) where that is more, so the
+    whole face is in the crop; the sides move by ``cap.margins[0]``/``[1]`` of that
+    width; the height follows from the output aspect, and the extra (or missing)
+    height is shared above/below as ``cap.margins[3]`` says.
     """
     x, y, w, h = face
     left, right, aspect, top = cap.margins
-    x0 = x - left * w
-    x1 = x + w + right * w
-    crop_h = (x1 - x0) / (cap.size[0] / cap.size[1] * aspect)
+    out_aspect = cap.size[0] / cap.size[1] * aspect
+    # the crop holds the whole face box, as a face cropper's does: a face narrower
+    # than the output's aspect (a turned head) widens the crop, not shortens it
+    side = max(w, h * out_aspect)
+    cx = x + w / 2
+    x0 = cx - side / 2 - left * side
+    x1 = cx + side / 2 + right * side
+    crop_h = (x1 - x0) / out_aspect
     y0 = y - top * (crop_h - h)
     x0i, y0i = max(0, round(x0)), max(0, round(y0))
     x1i, y1i = min(width, round(x1)), min(height, round(y0 + crop_h))
