@@ -113,9 +113,7 @@ def test_every_edge_clip_has_a_status_and_a_reason(stage: dict[str, pl.DataFrame
 
 
 @pytest.mark.parametrize("name", ["talk", "silent", "bad_audio"])
-def test_track_selector_follows_the_talking_face(
-    stage: dict[str, pl.DataFrame], name: str
-) -> None:
+def test_track_selector_follows_the_talking_face(stage: dict[str, pl.DataFrame], name: str) -> None:
     """``track`` keeps the smaller talking face in every frame, under one track id;
     ``largest`` keeps the larger listener, frame by frame."""
     scene, key = Scene(), _key(stage, name)
