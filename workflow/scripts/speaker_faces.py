@@ -10,7 +10,7 @@ from crossemotion.ingest.faces.crops import FaceSettings
 from crossemotion.ingest.faces.references import References
 from crossemotion.io import write_parquet
 from crossemotion.logs import setup_logging
-from crossemotion.reporting.provenance import provenance
+from crossemotion.reporting.provenance import run_provenance
 from crossemotion.reporting.speaker_faces import compared_items, speaker_table
 from crossemotion.reporting.tables import write_table
 
@@ -38,12 +38,7 @@ log.info("speaker faces: %s (%s), comparison detectors %s, comparison selectors 
          time.perf_counter() - t0)  # fmt: skip
 write_parquet(sm.output.detail, items)
 table = speaker_table(items)
-run_settings = dict(sm.params.settings)
-prov = provenance(
-    run_settings.get("config", {}),
-    run_settings.get("data_files", []),
-    run_settings.get("root", "."),
-)
+prov = run_provenance(dict(sm.params.settings))
 title = (
     "Speaker faces: MELD's face choice vs aligned IFEED boxes (hit: IoU >= 0.5), "
     "per detector and selector on the same frames, by clip kind"

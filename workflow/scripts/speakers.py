@@ -4,7 +4,7 @@
 import polars as pl
 
 from crossemotion.logs import setup_logging
-from crossemotion.reporting.provenance import provenance
+from crossemotion.reporting.provenance import run_provenance
 from crossemotion.reporting.speakers import (
     as_pandas,
     read_inputs,
@@ -19,12 +19,7 @@ speakers, faces, clips = read_inputs(list(sm.input.speakers), list(sm.input.face
                                      list(sm.input.clips))  # fmt: skip
 table = speakers_table(speakers, faces, pl.read_parquet(sm.input.alignment), clips)
 summary = speakers_by_character(table)
-run_settings = dict(sm.params.settings)
-prov = provenance(
-    run_settings.get("config", {}),
-    run_settings.get("data_files", []),
-    run_settings.get("root", "."),
-)
+prov = run_provenance(dict(sm.params.settings))
 write_table(
     as_pandas(table),
     sm.output.csv,

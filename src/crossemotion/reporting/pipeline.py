@@ -11,7 +11,7 @@ import pandas as pd
 from crossemotion.layout import config_seeds
 from crossemotion.reporting import figures
 from crossemotion.reporting.character import character_table
-from crossemotion.reporting.provenance import provenance
+from crossemotion.reporting.provenance import run_provenance
 from crossemotion.reporting.runs import Run, primary_level, seed_runs, transfer_run
 from crossemotion.reporting.scores import read_predictions
 from crossemotion.reporting.tables import (
@@ -98,9 +98,7 @@ def write_named_table(
     html_path: str | Path | None = None,
 ) -> pd.DataFrame:
     frame = build_table(table, settings, runs, cells, transfer_model, results)
-    prov = provenance(
-        settings.get("config", {}), settings.get("data_files", []), settings.get("root", ".")
-    )
+    prov = run_provenance(settings)
     md_columns = markdown_columns(table, frame)
     write_table(frame, csv_path, md_path, TITLES[table], prov, md_columns, html_path)
     return frame

@@ -83,6 +83,14 @@ def provenance(
     }
 
 
+def run_provenance(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``provenance`` from a report rule's settings (``config``, ``data_files``, ``root``:
+    the workflow's ``report_params()``)."""
+    return provenance(
+        settings.get("config", {}), settings.get("data_files", []), settings.get("root", ".")
+    )
+
+
 def markdown_header(title: str, prov: Mapping[str, Any]) -> str:
     """Block quoted at the top of every Markdown table."""
     lines = [f"# {title}", ""]
