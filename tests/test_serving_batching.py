@@ -81,6 +81,43 @@ def test_a_failing_batch_fails_each_of_its_items() -> None:
         batcher.close()
 
 
+def test_busy_names_the_running_batch_and_where_it_is() -> None:
+    """What the server logs after a 504: the stuck batch's size, age and stack."""
+    gate = Gate()
+    batcher = MicroBatcher(gate, max_batch=4, max_wait=0.0, workers=2, name="img")
+    try:
+        assert batcher.busy() == [] and batcher.waiting == 0
+        first = batcher.submit(1)
+        assert gate.started.wait(10)
+        (line,) = batcher.busy()
+        assert line.startswith("img-") and "batch of 1 running for" in line
+        # the worker's innermost frame is the gate's wait, inside Gate.__call__
+        assert "in __call__" in line and "self.release.wait" in line
+        assert "at:" not in batcher.busy(stack=False)[0]
+        gate.release.set()
+        assert first.result(10) == 10
+    finally:
+        batcher.close()
+    assert batcher.busy() == []
+
+
+# the worker thread ends with the exit, as it should: pytest reports that as a warning
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_an_exit_inside_a_batch_still_answers_its_items() -> None:
+    """A BaseException ends the worker thread, but its items get it as their error
+    instead of waiting forever."""
+
+    def leaving(state: object, items: list[int]) -> list[int]:
+        raise SystemExit("interpreter exit")
+
+    batcher = MicroBatcher(leaving, workers=1)
+    try:
+        with pytest.raises(SystemExit, match="interpreter exit"):
+            batcher.submit(1).result(10)
+    finally:
+        batcher.close()
+
+
 def test_each_worker_builds_its_state_once_in_its_own_thread() -> None:
     made: list[str] = []
     lock = threading.Lock()

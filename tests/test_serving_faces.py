@@ -110,3 +110,29 @@ def test_an_image_request_past_its_timeout_is_a_timeout_and_the_service_goes_on(
         assert answers and all(isinstance(a, PredictionTimeout) for a in answers), answers
         # the abandoned requests did not break the batch workers
         assert svc.predict_image(data).faces[0].speaker
+
+
+def test_a_timed_out_image_request_logs_where_its_batch_is(
+    models: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After a 504 the log says whether the image still waited or which batch ran it, so
+    a stall can be found from the server log alone."""
+    import logging
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from crossemotion.serving.app import create_app
+
+    settings = Settings(models_dir=models, request_timeout=0.001, mount_ui=False)
+    data = example_files().frame.read_bytes()
+    with caplog.at_level(logging.WARNING, "crossemotion.serving.app"), \
+            TestClient(create_app(settings=settings)) as client:  # fmt: skip
+        late = client.post("/v1/predict/image", files={"file": ("f.jpg", data, "image/jpeg")})
+    assert late.status_code == 504, late.text
+    (line,) = [r.getMessage() for r in caplog.records if "past the timeout" in r.getMessage()]
+    assert re.match(
+        r"image request past the timeout; \d+ images waiting; "
+        r"(images-\d: batch of 1 running for [\d.]+s|no batch running)",
+        line,
+    ), line

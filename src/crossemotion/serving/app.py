@@ -259,7 +259,12 @@ def _routes(app: FastAPI, service: Service, run: Runner) -> None:
         whole image is classified. Requests that arrive together share a batch."""
         service.require_for("image")
         data = await file.read()
-        result = await run.wait(service.submit_image(data))
+        try:
+            result = await run.wait(service.submit_image(data))
+        except PredictionTimeout:
+            # where the batch is stuck, for whoever reads the log after a 504
+            log.warning("image request past the timeout; %s", service.image_workers())
+            raise
         return schemas.ImageResponse.model_validate(result, from_attributes=True)
 
     @app.post("/v1/predict/text", response_model=schemas.TextResponse, tags=["predict"],

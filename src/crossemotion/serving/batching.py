@@ -13,14 +13,20 @@ timeout) is left out of the batch, so an abandoned request costs nothing.
 
 Each worker calls ``make_state()`` once in its own thread and passes the state to
 every ``work`` call: per-thread resources (a face detector) are built there.
+
+``busy()`` tells what each worker is doing now (its batch's size and age, and
+where in the code it is): the server logs it when a request times out, so a
+stalled batch shows its stack in the log instead of only a 504.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, Generic, TypeVar
@@ -60,6 +66,8 @@ class MicroBatcher(Generic[I, R]):
         self.batches = 0
         self.items = 0
         self._count_lock = threading.Lock()
+        # thread name -> (thread ident, batch size, start time) while a batch runs
+        self._running: dict[str, tuple[int, int, float]] = {}
         self._ready = threading.Barrier(workers + 1)
         self._errors: list[BaseException] = []
         self._threads = [
@@ -96,6 +104,27 @@ class MicroBatcher(Generic[I, R]):
     @property
     def mean_batch(self) -> float:
         return self.items / self.batches if self.batches else 0.0
+
+    def busy(self, stack: bool = True) -> list[str]:
+        """One line per worker in a batch now: its size and age (and, with ``stack``,
+        the worker's innermost frames), oldest first; idle workers are not listed."""
+        now = time.monotonic()
+        frames = sys._current_frames() if stack else {}
+        lines = []
+        for name, (ident, size, start) in sorted(self._running.copy().items(),
+                                                 key=lambda kv: kv[1][2]):  # fmt: skip
+            line = f"{name}: batch of {size} running for {now - start:.1f}s"
+            frame = frames.get(ident)
+            if frame is not None:
+                where = traceback.format_stack(frame, limit=6)
+                line += ", at:\n" + "".join(where).rstrip()
+            lines.append(line)
+        return lines
+
+    @property
+    def waiting(self) -> int:
+        """Items queued and not yet taken by a worker."""
+        return self._queue.qsize()
 
     def _take(self) -> list[tuple[I, Future[R]]] | None:
         """The next batch: the first item (blocking), then whatever arrives within
@@ -136,6 +165,8 @@ class MicroBatcher(Generic[I, R]):
             with self._count_lock:
                 self.batches += 1
                 self.items += len(live)
+            me = threading.current_thread()
+            self._running[me.name] = (me.ident or 0, len(live), time.monotonic())
             try:
                 results = list(self.work(state, [item for item, _ in live]))
                 if len(results) != len(live):
@@ -143,6 +174,13 @@ class MicroBatcher(Generic[I, R]):
             except Exception as exc:  # the batch failed as a whole: every item says so
                 log.exception("batch of %d failed", len(live))
                 results = [exc] * len(live)
+            except BaseException as exc:
+                # the thread ends (an interpreter exit): its items must not wait forever
+                for _, fut in live:
+                    fut.set_exception(exc)
+                raise
+            finally:
+                self._running.pop(me.name, None)
             for (_, fut), result in zip(live, results, strict=True):
                 if isinstance(result, BaseException):
                     fut.set_exception(result)

@@ -255,6 +255,14 @@ class Service:
         assert self.images is not None, "Service.load() was not called"
         return self.images.submit(image)
 
+    def image_workers(self) -> str:
+        """The image batches now: items waiting, and each busy worker's batch and stack."""
+        if self.images is None:
+            return "no image batcher"
+        parts = [f"{self.images.waiting} images waiting"]
+        parts += self.images.busy() or ["no batch running"]
+        return "; ".join(parts)
+
     def predict_image(self, data: bytes) -> ImageResult:
         return self.submit_image(data).result()
 
