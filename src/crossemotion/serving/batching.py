@@ -154,6 +154,7 @@ class MicroBatcher(Generic[I, R]):
             self._ready.wait()
             return
         self._ready.wait()
+        me = threading.current_thread()
         while True:
             batch = self._take()
             if batch is None:
@@ -165,7 +166,6 @@ class MicroBatcher(Generic[I, R]):
             with self._count_lock:
                 self.batches += 1
                 self.items += len(live)
-            me = threading.current_thread()
             self._running[me.name] = (me.ident or 0, len(live), time.monotonic())
             try:
                 results = list(self.work(state, [item for item, _ in live]))
